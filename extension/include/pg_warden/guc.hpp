@@ -1,0 +1,23 @@
+/*
+ * guc.hpp — pg_warden's settings (warden.*), defined in guc.cpp.
+ */
+#pragma once
+
+#include "pg_warden/pg.hpp"
+
+namespace warden {
+
+extern char *guc_database;        /* warden.database (postmaster) */
+extern int guc_sample_interval;   /* warden.sample_interval, ms */
+extern int guc_max_tracked;       /* warden.max_tracked (postmaster) */
+extern int guc_degraded_percent;  /* warden.degraded_percent */
+extern int guc_unhealthy_percent; /* warden.unhealthy_percent */
+extern bool guc_enforce;          /* warden.enforce */
+extern char *guc_exempt_roles;    /* warden.exempt_roles */
+
+void DefineSettings();
+
+/* Is role_name listed in warden.exempt_roles? (PostgreSQL regime.) */
+bool IsExemptRole(const char *role_name);
+
+}  // namespace warden

@@ -1,0 +1,61 @@
+/*
+ * pg.hpp — the one place where pg_warden includes PostgreSQL's headers.
+ *
+ * C++ and library headers must be included before this file: port.h
+ * redefines snprintf, printf, strerror and friends. Every PostgreSQL header
+ * any source needs is listed here, inside one extern "C" block.
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+extern "C" {
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "common/hashfn.h"
+#include "common/ip.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "libpq/auth.h"
+#include "libpq/libpq-be.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "pgstat.h"
+#include "port/atomics.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "replication/walsender.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/backend_status.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inet.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/wait_event.h"
+}
+
+/*
+ * Tripwire for C++-only headers: they include <pg_warden/cpp_only.hpp>,
+ * which refuses to compile once postgres.h has been seen.
+ */
+#define PG_WARDEN_PG_INCLUDED 1

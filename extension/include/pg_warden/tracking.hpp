@@ -1,0 +1,125 @@
+/*
+ * tracking.hpp — connection usage per (database, role, application_name) in
+ * shared memory.
+ *
+ * Layout (one ShmemInitStruct, sized at postmaster start, never grows):
+ *   TrackingShared header
+ *   UsageEntry     entries[capacity]     capacity = max_tracked + other slots + 1
+ *   int32          index[index_size]     open addressing over entries, -1 = empty
+ *   BackendSlot    slots[MaxBackends]    one per backend id: which entry it counts in
+ *   SampledBackend sampled[2][MaxBackends]  the worker's latest sample, double-buffered
+ *
+ * Locking protocol:
+ *   keys_lock (LWLock): shared to look a key up, exclusive to add one. Entries
+ *     are never moved or removed, so an entry index stays valid for ever and
+ *     counters are updated with atomics without the lock.
+ *   sample_lock (LWLock): exclusive while the worker publishes a sample (flips
+ *     the sample buffer, writes the per-entry sampled fields), shared to read.
+ *   BackendSlot.mutex (spinlock): guards slot.entry, so that counting out at
+ *     exit and the worker re-keying a session after SET application_name move
+ *     each connection exactly once. Nothing is ever ereported under it.
+ */
+#pragma once
+
+#include "pg_warden/pg.hpp"
+
+namespace warden {
+
+constexpr const char *kOtherApplication = "<other>";
+
+struct UsageKey {
+  char database[NAMEDATALEN];
+  char role[NAMEDATALEN];
+  char application[NAMEDATALEN];
+};
+
+/* Backend states as pg_warden records them (pg_stat_activity's names). */
+enum class SessionState : uint8 {
+  kStarting = 0,
+  kActive,
+  kIdle,
+  kIdleInTransaction,
+  kIdleInTransactionAborted,
+  kFastpath,
+  kDisabled,
+};
+const char *SessionStateName(SessionState s);
+
+struct UsageEntry {
+  UsageKey key;
+  uint32 hash;
+  pg_atomic_uint32 connections;      /* exact: login hook in, exit callback out */
+  pg_atomic_uint32 peak_connections;
+  pg_atomic_uint64 peak_at;          /* TimestampTz */
+  pg_atomic_uint64 opened;
+  pg_atomic_uint64 refused;
+  pg_atomic_uint64 terminated;
+  /* from the worker's latest sample, under sample_lock */
+  int32 active;
+  int32 idle;
+  int32 idle_in_transaction;
+  double longest_idle_seconds;
+};
+
+struct BackendSlot {
+  slock_t mutex;
+  int32 pid;
+  int32 entry; /* usage entry counted in, -1 if none */
+  TimestampTz backend_start;
+};
+
+struct SampledBackend {
+  int32 pid;
+  int32 entry;
+  SessionState state;
+  TimestampTz state_start;
+  TimestampTz backend_start;
+  TimestampTz xact_start;
+  SockAddr client_addr;
+};
+
+struct TrackingShared {
+  LWLock *keys_lock;
+  LWLock *sample_lock;
+  int32 max_tracked;    /* regular keys */
+  int32 other_capacity; /* extra keys for (database, role, <other>) */
+  int32 capacity;       /* all entries; entry 0 is the global <other> */
+  int32 index_size;     /* power of two */
+  int32 max_backends;
+  int32 used_regular;   /* under keys_lock */
+  int32 used_other;
+  pg_atomic_uint32 used; /* entries in use; grows only */
+
+  /* published by the worker, under sample_lock */
+  int32 current_buffer;
+  int32 nsampled;
+  TimestampTz sampled_at;
+  int32 worker_pid;
+  uint64 samples;
+  double last_sample_ms;
+  double total_sample_ms;
+
+  UsageEntry *entries;
+  int32 *index;
+  BackendSlot *slots;
+  SampledBackend *sampled[2];
+};
+
+extern TrackingShared *tracking;
+
+Size TrackingShmemSize();
+void TrackingShmemInit();
+
+/* Entry for key, added if new; folds into <other> when full. Never fails. */
+int32 FindOrAddEntry(const UsageKey &key);
+
+/* Login path: count this backend in (called from the auth hook). */
+void CountIn(const char *database, const char *role, const char *application);
+
+/* The worker moves a session to another key when its application_name changed. */
+void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);
+
+/* Raises a clear error when the library was not preloaded. */
+void RequireTracking();
+
+}  // namespace warden

@@ -1,0 +1,111 @@
+-- pg_warden 1.0: usage views over the extension's shared memory.
+\echo Use "CREATE EXTENSION pg_warden" to load this file. \quit
+
+-- Refuse to install into a server that did not preload the library.
+CREATE FUNCTION warden.assert_preloaded() RETURNS void
+  LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'assert_preloaded';
+SELECT warden.assert_preloaded();
+COMMENT ON FUNCTION warden.assert_preloaded() IS
+  'Raises an error unless pg_warden was loaded through shared_preload_libraries.';
+
+GRANT USAGE ON SCHEMA warden TO PUBLIC;
+
+-- Usage -------------------------------------------------------------------
+
+CREATE FUNCTION warden.app_usage(
+    OUT database name, OUT role name, OUT application_name text,
+    OUT connections int, OUT active int, OUT idle int, OUT idle_in_transaction int,
+    OUT longest_idle_seconds float8, OUT peak_connections int, OUT peak_at timestamptz,
+    OUT opened bigint, OUT refused bigint, OUT terminated bigint)
+  RETURNS SETOF record
+  LANGUAGE C STRICT VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'app_usage';
+COMMENT ON FUNCTION warden.app_usage() IS
+  'Connection usage per (database, role, application_name); see the view warden.app_usage.';
+
+CREATE VIEW warden.app_usage AS SELECT * FROM warden.app_usage();
+COMMENT ON VIEW warden.app_usage IS
+  'One row per (database, role, application_name): exact connections, sampled states, peaks and counters.';
+
+CREATE FUNCTION warden.server_usage(
+    OUT connections int, OUT max_connections int, OUT reserved int,
+    OUT usage_percent float8, OUT status text, OUT sampled_at timestamptz,
+    OUT worker_pid int, OUT in_recovery bool)
+  RETURNS record
+  LANGUAGE C STRICT VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'server_usage';
+COMMENT ON FUNCTION warden.server_usage() IS 'Server-wide usage; see the view warden.server_usage.';
+
+CREATE VIEW warden.server_usage AS SELECT * FROM warden.server_usage();
+COMMENT ON VIEW warden.server_usage IS
+  'One row: client connections against max_connections - superuser_reserved_connections, and health status.';
+
+CREATE FUNCTION warden.backends(
+    OUT pid int, OUT database name, OUT role name, OUT application_name text,
+    OUT client_addr inet, OUT state text, OUT state_seconds float8,
+    OUT backend_start timestamptz, OUT xact_start timestamptz)
+  RETURNS SETOF record
+  LANGUAGE C STRICT VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'backends';
+COMMENT ON FUNCTION warden.backends() IS 'Client backends as of the latest sample; see the view warden.backends.';
+
+CREATE VIEW warden.backends AS SELECT * FROM warden.backends();
+COMMENT ON VIEW warden.backends IS 'One row per client backend, from the worker''s latest sample.';
+
+-- Per role and per database: sums over app_usage, with the limits that apply.
+-- usage_percent is of the tightest limit (connection_limit, budget), or of the
+-- server's usable connections when neither is set.
+CREATE VIEW warden.role_usage AS
+SELECT u.role,
+       sum(u.connections)::int AS connections,
+       sum(u.active)::int AS active,
+       sum(u.idle)::int AS idle,
+       sum(u.idle_in_transaction)::int AS idle_in_transaction,
+       nullif(r.rolconnlimit, -1) AS connection_limit,
+       NULL::int AS budget,
+       (100.0 * sum(u.connections) /
+          greatest(1, coalesce(nullif(r.rolconnlimit, -1),
+                               (SELECT max_connections - reserved FROM warden.server_usage))))::float8
+         AS usage_percent
+  FROM warden.app_usage u
+  LEFT JOIN pg_catalog.pg_roles r ON r.rolname = u.role
+ GROUP BY u.role, r.rolconnlimit;
+COMMENT ON VIEW warden.role_usage IS
+  'Connection usage per role, with its CONNECTION LIMIT and tightest pg_warden budget.';
+
+CREATE VIEW warden.database_usage AS
+SELECT u.database,
+       sum(u.connections)::int AS connections,
+       sum(u.active)::int AS active,
+       sum(u.idle)::int AS idle,
+       sum(u.idle_in_transaction)::int AS idle_in_transaction,
+       nullif(d.datconnlimit, -1) AS connection_limit,
+       NULL::int AS budget,
+       (100.0 * sum(u.connections) /
+          greatest(1, coalesce(nullif(d.datconnlimit, -1),
+                               (SELECT max_connections - reserved FROM warden.server_usage))))::float8
+         AS usage_percent
+  FROM warden.app_usage u
+  LEFT JOIN pg_catalog.pg_database d ON d.datname = u.database
+ GROUP BY u.database, d.datconnlimit;
+COMMENT ON VIEW warden.database_usage IS
+  'Connection usage per database, with its CONNECTION LIMIT and tightest pg_warden budget.';
+
+CREATE FUNCTION warden.reset_stats() RETURNS void
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'reset_stats';
+COMMENT ON FUNCTION warden.reset_stats() IS
+  'Resets peaks (to the current connections) and the opened/refused/terminated counters.';
+
+CREATE FUNCTION warden.worker_stats(
+    OUT samples bigint, OUT last_sample_ms float8, OUT mean_sample_ms float8,
+    OUT sampled_backends int, OUT tracked_keys int, OUT key_capacity int)
+  RETURNS record
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'worker_stats';
+COMMENT ON FUNCTION warden.worker_stats() IS
+  'The worker''s sampling cost and the usage table''s fill level.';
+
+-- Privileges: monitoring roles read, nobody else by default.
+REVOKE ALL ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
+  warden.reset_stats(), warden.worker_stats(), warden.assert_preloaded() FROM PUBLIC;
+REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends,
+  warden.role_usage, warden.database_usage FROM PUBLIC;
+GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends,
+  warden.role_usage, warden.database_usage TO pg_monitor;
+GRANT EXECUTE ON FUNCTION warden.worker_stats() TO pg_monitor;

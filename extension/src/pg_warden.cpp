@@ -1,0 +1,70 @@
+/*
+ * pg_warden.cpp — _PG_init and the hooks pg_warden installs. Each hook
+ * chains the previous one and enters pg_warden code through Guard().
+ * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
+ * (worker.cpp), views (views.cpp).
+ */
+#include "pg_warden/boundary.hpp"
+#include "pg_warden/guc.hpp"
+#include "pg_warden/tracking.hpp"
+#include "pg_warden/worker.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+void _PG_init(void);
+}
+
+namespace warden {
+namespace {
+
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+ClientAuthentication_hook_type prev_client_auth_hook = nullptr;
+
+void ShmemRequest() {
+  if (prev_shmem_request_hook) prev_shmem_request_hook();
+  Guard("shmem_request", [] {
+    RequestAddinShmemSpace(TrackingShmemSize());
+    RequestNamedLWLockTranche("pg_warden", 2);
+  });
+}
+
+void ShmemStartup() {
+  if (prev_shmem_startup_hook) prev_shmem_startup_hook();
+  Guard("shmem_startup", [] {
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    TrackingShmemInit();
+    LWLockRelease(AddinShmemInitLock);
+  });
+}
+
+/*
+ * Login path. Runs after authentication succeeded, before the backend is
+ * fully set up: the place to count a connection in (and, later, to refuse
+ * it) before it costs a backend for long. Reads shared memory only.
+ */
+void ClientAuthentication(Port *port, int status) {
+  if (prev_client_auth_hook) prev_client_auth_hook(port, status);
+  Guard("client_authentication", [port, status] {
+    if (status != STATUS_OK || am_walsender) return;
+    CountIn(port->database_name, port->user_name, port->application_name);
+  });
+}
+
+}  // namespace
+}  // namespace warden
+
+void _PG_init(void) {
+  warden::Guard("_PG_init", [] {
+    /* Not preloaded: load quietly; warden.assert_preloaded() says what to do. */
+    if (!process_shared_preload_libraries_in_progress) return;
+    warden::DefineSettings();
+    warden::prev_shmem_request_hook = shmem_request_hook;
+    shmem_request_hook = warden::ShmemRequest;
+    warden::prev_shmem_startup_hook = shmem_startup_hook;
+    shmem_startup_hook = warden::ShmemStartup;
+    warden::prev_client_auth_hook = ClientAuthentication_hook;
+    ClientAuthentication_hook = warden::ClientAuthentication;
+    warden::RegisterWorker();
+  });
+}

@@ -1,0 +1,224 @@
+/*
+ * views.cpp — the set-returning functions behind warden.app_usage,
+ * warden.server_usage and warden.backends, plus reset_stats and
+ * worker_stats. Readers copy what they need under sample_lock (shared) into
+ * local memory, release it, and only then build tuples. Keys are read
+ * without keys_lock: an entry's key is written before `used` covers it
+ * (write barrier) and never changes afterwards.
+ */
+#include "pg_warden/boundary.hpp"
+#include "pg_warden/guc.hpp"
+#include "pg_warden/tracking.hpp"
+
+namespace warden {
+namespace {
+
+struct AppRow {
+  UsageKey key;
+  int32 connections, active, idle, idle_in_transaction, peak;
+  double longest_idle;
+  TimestampTz peak_at;
+  int64 opened, refused, terminated;
+};
+
+struct BackendRow {
+  SampledBackend sample;
+  UsageKey key;
+};
+
+Datum TimestampOrNull(TimestampTz t, bool *isnull) {
+  *isnull = (t == 0);
+  return TimestampTzGetDatum(t);
+}
+
+Datum ClientAddr(const SockAddr &addr, bool *isnull) {
+  *isnull = true;
+  if (addr.salen == 0) return (Datum)0;
+  const int family = addr.addr.ss_family;
+  if (family != AF_INET && family != AF_INET6) return (Datum)0;
+  char host[NI_MAXHOST];
+  host[0] = '\0';
+  if (pg_getnameinfo_all(&addr.addr, addr.salen, host, sizeof(host), nullptr, 0,
+                         NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return (Datum)0;
+  clean_ipv6_addr(family, host);
+  *isnull = false;
+  return DirectFunctionCall1(inet_in, CStringGetDatum(host));
+}
+
+double UsagePercent(int64 connections) {
+  const int usable = MaxConnections - ReservedBackends;
+  return usable > 0 ? 100.0 * static_cast<double>(connections) / usable : 100.0;
+}
+
+}  // namespace
+}  // namespace warden
+
+using namespace warden;
+
+WARDEN_FUNCTION(app_usage) {
+  RequireTracking();
+  InitMaterializedSRF(fcinfo, 0);
+  ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  pg_read_barrier();
+  AppRow *rows = static_cast<AppRow *>(palloc(sizeof(AppRow) * Max(used, 1u)));
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  for (uint32 i = 0; i < used; i++) {
+    UsageEntry &e = tracking->entries[i];
+    AppRow &r = rows[i];
+    r.key = e.key;
+    r.connections = static_cast<int32>(pg_atomic_read_u32(&e.connections));
+    r.peak = static_cast<int32>(pg_atomic_read_u32(&e.peak_connections));
+    r.peak_at = static_cast<TimestampTz>(pg_atomic_read_u64(&e.peak_at));
+    r.opened = static_cast<int64>(pg_atomic_read_u64(&e.opened));
+    r.refused = static_cast<int64>(pg_atomic_read_u64(&e.refused));
+    r.terminated = static_cast<int64>(pg_atomic_read_u64(&e.terminated));
+    r.active = e.active;
+    r.idle = e.idle;
+    r.idle_in_transaction = e.idle_in_transaction;
+    r.longest_idle = e.longest_idle_seconds;
+  }
+  LWLockRelease(tracking->sample_lock);
+
+  for (uint32 i = 0; i < used; i++) {
+    const AppRow &r = rows[i];
+    const bool global_other = (i == 0);
+    if (global_other && r.opened == 0 && r.connections == 0 && r.refused == 0) continue;
+    Datum values[13];
+    bool nulls[13] = {false};
+    values[0] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
+    values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
+    nulls[0] = nulls[1] = global_other;
+    values[2] = CStringGetTextDatum(r.key.application);
+    values[3] = Int32GetDatum(r.connections);
+    values[4] = Int32GetDatum(r.active);
+    values[5] = Int32GetDatum(r.idle);
+    values[6] = Int32GetDatum(r.idle_in_transaction);
+    values[7] = Float8GetDatum(r.longest_idle);
+    values[8] = Int32GetDatum(r.peak);
+    values[9] = TimestampOrNull(r.peak_at, &nulls[9]);
+    values[10] = Int64GetDatum(r.opened);
+    values[11] = Int64GetDatum(r.refused);
+    values[12] = Int64GetDatum(r.terminated);
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+  return (Datum)0;
+}
+
+WARDEN_FUNCTION(server_usage) {
+  RequireTracking();
+  TupleDesc tupdesc;
+  if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  int64 connections = 0;
+  for (uint32 i = 0; i < used; i++) connections += pg_atomic_read_u32(&tracking->entries[i].connections);
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const TimestampTz sampled_at = tracking->sampled_at;
+  const int32 worker_pid = tracking->worker_pid;
+  LWLockRelease(tracking->sample_lock);
+
+  const double usage = UsagePercent(connections);
+  const char *status = usage >= guc_unhealthy_percent  ? "unhealthy"
+                       : usage >= guc_degraded_percent ? "degraded"
+                                                       : "healthy";
+  Datum values[8];
+  bool nulls[8] = {false};
+  values[0] = Int32GetDatum(static_cast<int32>(connections));
+  values[1] = Int32GetDatum(MaxConnections);
+  values[2] = Int32GetDatum(ReservedBackends);
+  values[3] = Float8GetDatum(usage);
+  values[4] = CStringGetTextDatum(status);
+  values[5] = TimestampOrNull(sampled_at, &nulls[5]);
+  values[6] = Int32GetDatum(worker_pid);
+  nulls[6] = (worker_pid == 0);
+  values[7] = BoolGetDatum(RecoveryInProgress());
+  HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
+  return HeapTupleGetDatum(tuple);
+}
+
+WARDEN_FUNCTION(backends) {
+  RequireTracking();
+  InitMaterializedSRF(fcinfo, 0);
+  ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  BackendRow *rows =
+      static_cast<BackendRow *>(palloc(sizeof(BackendRow) * static_cast<Size>(tracking->max_backends)));
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const int32 n = tracking->nsampled;
+  const TimestampTz sampled_at = tracking->sampled_at;
+  const SampledBackend *sampled = tracking->sampled[tracking->current_buffer];
+  for (int32 i = 0; i < n; i++) {
+    rows[i].sample = sampled[i];
+    rows[i].key = tracking->entries[sampled[i].entry].key;
+  }
+  LWLockRelease(tracking->sample_lock);
+
+  for (int32 i = 0; i < n; i++) {
+    const BackendRow &r = rows[i];
+    const bool global_other = (r.sample.entry == 0);
+    Datum values[9];
+    bool nulls[9] = {false};
+    values[0] = Int32GetDatum(r.sample.pid);
+    values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
+    values[2] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
+    nulls[1] = nulls[2] = global_other;
+    values[3] = CStringGetTextDatum(r.key.application);
+    values[4] = ClientAddr(r.sample.client_addr, &nulls[4]);
+    values[5] = CStringGetTextDatum(SessionStateName(r.sample.state));
+    values[6] = Float8GetDatum(r.sample.state_start == 0
+                                   ? 0.0
+                                   : static_cast<double>(sampled_at - r.sample.state_start) / USECS_PER_SEC);
+    nulls[6] = (r.sample.state_start == 0);
+    values[7] = TimestampOrNull(r.sample.backend_start, &nulls[7]);
+    values[8] = TimestampOrNull(r.sample.xact_start, &nulls[8]);
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+  return (Datum)0;
+}
+
+WARDEN_FUNCTION(reset_stats) {
+  RequireTracking();
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  const TimestampTz now = GetCurrentTimestamp();
+  for (uint32 i = 0; i < used; i++) {
+    UsageEntry &e = tracking->entries[i];
+    const uint32 connections = pg_atomic_read_u32(&e.connections);
+    pg_atomic_write_u32(&e.peak_connections, connections);
+    pg_atomic_write_u64(&e.peak_at, connections > 0 ? static_cast<uint64>(now) : 0);
+    pg_atomic_write_u64(&e.opened, 0);
+    pg_atomic_write_u64(&e.refused, 0);
+    pg_atomic_write_u64(&e.terminated, 0);
+  }
+  PG_RETURN_VOID();
+}
+
+WARDEN_FUNCTION(worker_stats) {
+  RequireTracking();
+  TupleDesc tupdesc;
+  if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const uint64 samples = tracking->samples;
+  const double last_ms = tracking->last_sample_ms;
+  const double total_ms = tracking->total_sample_ms;
+  const int32 nsampled = tracking->nsampled;
+  LWLockRelease(tracking->sample_lock);
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  Datum values[6];
+  bool nulls[6] = {false};
+  values[0] = Int64GetDatum(static_cast<int64>(samples));
+  values[1] = Float8GetDatum(last_ms);
+  values[2] = Float8GetDatum(samples > 0 ? total_ms / static_cast<double>(samples) : 0.0);
+  values[3] = Int32GetDatum(nsampled);
+  values[4] = Int32GetDatum(static_cast<int32>(used));
+  values[5] = Int32GetDatum(tracking->capacity);
+  HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
+  return HeapTupleGetDatum(tuple);
+}
+
+WARDEN_FUNCTION(assert_preloaded) {
+  RequireTracking();
+  PG_RETURN_VOID();
+}

@@ -1,0 +1,256 @@
+/*
+ * worker.cpp — the pg_warden worker: every warden.sample_interval it samples
+ * the state of every client backend (pg_stat_activity's source, read with
+ * pgstat_read_current_status), publishes per-key active/idle counts and the
+ * per-backend sample under sample_lock, and re-keys sessions whose
+ * application_name changed after login. It connects to no database (shared
+ * catalogs only), so it runs on a primary and a hot standby alike.
+ *
+ * Locks: keys_lock via FindOrAddEntry when re-keying; BackendSlot.mutex while
+ * reading a slot; sample_lock exclusive only to publish (a copy of a few
+ * counters per key and a buffer flip).
+ */
+#include "pg_warden/worker.hpp"
+
+#include "pg_warden/boundary.hpp"
+#include "pg_warden/guc.hpp"
+#include "pg_warden/tracking.hpp"
+
+namespace warden {
+namespace {
+
+struct EntrySample {
+  int32 active;
+  int32 idle;
+  int32 idle_in_transaction;
+  double longest_idle_seconds;
+};
+
+/* pid -> slot, rebuilt each sample (open addressing, size a power of two). */
+struct PidMap {
+  int32 *pids;
+  int32 *slots;
+  uint32 mask;
+};
+
+EntrySample *entry_samples = nullptr;
+PidMap pid_map;
+
+void ClearWorkerPid(int, Datum) {
+  if (tracking == nullptr) return;
+  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
+  if (tracking->worker_pid == MyProcPid) tracking->worker_pid = 0;
+  LWLockRelease(tracking->sample_lock);
+}
+
+SessionState StateOf(BackendState st) {
+  switch (st) {
+    case STATE_RUNNING:
+      return SessionState::kActive;
+    case STATE_IDLE:
+      return SessionState::kIdle;
+    case STATE_IDLEINTRANSACTION:
+      return SessionState::kIdleInTransaction;
+    case STATE_IDLEINTRANSACTION_ABORTED:
+      return SessionState::kIdleInTransactionAborted;
+    case STATE_FASTPATH:
+      return SessionState::kFastpath;
+    case STATE_DISABLED:
+      return SessionState::kDisabled;
+    default:
+      return SessionState::kStarting;
+  }
+}
+
+void BuildPidMap() {
+  const uint32 size = pid_map.mask + 1;
+  for (uint32 i = 0; i < size; i++) pid_map.pids[i] = 0;
+  for (int32 s = 0; s < tracking->max_backends; s++) {
+    BackendSlot *slot = &tracking->slots[s];
+    SpinLockAcquire(&slot->mutex);
+    const int32 pid = slot->pid;
+    const int32 entry = slot->entry;
+    SpinLockRelease(&slot->mutex);
+    if (pid == 0 || entry < 0) continue;
+    uint32 i = static_cast<uint32>(pid) & pid_map.mask;
+    while (pid_map.pids[i] != 0) i = (i + 1) & pid_map.mask;
+    pid_map.pids[i] = pid;
+    pid_map.slots[i] = s;
+  }
+}
+
+int32 SlotOf(int32 pid) {
+  for (uint32 i = static_cast<uint32>(pid) & pid_map.mask;; i = (i + 1) & pid_map.mask) {
+    if (pid_map.pids[i] == 0) return -1;
+    if (pid_map.pids[i] == pid) return pid_map.slots[i];
+  }
+}
+
+/* The application a sampled backend now reports, as a key would hold it. */
+bool ApplicationChanged(const UsageEntry &entry, const char *appname) {
+  return strncmp(entry.key.application, appname ? appname : "", NAMEDATALEN - 1) != 0;
+}
+
+void SampleOnce() {
+  instr_time start;
+  INSTR_TIME_SET_CURRENT(start);
+  const TimestampTz now = GetCurrentTimestamp();
+
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  pg_read_barrier();
+  memset(entry_samples, 0, sizeof(EntrySample) * used);
+  BuildPidMap();
+
+  const int32 target = 1 - tracking->current_buffer; /* only this process flips it */
+  SampledBackend *out = tracking->sampled[target];
+  int32 nsampled = 0;
+
+  pgstat_clear_backend_activity_snapshot();
+  const int n = pgstat_fetch_stat_numbackends();
+  for (int i = 1; i <= n; i++) {
+    LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+    if (local == nullptr) continue;
+    PgBackendStatus *be = &local->backendStatus;
+    if (be->st_backendType != B_BACKEND || be->st_procpid <= 0) continue;
+    const int32 slot = SlotOf(be->st_procpid);
+    if (slot < 0) continue; /* still logging in, or not counted */
+    int32 entry = tracking->slots[slot].entry;
+    if (entry < 0 || static_cast<uint32>(entry) >= pg_atomic_read_u32(&tracking->used)) continue;
+
+    if (ApplicationChanged(tracking->entries[entry], be->st_appname)) {
+      UsageKey key = tracking->entries[entry].key;
+      memset(key.application, 0, NAMEDATALEN);
+      strlcpy(key.application, be->st_appname ? be->st_appname : "", NAMEDATALEN);
+      const int32 to = FindOrAddEntry(key);
+      if (to != entry) {
+        Rekey(slot, be->st_procpid, entry, to);
+        entry = to;
+      }
+    }
+
+    const SessionState state = StateOf(be->st_state);
+    if (static_cast<uint32>(entry) < used) {
+      EntrySample &es = entry_samples[entry];
+      switch (state) {
+        case SessionState::kActive:
+        case SessionState::kFastpath:
+          es.active++;
+          break;
+        case SessionState::kIdle: {
+          es.idle++;
+          const double idle_s =
+              static_cast<double>(now - be->st_state_start_timestamp) / USECS_PER_SEC;
+          if (idle_s > es.longest_idle_seconds) es.longest_idle_seconds = idle_s;
+          break;
+        }
+        case SessionState::kIdleInTransaction:
+        case SessionState::kIdleInTransactionAborted:
+          es.idle_in_transaction++;
+          break;
+        default:
+          break;
+      }
+    }
+
+    if (nsampled < tracking->max_backends) {
+      SampledBackend &sb = out[nsampled++];
+      sb.pid = be->st_procpid;
+      sb.entry = entry;
+      sb.state = state;
+      sb.state_start = be->st_state_start_timestamp;
+      sb.backend_start = be->st_proc_start_timestamp;
+      sb.xact_start = be->st_xact_start_timestamp;
+      sb.client_addr = be->st_clientaddr;
+    }
+  }
+
+  instr_time elapsed;
+  INSTR_TIME_SET_CURRENT(elapsed);
+  INSTR_TIME_SUBTRACT(elapsed, start);
+  const double ms = INSTR_TIME_GET_MILLISEC(elapsed);
+
+  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
+  for (uint32 e = 0; e < used; e++) {
+    UsageEntry &entry = tracking->entries[e];
+    entry.active = entry_samples[e].active;
+    entry.idle = entry_samples[e].idle;
+    entry.idle_in_transaction = entry_samples[e].idle_in_transaction;
+    entry.longest_idle_seconds = entry_samples[e].longest_idle_seconds;
+  }
+  tracking->current_buffer = target;
+  tracking->nsampled = nsampled;
+  tracking->sampled_at = now;
+  tracking->samples++;
+  tracking->last_sample_ms = ms;
+  tracking->total_sample_ms += ms;
+  LWLockRelease(tracking->sample_lock);
+  pgstat_clear_backend_activity_snapshot();
+}
+
+void WorkerMain() {
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, die);
+  BackgroundWorkerUnblockSignals();
+  /* Shared catalogs only: no database needed to sample, fine on a standby. */
+  BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+  pgstat_report_appname("pg_warden worker");
+
+  MemoryContext worker_ctx =
+      AllocSetContextCreate(TopMemoryContext, "pg_warden worker", ALLOCSET_DEFAULT_SIZES);
+  MemoryContextSwitchTo(worker_ctx);
+  entry_samples = static_cast<EntrySample *>(
+      palloc0(sizeof(EntrySample) * static_cast<Size>(tracking->capacity)));
+  uint32 map_size = 64;
+  while (map_size < static_cast<uint32>(tracking->max_backends) * 2) map_size <<= 1;
+  pid_map.pids = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
+  pid_map.slots = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
+  pid_map.mask = map_size - 1;
+
+  on_shmem_exit(ClearWorkerPid, 0);
+  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
+  tracking->worker_pid = MyProcPid;
+  LWLockRelease(tracking->sample_lock);
+  ereport(LOG, (errmsg("pg_warden worker started (sample interval %d ms)", guc_sample_interval)));
+
+  TimestampTz next_sample = GetCurrentTimestamp();
+  for (;;) {
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+    }
+    TimestampTz now = GetCurrentTimestamp();
+    if (now >= next_sample) {
+      SampleOnce();
+      next_sample = now + static_cast<TimestampTz>(guc_sample_interval) * 1000;
+      if (next_sample < now) next_sample = now;
+    }
+    long timeout_ms = static_cast<long>((next_sample - GetCurrentTimestamp() + 999) / 1000);
+    if (timeout_ms < 0) timeout_ms = 0;
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+  }
+}
+
+}  // namespace
+
+void RegisterWorker() {
+  BackgroundWorker worker;
+  memset(&worker, 0, sizeof(worker));
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  /* ConsistentState, not RecoveryFinished: it must run on hot standbys too. */
+  worker.bgw_start_time = BgWorkerStart_ConsistentState;
+  worker.bgw_restart_time = 1;
+  strlcpy(worker.bgw_library_name, "pg_warden", BGW_MAXLEN);
+  strlcpy(worker.bgw_function_name, "warden_worker_main", BGW_MAXLEN);
+  strlcpy(worker.bgw_name, "pg_warden worker", BGW_MAXLEN);
+  strlcpy(worker.bgw_type, "pg_warden worker", BGW_MAXLEN);
+  RegisterBackgroundWorker(&worker);
+}
+
+}  // namespace warden
+
+extern "C" void warden_worker_main(Datum) {
+  warden::Guard("warden_worker_main", [] { warden::WorkerMain(); });
+}

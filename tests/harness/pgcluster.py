@@ -1,0 +1,253 @@
+"""Throwaway PostgreSQL clusters for pg_warden's tests, benchmarks and demo.
+
+This is the project's one harness for servers: every test, benchmark and the
+demo start their clusters through it (Python code imports it; shell scripts
+call `scripts/cluster`, a thin CLI over it). Clusters live in a temp dir owned
+by the unprivileged `postgres` user (PostgreSQL refuses to run as root), use a
+unix socket in that dir and a free port, and are always stopped: by
+`Cluster.stop()`, by the context manager, or by the atexit/signal cleanup that
+stops every cluster this process started.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+RUN_AS = os.environ.get("PG_RUN_AS", "postgres")
+
+_live: list["Cluster"] = []
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    """Prefix cmd so it runs as the unprivileged server user when we are root."""
+    if os.geteuid() != 0:
+        return cmd
+    # setpriv keeps the open-files limit (runuser's PAM session lowers it).
+    return ["setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--init-groups"] + cmd
+
+
+def server_user() -> tuple[int, int]:
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    pw = pwd.getpwnam(RUN_AS)
+    return pw.pw_uid, pw.pw_gid
+
+
+def make_server_dir(prefix: str = "pg_warden-") -> str:
+    """A temp dir the server user owns and everyone can traverse."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("PG_WARDEN_TMP", "/tmp"))
+    uid, gid = server_user()
+    os.chown(d, uid, gid)
+    os.chmod(d, 0o755)
+    return d
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (clusters also listen on loopback)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if 20000 <= port <= 60000 and not os.path.exists(f"/tmp/.s.PGSQL.{port}"):
+            return port
+    raise RuntimeError("no free port")
+
+
+def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+class Cluster:
+    """One throwaway server. `conf` is a dict of postgresql.conf settings."""
+
+    def __init__(self, name: str = "primary", conf: dict | None = None,
+                 preload: bool = True, base_dir: str | None = None,
+                 port: int | None = None, tcp: bool = True):
+        self.name = name
+        self.own_base = base_dir is None
+        self.base_dir = base_dir or make_server_dir()
+        self.datadir = os.path.join(self.base_dir, name)
+        self.sockdir = self.base_dir
+        self.port = port or free_port()
+        self.tcp = tcp
+        self.conf = dict(conf or {})
+        self.preload = preload
+        self.running = False
+        self.logfile = os.path.join(self.base_dir, f"{name}.log")
+
+    # -- lifecycle -----------------------------------------------------------
+    def base_conf(self) -> dict:
+        c = {
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.sockdir}'",
+            "listen_addresses": "'127.0.0.1'" if self.tcp else "''",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            "log_line_prefix": "'%m [%p] %a '",
+            "log_min_messages": "info",
+            "lc_messages": "'C'",
+            "timezone": "'UTC'",
+            "wal_level": "replica",
+            "max_wal_senders": "5",
+            "hot_standby": "on",
+        }
+        if self.preload:
+            c["shared_preload_libraries"] = "'pg_warden'"
+            c["warden.sample_interval"] = "'100ms'"
+        return c
+
+    def write_conf(self, extra: dict) -> None:
+        # ALTER SYSTEM rewrites postgresql.auto.conf: keep ours in an include.
+        conf = os.path.join(self.datadir, "pg_warden_test.conf")
+        with open(conf, "w") as f:
+            for k, v in extra.items():
+                f.write(f"{k} = {v}\n")
+        main = os.path.join(self.datadir, "postgresql.conf")
+        with open(main) as f:
+            text = f.read()
+        if "include_if_exists = 'pg_warden_test.conf'" not in text:
+            with open(main, "a") as f:
+                f.write("\ninclude_if_exists = 'pg_warden_test.conf'\n")
+        uid, gid = server_user()
+        os.chown(conf, uid, gid)
+
+    def init(self) -> "Cluster":
+        run(_as_server_user([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust",
+                             "--no-sync", "-E", "UTF8", "--locale=C", "-U", "postgres"]))
+        self.write_conf({**self.base_conf(), **self.conf})
+        return self
+
+    def set_conf(self, **settings) -> None:
+        """Change settings (takes effect at reload or restart)."""
+        self.conf.update({k.replace("__", "."): v for k, v in settings.items()})
+        self.write_conf({**self.base_conf(), **self.conf})
+
+    def start(self, wait_for_worker: bool = True) -> "Cluster":
+        res = run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-l", self.logfile,
+                                   "-w", "-t", "60", "start"]), check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"{self.name} did not start:\n{res.stdout}{res.stderr}\n{self.log_tail()}")
+        self.running = True
+        if self not in _live:
+            _live.append(self)
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if not os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            self.running = False
+            return
+        run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", "60",
+                             "stop"]), check=False)
+        self.running = False
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def reload(self) -> None:
+        run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "reload"]))
+
+    def promote(self) -> None:
+        run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-w", "promote"]))
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        if self in _live:
+            _live.remove(self)
+        if self.own_base and os.environ.get("PG_WARDEN_KEEP") != "1":
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    def make_standby(self, name: str = "standby", conf: dict | None = None) -> "Cluster":
+        """A streaming standby of this (running) cluster, in the same base dir."""
+        sb = Cluster(name=name, conf={**self.conf, **(conf or {})}, preload=self.preload,
+                     base_dir=self.base_dir, tcp=self.tcp)
+        run(_as_server_user([f"{PG_BIN}/pg_basebackup", "-D", sb.datadir, "-R", "-X", "stream",
+                             "-h", self.sockdir, "-p", str(self.port), "-U", "postgres",
+                             "--no-sync"]))
+        sb.write_conf({**sb.base_conf(), **sb.conf})
+        return sb
+
+    # -- access ----------------------------------------------------------------
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", **kw) -> str:
+        parts = [f"host={self.sockdir}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        parts += [f"{k}={v}" for k, v in kw.items()]
+        return " ".join(parts)
+
+    def psql(self, sql: str, dbname: str = "postgres", user: str = "postgres",
+             check: bool = True, extra: list[str] | None = None) -> str:
+        res = run([f"{PG_BIN}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                   "-h", self.sockdir, "-p", str(self.port), "-U", user, "-d", dbname,
+                   *(extra or []), "-c", sql], check=False)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"psql failed: {res.stderr}")
+        return res.stdout.strip() if check else (res.stdout + res.stderr).strip()
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_text(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def env(self) -> dict:
+        return {"PGHOST": self.sockdir, "PGPORT": str(self.port), "PGUSER": "postgres",
+                "PGDATABASE": "postgres", "PGDATA": self.datadir}
+
+
+def _cleanup(*_args) -> None:
+    for c in list(_live):
+        try:
+            c.destroy()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+atexit.register(_cleanup)
+
+
+def _on_signal(signum, _frame):
+    _cleanup()
+    sys.exit(128 + signum)
+
+
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    try:
+        signal.signal(_sig, _on_signal)
+    except ValueError:  # not the main thread
+        pass
+
+
+def wait_until(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll fn() until it returns a truthy value; raise after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
