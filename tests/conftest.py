@@ -1,0 +1,39 @@
+"""pytest fixtures shared by the end-to-end and fault tests: real servers from
+the one harness (tests/harness/pgcluster.py), real libpq connections."""
+import os
+import resource
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "harness"))
+import pgcluster  # noqa: E402
+
+# Thousands of client connections from one process need file descriptors.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, _hard), _hard))
+
+
+@pytest.fixture
+def make_cluster():
+    """Factory: make_cluster(conf={...}, preload=True, extension=True) -> started Cluster.
+    Every cluster it made is stopped and removed at the end of the test."""
+    made = []
+
+    def factory(conf=None, preload=True, extension=True, name="primary"):
+        c = pgcluster.Cluster(name=name, conf=conf, preload=preload).init()
+        made.append(c)
+        c.start()
+        if extension and preload:
+            c.psql("CREATE EXTENSION pg_warden")
+        return c
+
+    yield factory
+    for c in made:
+        c.destroy()
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    """One started server with pg_warden preloaded and created in `postgres`."""
+    return make_cluster()
