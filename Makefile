@@ -6,7 +6,10 @@
 MODULE_big = pg_warden
 OBJS = $(patsubst %.cpp,%.o,$(wildcard extension/src/*.cpp))
 MODULEDIR = extension
-DATA = extension/pg_warden.control $(wildcard extension/pg_warden--*.sql)
+DATA = extension/pg_warden.control
+# The install script is assembled from one file per subsystem.
+DATA_built = pg_warden--1.0.sql
+EXTRA_CLEAN = pg_warden--1.0.sql
 PGFILEDESC = "pg_warden - connection usage, admission and idle policies"
 
 PG_CONFIG ?= pg_config
@@ -25,6 +28,9 @@ include $(PGXS)
 
 # Server headers as system headers: their warnings are not ours.
 override CPPFLAGS := $(patsubst -I$(includedir_server),-isystem $(includedir_server),$(patsubst -I$(includedir_internal),-isystem $(includedir_internal),$(CPPFLAGS)))
+
+pg_warden--1.0.sql: $(sort $(wildcard extension/sql/*.sql))
+	cat $^ > $@
 
 .PHONY: test demo bench
 test:

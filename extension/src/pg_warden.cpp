@@ -21,11 +21,24 @@ shmem_request_hook_type prev_shmem_request_hook = nullptr;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 ClientAuthentication_hook_type prev_client_auth_hook = nullptr;
 
+/*
+ * Every subsystem with shared state: its size, its initialisation and how
+ * many LWLocks it takes from the "pg_warden" tranche (handed out in this
+ * order). Add a line per subsystem.
+ */
+struct SharedSubsystem {
+  Size (*size)();
+  void (*init)();
+};
+const SharedSubsystem kSubsystems[] = {
+    {TrackingShmemSize, TrackingShmemInit},
+};
+
 void ShmemRequest() {
   if (prev_shmem_request_hook) prev_shmem_request_hook();
   Guard("shmem_request", [] {
-    RequestAddinShmemSpace(TrackingShmemSize());
-    RequestNamedLWLockTranche("pg_warden", 2);
+    for (const SharedSubsystem &s : kSubsystems) RequestAddinShmemSpace(s.size());
+    RequestNamedLWLockTranche("pg_warden", kLWLockCount);
   });
 }
 
@@ -33,7 +46,7 @@ void ShmemStartup() {
   if (prev_shmem_startup_hook) prev_shmem_startup_hook();
   Guard("shmem_startup", [] {
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-    TrackingShmemInit();
+    for (const SharedSubsystem &s : kSubsystems) s.init();
     LWLockRelease(AddinShmemInitLock);
   });
 }

@@ -125,8 +125,8 @@ void TrackingShmemInit() {
   if (!found) {
     memset(tracking, 0, sizeof(TrackingShared));
     LWLockPadded *locks = GetNamedLWLockTranche("pg_warden");
-    tracking->keys_lock = &locks[0].lock;
-    tracking->sample_lock = &locks[1].lock;
+    tracking->keys_lock = &locks[kKeysLock].lock;
+    tracking->sample_lock = &locks[kSampleLock].lock;
     tracking->max_tracked = guc_max_tracked;
     tracking->other_capacity = other;
     tracking->capacity = capacity;

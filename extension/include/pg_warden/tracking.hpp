@@ -27,6 +27,16 @@ namespace warden {
 
 constexpr const char *kOtherApplication = "<other>";
 
+/*
+ * LWLocks of the "pg_warden" tranche, by index. Every subsystem takes its
+ * locks from here (one tranche, one place that counts them).
+ */
+enum WardenLWLock : int {
+  kKeysLock = 0,
+  kSampleLock,
+  kLWLockCount /* keep last */
+};
+
 struct UsageKey {
   char database[NAMEDATALEN];
   char role[NAMEDATALEN];

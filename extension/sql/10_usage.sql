@@ -1,15 +1,4 @@
--- pg_warden 1.0: usage views over the extension's shared memory.
-\echo Use "CREATE EXTENSION pg_warden" to load this file. \quit
-
--- Refuse to install into a server that did not preload the library.
-CREATE FUNCTION warden.assert_preloaded() RETURNS void
-  LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'assert_preloaded';
-SELECT warden.assert_preloaded();
-COMMENT ON FUNCTION warden.assert_preloaded() IS
-  'Raises an error unless pg_warden was loaded through shared_preload_libraries.';
-
-GRANT USAGE ON SCHEMA warden TO PUBLIC;
-
+-- Usage views over the extension's shared memory.
 -- Usage -------------------------------------------------------------------
 
 CREATE FUNCTION warden.app_usage(
@@ -103,7 +92,7 @@ COMMENT ON FUNCTION warden.worker_stats() IS
 
 -- Privileges: monitoring roles read, nobody else by default.
 REVOKE ALL ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
-  warden.reset_stats(), warden.worker_stats(), warden.assert_preloaded() FROM PUBLIC;
+  warden.reset_stats(), warden.worker_stats() FROM PUBLIC;
 REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends,
   warden.role_usage, warden.database_usage FROM PUBLIC;
 GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends,
