@@ -1,0 +1,444 @@
+"""wardend end to end: real servers from the shared harness, real client
+connections (psycopg2), the wardend and wardenctl binaries from
+$WARDEN_BIN_DIR run as subprocesses with a temporary configuration."""
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import psycopg2
+import pytest
+
+from pgcluster import wait_until
+
+BIN_DIR = os.environ.get("WARDEN_BIN_DIR")
+if not BIN_DIR:
+    pytest.skip("WARDEN_BIN_DIR is not set (scripts/test sets it after building the daemon)",
+                allow_module_level=True)
+WARDEND = os.path.join(BIN_DIR, "wardend")
+WARDENCTL = os.path.join(BIN_DIR, "wardenctl")
+INTERVAL = 0.2  # seconds, the poll interval of every test configuration
+
+
+def http_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Wardend:
+    """One wardend process with its own configuration, state file and log."""
+
+    def __init__(self, tmp_path, servers, body="", daemon_extra="", name="wardend"):
+        self.dir = tmp_path
+        self.port = http_port()
+        self.state_file = str(tmp_path / f"{name}.state")
+        self.config = str(tmp_path / f"{name}.toml")
+        self.logfile = str(tmp_path / f"{name}.log")
+        text = (f'[daemon]\ninterval = "200ms"\nstate_file = "{self.state_file}"\n'
+                f'http = "127.0.0.1:{self.port}"\ncooldown = "1s"\nreconnect_min = "50ms"\n'
+                f'reconnect_max = "500ms"\n{daemon_extra}\n')
+        for sname, cluster in servers:
+            text += f'[[server]]\nname = "{sname}"\ndsn = "{cluster.dsn()}"\n'
+        text += body
+        self.write(text)
+        self.proc = None
+
+    def write(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def start(self, *args):
+        self.log_fh = open(self.logfile, "a")
+        self.proc = subprocess.Popen([WARDEND, "--config", self.config, *args],
+                                     stdout=self.log_fh, stderr=subprocess.STDOUT)
+        return self
+
+    def run_once(self, *args, timeout=30):
+        return subprocess.run([WARDEND, "--config", self.config, "--once", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def log(self):
+        with open(self.logfile, errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, pattern, timeout=15):
+        return wait_until(lambda: re.search(pattern, self.log()), timeout=timeout,
+                          what=f"log line /{pattern}/ in wardend's log:\n{self.log()[-3000:]}")
+
+    def get(self, path, token=None, timeout=5):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None, ""
+
+    def health(self):
+        code, body = self.get("/health")
+        return code, (json.loads(body) if code else None)
+
+    def wait_http(self, timeout=15):
+        return wait_until(lambda: self.get("/health")[0] is not None, timeout=timeout,
+                          what="wardend's HTTP endpoint")
+
+    def stop(self, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def journal(self):
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)["entries"]
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture
+def wardend(tmp_path):
+    made = []
+
+    def factory(servers, body="", daemon_extra="", name="wardend"):
+        w = Wardend(tmp_path, servers, body, daemon_extra, name)
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        if w.proc and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def connect(cluster, user, app="app", n=1):
+    conns = []
+    for _ in range(n):
+        c = psycopg2.connect(cluster.dsn(user=user, application_name=app))
+        c.autocommit = True
+        conns.append(c)
+    return conns
+
+
+def count(cluster, role):
+    return int(cluster.psql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' "
+        "AND backend_type = 'client backend'"))
+
+
+def connlimit(cluster, role):
+    return int(cluster.psql(f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{role}'"))
+
+
+def has_override_api(cluster):
+    return cluster.psql("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = pronamespace "
+                        "WHERE nspname = 'warden' AND proname = 'close_admission'") != "0"
+
+
+def admission_cap(cluster, role):
+    """The cap wardend has put on the role: the extension's override where it
+    exists, else the role's CONNECTION LIMIT (None when neither is set)."""
+    if has_override_api(cluster):
+        v = cluster.psql(f"SELECT max_connections FROM warden.admission_overrides WHERE role = '{role}'")
+        return int(v) if v else None
+    v = connlimit(cluster, role)
+    return None if v == -1 else v
+
+
+def restored(cluster, role, original):
+    """No cap of wardend's left on the role, and its CONNECTION LIMIT is the original."""
+    if has_override_api(cluster) and cluster.psql(
+            f"SELECT count(*) FROM warden.admission_overrides WHERE role = '{role}'") != "0":
+        return False
+    return connlimit(cluster, role) == original
+
+
+def alive(conn):
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+    except psycopg2.Error:
+        return False
+
+
+def close_all(conns):
+    for c in conns:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - already terminated
+            pass
+
+
+def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_idle LOGIN")
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_idle"\nmax_idle = 2\n').start()
+    w.wait_log(r"\[primary\] polled")
+    old = connect(c, "app_idle", "worker-old", 4)
+    time.sleep(0.3)
+    new = connect(c, "app_idle", "worker-new", 2)  # the most recently used: kept
+    breach = time.monotonic()
+    wait_until(lambda: count(c, "app_idle") == 2, timeout=10, what="idle trimmed to max_idle")
+    took = time.monotonic() - breach
+    print(f"\nbreach to idle budget enforced: {took * 1000:.0f} ms (interval 200 ms)")
+    assert took < 5
+    assert all(alive(x) for x in new)
+    assert not any(alive(x) for x in old)
+    time.sleep(3 * INTERVAL)
+    assert count(c, "app_idle") == 2, "never cut below max_idle"
+    assert "terminated pid" in w.log() and "max_idle 2" in w.log()
+    assert w.stop() == 0
+    close_all(old + new)
+
+
+def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_adm LOGIN CONNECTION LIMIT 50")
+    held = connect(c, "app_adm", "api", 5)
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
+    wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, what="admission closed at 3")
+    assert len(w.journal()) == 1
+    with pytest.raises(psycopg2.OperationalError, match="too many connections"):
+        connect(c, "app_adm")
+    close_all(held[:3])  # back under the budget: 2 <= 3
+    under = time.monotonic()
+    wait_until(lambda: restored(c, "app_adm", 50), timeout=10, what="admission reopened")
+    assert time.monotonic() - under >= 0.9, "reopened before the cool-down"
+    assert connlimit(c, "app_adm") == 50, "original CONNECTION LIMIT restored exactly"
+    assert w.journal() == []
+    more = connect(c, "app_adm", "api", 2)  # logins work again
+    assert w.stop() == 0
+    close_all(held + more)
+
+
+def test_emergency_close_admission_fires_and_is_undone(make_cluster, wardend):
+    # 20 - 3 reserved = 17 usable; wardend's own connection counts too.
+    c = make_cluster(conf={"max_connections": "20"})
+    c.psql("CREATE ROLE batch LOGIN; CREATE ROLE app_web LOGIN")
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "batch"\npriority = "low"\n'
+                '[[emergency]]\nat_percent = 60\naction = "close_admission"\n',
+                daemon_extra="hysteresis_percent = 10").start()
+    w.wait_log(r"\[primary\] polled")
+    batch = connect(c, "batch", "etl", 4)
+    web = connect(c, "app_web", "web", 6)  # 11/17 = 65%
+    wait_until(lambda: admission_cap(c, "batch") == 4, timeout=10, what="batch capped at what it holds")
+    w.wait_log(r"emergency 60% \(close_admission\) fired")
+    with pytest.raises(psycopg2.OperationalError, match="too many connections"):
+        connect(c, "batch")
+    close_all(web[:4])  # 7/17 = 41% < 60 - 10
+    wait_until(lambda: restored(c, "batch", -1), timeout=10, what="batch reopened")
+    assert connlimit(c, "batch") == -1
+    w.wait_log(r"emergency 60% \(close_admission\) undone")
+    close_all(batch + web)
+    assert w.stop() == 0
+
+
+def test_emergency_terminate_idle_skips_critical_roles(make_cluster, wardend):
+    c = make_cluster(conf={"max_connections": "20"})
+    c.psql("CREATE ROLE app_e LOGIN; CREATE ROLE vip LOGIN")
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "vip"\npriority = "critical"\n'
+                '[[emergency]]\nat_percent = 50\naction = "terminate_idle"\nolder_than = "1s"\n'
+                'skip_priority = ["critical"]\n').start()
+    w.wait_log(r"\[primary\] polled")
+    vip = connect(c, "vip", "console", 2)
+    idle = connect(c, "app_e", "svc", 8)  # 11/17 = 65%
+    wait_until(lambda: count(c, "app_e") == 0, timeout=10, what="idle sessions terminated")
+    w.wait_log(r"emergency 50% \(terminate_idle\) fired")
+    w.wait_log(r"emergency 50% \(terminate_idle\) undone")
+    assert all(alive(x) for x in vip), "critical role never touched"
+    assert "older_than 1s" in w.log()
+    close_all(vip + idle)
+    assert w.stop() == 0
+
+
+def test_kill9_then_restart_restores_connection_limit(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_k LOGIN CONNECTION LIMIT 25")
+    held = connect(c, "app_k", "api", 4)
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_k"\nmax_connections = 2\n').start()
+    wait_until(lambda: admission_cap(c, "app_k") == 2, timeout=10, what="admission closed")
+    w.kill9()
+    entries = w.journal()
+    assert [(e["role"], e["applied_limit"]) for e in entries] == [("app_k", 2)]
+    assert admission_cap(c, "app_k") == 2, "still in force after kill -9"
+    close_all(held[:3])  # under budget now: nothing to put back
+    w.start()
+    wait_until(lambda: restored(c, "app_k", 25), timeout=10, what="restored after restart")
+    assert connlimit(c, "app_k") == 25
+    w.wait_log("left by a previous run")
+    assert w.journal() == []
+    assert w.stop() == 0
+    close_all(held)
+
+
+def test_sigterm_undoes_every_change(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_t LOGIN")
+    held = connect(c, "app_t", "api", 3)
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_t"\nmax_connections = 1\n').start()
+    wait_until(lambda: admission_cap(c, "app_t") == 1, timeout=10, what="admission closed")
+    assert w.stop() == 0
+    assert restored(c, "app_t", -1)
+    assert connlimit(c, "app_t") == -1
+    assert w.journal() == []
+    close_all(held)
+
+
+def test_server_restart_while_daemon_runs(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_r LOGIN")
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_r"\nmax_idle = 1\n').start()
+    w.wait_http()
+    wait_until(lambda: w.health()[0] == 200, timeout=10, what="healthy")
+    c.restart()
+    w.wait_log(r"\[primary\] (connection lost|poll failed)")
+    wait_until(lambda: w.health()[0] == 200 and w.health()[1]["checks"][0]["status"] == "Healthy",
+               timeout=15, what="healthy again after the restart")
+    conns = connect(c, "app_r", "svc", 3)
+    wait_until(lambda: count(c, "app_r") == 1, timeout=10, what="budget enforced after reconnecting")
+    assert len(re.findall(r"\[primary\] connected", w.log())) >= 2
+    close_all(conns)
+    assert w.stop() == 0
+
+
+def test_two_servers_one_down(make_cluster, wardend):
+    a = make_cluster(name="a")
+    b = make_cluster(name="b")
+    a.psql("CREATE ROLE app_two LOGIN")
+    b.stop()
+    w = wardend([("a", a), ("b", b)], '[[budget]]\nrole = "app_two"\nmax_idle = 0\n').start()
+    w.wait_http()
+    code, h = wait_until(lambda: (lambda r: r if r[1] and len(r[1]["checks"]) == 2
+                                  and r[1]["checks"][0]["status"] == "Healthy" else None)(w.health()),
+                         timeout=10, what="a healthy")
+    assert code == 503 and h["status"] == "Unhealthy"
+    checks = {x["name"]: x for x in h["checks"]}
+    assert checks["b"]["status"] == "Unhealthy" and "unreachable" in checks["b"]["description"]
+    assert checks["a"]["data"]["connections"] >= 1
+    assert w.get("/health/ready")[0] == 503
+    conns = connect(a, "app_two", "svc", 2)
+    wait_until(lambda: count(a, "app_two") == 0, timeout=10, what="a still served while b is down")
+    code, alerts = w.get("/alerts")
+    assert any(x["name"] == "server_unreachable" and x["server"] == "b" and x["since"] > 0
+               for x in json.loads(alerts)["alerts"])
+    b.start()
+    wait_until(lambda: w.health()[0] == 200, timeout=15, what="b reconnected")
+    assert w.get("/health/ready")[0] == 200
+    close_all(conns)
+    assert w.stop() == 0
+
+
+def test_degraded_mode_without_the_extension(make_cluster, wardend):
+    c = make_cluster(preload=False)
+    c.psql("CREATE ROLE app_d LOGIN CONNECTION LIMIT 30")
+    w = wardend([("plain", c)],
+                '[[budget]]\nrole = "app_d"\nmax_idle = 1\nmax_connections = 2\ncooldown = "500ms"\n').start()
+    w.wait_log("DEGRADED MODE")
+    w.wait_http()
+    code, h = wait_until(lambda: (lambda r: r if r[1] and r[1]["checks"][0]["data"]["mode"] != "unknown"
+                                  else None)(w.health()), timeout=10, what="polled")
+    assert code == 200
+    assert h["checks"][0]["data"]["mode"] == "degraded"
+    assert h["checks"][0]["status"] == "Degraded"
+    assert "degraded mode" in h["checks"][0]["description"]
+    idle = connect(c, "app_d", "svc", 3)
+    wait_until(lambda: count(c, "app_d") == 1, timeout=10, what="idle trimmed via pg_terminate_backend")
+    # Over max_connections with sessions in a transaction (not idle: kept):
+    # ALTER ROLE ... CONNECTION LIMIT, the original restored exactly afterwards.
+    busy = connect(c, "app_d", "busy", 3)
+    for conn in busy:
+        conn.autocommit = False
+        conn.cursor().execute("SELECT 1")  # opens a transaction: "idle in transaction"
+    wait_until(lambda: connlimit(c, "app_d") == 2, timeout=10, what="ALTER ROLE CONNECTION LIMIT 2")
+    assert w.journal()[0]["mechanism"] == "alter_role" and w.journal()[0]["original_limit"] == 30
+    close_all(busy)
+    wait_until(lambda: connlimit(c, "app_d") == 30, timeout=10, what="CONNECTION LIMIT restored")
+    close_all(idle)
+    assert w.stop() == 0
+
+
+def test_health_shape_status_metrics_alerts(make_cluster, wardend):
+    c = make_cluster(conf={"max_connections": "23"})  # 20 usable
+    c.psql("CREATE ROLE app_h LOGIN")
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_h"\nmax_connections = 100\n',
+                daemon_extra="degraded_percent = 30\nunhealthy_percent = 60").start()
+    w.wait_http()
+    code, h = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(w.health()), timeout=10,
+                         what="healthy")
+    assert set(h) == {"status", "checks"} and h["status"] == "Healthy"
+    chk = h["checks"][0]
+    assert set(chk) == {"name", "status", "description", "data"}
+    assert chk["name"] == "primary"
+    assert re.fullmatch(r"primary: \d+/23 connections in use", chk["description"])
+    for k in ("connections", "max_connections", "usage_percent", "active", "idle",
+              "idle_in_transaction", "longest_idle_seconds", "role", "mode"):
+        assert k in chk["data"], k
+    assert chk["data"]["role"] == "primary" and chk["data"]["mode"] == "extension"
+    assert w.get("/health/ready")[0] == 200
+
+    conns = connect(c, "app_h", "svc", 6)  # 7/20 = 35%
+    wait_until(lambda: w.health()[1]["status"] == "Degraded", timeout=10, what="Degraded")
+    assert w.health()[0] == 200
+    conns += connect(c, "app_h", "svc", 6)  # 13/20 = 65%
+    wait_until(lambda: w.health()[1]["status"] == "Unhealthy", timeout=10, what="Unhealthy")
+    assert w.health()[0] == 503
+    alerts = json.loads(w.get("/alerts")[1])["alerts"]
+    assert any(a["name"] == "usage_unhealthy" and a["severity"] == "critical" for a in alerts)
+
+    from prometheus_client.parser import text_string_to_metric_families
+    code, text = w.get("/metrics")
+    assert code == 200
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("pg_warden_up", "pg_warden_server_connections", "pg_warden_server_usage_ratio",
+                 "pg_warden_connections", "pg_warden_role_connections", "pg_warden_actions",
+                 "pg_warden_poll_duration_seconds", "pg_warden_last_successful_poll_timestamp_seconds"):
+        assert name in fams, name
+    by_state = {(s.labels["application"], s.labels["state"]): s.value
+                for s in fams["pg_warden_connections"].samples if s.labels["role"] == "app_h"}
+    assert by_state[("svc", "idle")] + by_state[("svc", "active")] + by_state[("svc", "other")] == 12
+    up = [s.value for s in fams["pg_warden_up"].samples]
+    assert up == [1.0]
+    for line in text.splitlines():  # every family announced with HELP and TYPE
+        if line.startswith("pg_warden_"):
+            fam = re.match(r"[a-z_]+", line).group(0)
+            assert f"# TYPE {fam.removesuffix('_total')}" in text or f"# TYPE {fam}" in text
+    close_all(conns)
+    wait_until(lambda: w.health()[1]["status"] == "Healthy", timeout=10, what="Healthy again")
+    assert w.stop() == 0
+
+
+def test_bearer_token(make_cluster, wardend, tmp_path):
+    c = make_cluster()
+    tok = tmp_path / "token"
+    tok.write_text("s3cret-token\n")
+    w = wardend([("primary", c)], daemon_extra=f'http_token_file = "{tok}"').start()
+    w.wait_http()
+    assert w.get("/health")[0] == 401
+    assert w.get("/metrics", token="wrong")[0] == 401
+    assert w.get("/alerts", token="s3cret-token")[0] == 200
+    wait_until(lambda: w.get("/health", token="s3cret-token")[0] == 200, timeout=10, what="200 with token")
+    assert "s3cret-token" not in w.log()
+    assert w.stop() == 0
