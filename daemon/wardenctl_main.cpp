@@ -140,13 +140,13 @@ std::string TopScreen(const StatusCopy& s, int width, int height) {
                                          x.max_connections, x.usage_percent, x.active, x.idle,
                                          x.idle_in_transaction);
     o << "\n" << Clip(head, static_cast<size_t>(width)) << "\n";
-    o << fmt::format("{:<14} {:<12} {:<22} {:>5} {:>6} {:>5} {:>4} {:>7}\n", "database", "role",
+    o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7}\n", "database", "role",
                      "application", "conns", "active", "idle", "iit", "idle s");
     lines += 3;
     for (int i = 0; i < x.napps && lines < height - 1; ++i, ++lines) {
       const ShmApp& a = x.apps[i];
-      o << fmt::format("{:<14} {:<12} {:<22} {:>5} {:>6} {:>5} {:>4} {:>7.0f}\n", Clip(a.database, 14),
-                       Clip(a.role, 12), Clip(a.application, 22), a.connections, a.active, a.idle,
+      o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7.0f}\n", Clip(a.database, 14),
+                       Clip(a.role, 12), Clip(a.application, 20), a.connections, a.active, a.idle,
                        a.idle_in_transaction, a.longest_idle_seconds);
     }
   }

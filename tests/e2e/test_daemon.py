@@ -442,3 +442,129 @@ def test_bearer_token(make_cluster, wardend, tmp_path):
     wait_until(lambda: w.get("/health", token="s3cret-token")[0] == 200, timeout=10, what="200 with token")
     assert "s3cret-token" not in w.log()
     assert w.stop() == 0
+
+
+def ctl(*args, timeout=15):
+    return subprocess.run([WARDENCTL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_wardenctl_status_top_and_second_daemon_refused(make_cluster, wardend, tmp_path):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_s LOGIN")
+    conns = connect(c, "app_s", "status-app", 3)
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_s"\nmax_idle = 1\n').start()
+    wait_until(lambda: count(c, "app_s") == 1, timeout=10, what="trimmed")
+    r = wait_until(lambda: (lambda r: r if r.returncode == 0 and "primary" in r.stdout else None)(
+        ctl("status", "--config", w.config)), timeout=10, what="wardenctl status")
+    assert f"wardend pid {w.proc.pid}" in r.stdout
+    assert re.search(r"primary\s+primary\s+extension\s+\d+/200", r.stdout), r.stdout
+    assert "terminate pid" in r.stdout  # recent actions
+    j = json.loads(ctl("status", "--state-file", w.state_file, "--json").stdout)
+    assert j["pid"] == w.proc.pid and j["servers"][0]["reachable"] is True
+    assert any(a["application_name"] == "status-app" for a in j["servers"][0]["applications"])
+
+    # wardenctl top in a pseudo-terminal of 80 columns: one refresh, then q.
+    pid, fd = pty.fork()
+    if pid == 0:
+        import fcntl
+        import struct
+        import termios
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.execv(WARDENCTL, [WARDENCTL, "top", "--config", w.config, "--interval", "200ms"])
+    out = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"status-app" not in out:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    os.write(fd, b"q")
+    _, status = os.waitpid(pid, 0)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out.decode(errors="replace"))
+    assert "status-app" in text and "application" in text
+    assert max(len(line) for line in text.replace("\r", "").split("\n")) <= 80
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    # A second daemon with the same state file refuses to start.
+    second = subprocess.run([WARDEND, "--config", w.config], capture_output=True, text=True, timeout=15)
+    assert second.returncode == 1
+    assert "another wardend is already running" in second.stderr
+    assert w.proc.poll() is None
+    assert w.stop() == 0
+    # Clean exit removes the segment.
+    r = ctl("status", "--config", w.config)
+    assert r.returncode == 1 and "no status segment" in r.stderr
+    close_all(conns)
+
+
+def test_wardenctl_check_config_and_plan(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[server]]\nname = "p"\ndsn = "x"\n[[budget]]\nrole = "a"\nmax_idle = "ten"\n')
+    r = ctl("check-config", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:6: key 'budget[0].max_idle'" in r.stderr
+    r = subprocess.run([WARDEND, "--config", str(bad)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "budget[0].max_idle" in r.stderr and ":6:" in r.stderr
+    good = tmp_path / "good.toml"
+    good.write_text('[[server]]\nname = "p"\ndsn = "x"\n')
+    r = ctl("check-config", str(good))
+    assert r.returncode == 0 and "ok" in r.stdout
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('max_connections = 500\nreserved = 3\nheadroom = 10\n'
+                    '[[service]]\nname = "api"\ninstances = 12\npool_size = 10\n'
+                    '[[service]]\nname = "worker"\ninstances = 30\npool_size = 5\n'
+                    '[[service]]\nname = "reports"\ninstances = 4\npool_size = 20\n')
+    r = ctl("plan", str(plan))
+    assert r.returncode == 0, r.stderr
+    assert "487 usable" in r.stdout and "headroom: 137 connections" in r.stdout
+    assert re.search(r"api\s+12\s+10\s+120\s+[\d.]+%\s+26", r.stdout), r.stdout
+    assert "pooler: not needed" in r.stdout
+    j = json.loads(ctl("plan", str(plan), "--json").stdout)
+    assert j["total"] == 350 and [s["exhausts_at_instances"] for s in j["services"]] == [26, 58, 11]
+    plan.write_text(plan.read_text().replace("instances = 30", "instances = 80"))
+    r = ctl("plan", str(plan))
+    assert r.returncode == 3 and "pooler: needed" in r.stdout and "over capacity by 113" in r.stdout
+
+
+def test_reload_once_dry_run_json_log_and_masked_password(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_o LOGIN; ALTER ROLE postgres PASSWORD 'pw-secret-1'")
+    conns = connect(c, "app_o", "svc", 3)
+    body = '[[budget]]\nrole = "app_o"\nmax_idle = 1\n'
+    w = wardend([("primary", c)], body, daemon_extra='log_format = "json"')
+    w.write(open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn()} password=pw-secret-1"'))
+    # The extension's worker samples states every 100 ms: let it see them.
+    wait_until(lambda: c.psql("SELECT count(*) FROM warden.backends WHERE role = 'app_o'") == "3",
+               timeout=5, what="sampled")
+    # --dry-run: decides and logs, changes nothing.
+    r = w.run_once("--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "dry-run: would terminate" in r.stderr and count(c, "app_o") == 3
+    assert "pw-secret-1" not in r.stderr and "password=********" in r.stderr
+    for line in r.stderr.strip().splitlines():
+        rec = json.loads(line)  # JSON lines
+        assert {"time", "level", "msg"} <= set(rec)
+    # --once: one poll, act, exit.
+    r = w.run_once()
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: count(c, "app_o") == 1, timeout=5, what="--once trimmed")
+    # SIGHUP: an invalid file keeps the old configuration; a valid one applies.
+    w.start()
+    w.wait_log("polled")
+    text = open(w.config).read()
+    w.write(text.replace("max_idle = 1", "max_idle = -4"))
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_log(r"reload: .*budget\[0\]\.max_idle.*keeping the previous configuration")
+    conns += connect(c, "app_o", "svc", 2)
+    wait_until(lambda: count(c, "app_o") == 1, timeout=10, what="old config still enforced")
+    w.write(text.replace("max_idle = 1", "max_idle = 3"))
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_log("reloaded")
+    conns += connect(c, "app_o", "svc", 4)
+    time.sleep(6 * INTERVAL)
+    wait_until(lambda: count(c, "app_o") == 3, timeout=10, what="new max_idle 3 enforced")
+    assert "pw-secret-1" not in w.log()
+    assert w.stop() == 0
+    close_all(conns)
