@@ -314,6 +314,7 @@ void Daemon::Step(Slot& s, const Config& cfg) {
     st.pgbouncer_ok = tmp.pgbouncer_ok;
     st.pgbouncer_error = tmp.pgbouncer_error;
     st.pools = std::move(tmp.pools);
+    st.bouncer_stats = std::move(tmp.bouncer_stats);
     RefreshAlerts(cfg, st);
     Publish();
   }
@@ -593,6 +594,23 @@ void Daemon::PollBouncer(Slot& s, const Config&, ServerStatus& st) {
       p.sv_used = static_cast<int>(num(i, csu));
       p.maxwait_seconds = num(i, cmw) + num(i, cmwu) / 1e6;
       st.pools.push_back(std::move(p));
+    }
+    r.reset();
+    ResultPtr stats(PQexec(s.bouncer.get(), "SHOW STATS"));
+    if (!stats || PQresultStatus(stats.get()) != PGRES_TUPLES_OK) {
+      std::string msg = PQerrorMessage(s.bouncer.get());
+      s.bouncer.reset();
+      throw std::runtime_error("SHOW STATS: " + msg);
+    }
+    int sdb = PQfnumber(stats.get(), "database"), sx = PQfnumber(stats.get(), "total_xact_count"),
+        sq = PQfnumber(stats.get(), "total_query_count"), sw = PQfnumber(stats.get(), "total_wait_time");
+    for (int i = 0; i < PQntuples(stats.get()) && i < 256; ++i) {
+      BouncerDbStat b;
+      b.database = sdb >= 0 ? PQgetvalue(stats.get(), i, sdb) : "";
+      b.xact_count = sx >= 0 ? std::atof(PQgetvalue(stats.get(), i, sx)) : 0;
+      b.query_count = sq >= 0 ? std::atof(PQgetvalue(stats.get(), i, sq)) : 0;
+      b.wait_seconds = sw >= 0 ? std::atof(PQgetvalue(stats.get(), i, sw)) / 1e6 : 0;
+      st.bouncer_stats.push_back(std::move(b));
     }
     st.pgbouncer_ok = true;
   } catch (const std::exception& e) {

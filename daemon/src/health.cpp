@@ -286,6 +286,22 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
                fmt::format("{},database=\"{}\",user=\"{}\"", L(s.name), EscapeLabel(p.database),
                            EscapeLabel(p.user)),
                p.maxwait_seconds);
+    struct StatCol {
+      const char* name;
+      const char* help;
+      double BouncerDbStat::*field;
+    };
+    const StatCol stat_cols[] = {
+        {"pg_warden_pgbouncer_transactions_total", "Transactions pooled by pgbouncer (SHOW STATS total_xact_count).", &BouncerDbStat::xact_count},
+        {"pg_warden_pgbouncer_queries_total", "Queries pooled by pgbouncer (SHOW STATS total_query_count).", &BouncerDbStat::query_count},
+        {"pg_warden_pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server (SHOW STATS total_wait_time).", &BouncerDbStat::wait_seconds},
+    };
+    for (const auto& c : stat_cols) {
+      family(c.name, "counter", c.help);
+      for (const auto& s : st.servers)
+        for (const auto& b : s.bouncer_stats)
+          sample(c.name, fmt::format("{},database=\"{}\"", L(s.name), EscapeLabel(b.database)), b.*(c.field));
+    }
   }
   return out;
 }

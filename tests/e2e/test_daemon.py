@@ -568,3 +568,86 @@ def test_reload_once_dry_run_json_log_and_masked_password(make_cluster, wardend)
     assert "pw-secret-1" not in w.log()
     assert w.stop() == 0
     close_all(conns)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def test_rss_while_watching_many_connections(make_cluster, wardend):
+    """RSS stays under 30 MB; WARDEN_RSS_CONNECTIONS=1000 for the full figure."""
+    n = int(os.environ.get("WARDEN_RSS_CONNECTIONS", "300"))
+    c = make_cluster(conf={"max_connections": str(n + 60)})
+    c.psql("CREATE ROLE app_m LOGIN")
+    conns = []
+    for i in range(n):
+        conns += connect(c, "app_m", f"svc-{i % 40}")
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "app_m"\nmax_connections = 100000\nmax_idle = 100000\n'
+                '[[emergency]]\nat_percent = 99\naction = "terminate_idle"\nolder_than = "1h"\n').start()
+    w.wait_http()
+    wait_until(lambda: (lambda h: h[1] and h[1]["checks"][0]["data"]["connections"] >= n)(w.health()),
+               timeout=20, what="all connections seen")
+    for _ in range(10):  # /metrics and /health under load too
+        w.get("/metrics")
+        w.get("/health")
+    time.sleep(20 * INTERVAL)
+    rss, hwm = rss_kb(w.proc.pid)
+    print(f"\nwardend watching {n} connections: RSS {rss / 1024:.1f} MB, peak {hwm / 1024:.1f} MB")
+    assert hwm < 30 * 1024
+    assert w.stop() == 0
+    close_all(conns)
+
+
+def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
+    import shutil
+    import threading
+    from pgcluster import PgBouncer
+    if not shutil.which("pgbouncer"):
+        pytest.skip("pgbouncer is not installed (scripts/install-deps installs it)")
+    c = make_cluster()
+    bouncer = PgBouncer(c, pool_size=2).start()
+    try:
+        w = wardend([("primary", c)])
+        w.write(open(w.config).read().replace(
+            f'dsn = "{c.dsn()}"\n',
+            f'dsn = "{c.dsn()}"\npgbouncer_dsn = "{bouncer.dsn(dbname="pgbouncer")}"\n'))
+        w.start()
+        w.wait_http()
+        # Two clients hold the pool's two server connections (session mode); a third waits.
+        holders = [psycopg2.connect(bouncer.dsn(application_name="via-bouncer")) for _ in range(2)]
+        for h in holders:
+            h.cursor().execute("SELECT 1")
+        waiter = psycopg2.connect(bouncer.dsn(application_name="waiter"))
+        t = threading.Thread(target=lambda: waiter.cursor().execute("SELECT 1"), daemon=True)
+        t.start()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        def waiting():
+            fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
+            fam = fams.get("pg_warden_pgbouncer_clients_waiting")
+            return fam and any(s.labels["database"] == "postgres" and s.value >= 1 for s in fam.samples)
+
+        wait_until(waiting, timeout=10, what="a waiting client in /metrics")
+        text = w.get("/metrics")[1]
+        assert 'pg_warden_pgbouncer_up{server="primary"} 1' in text
+        assert re.search(r'pg_warden_pgbouncer_servers_active\{server="primary",database="postgres",'
+                         r'user="postgres"\} 2', text), text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        assert any(s.labels["database"] == "postgres" and s.value >= 2
+                   for s in fams["pg_warden_pgbouncer_queries"].samples)
+        code, h = w.health()
+        pgb = h["checks"][0]["data"]["pgbouncer"]
+        assert pgb["reachable"] is True and pgb["client_waiting"] >= 1
+        assert h["checks"][0]["status"] == "Degraded"
+        assert any(a["name"] == "pgbouncer_waiting" for a in json.loads(w.get("/alerts")[1])["alerts"])
+        close_all(holders)
+        t.join(timeout=10)
+        waiter.close()
+        wait_until(lambda: w.health()[1]["checks"][0]["status"] == "Healthy", timeout=10,
+                   what="no more waiting clients")
+        assert w.stop() == 0
+    finally:
+        bouncer.stop()

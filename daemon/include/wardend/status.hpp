@@ -26,6 +26,11 @@ struct PoolStat {  // one pgbouncer pool (SHOW POOLS)
   double maxwait_seconds = 0;
 };
 
+struct BouncerDbStat {  // one pgbouncer database (SHOW STATS)
+  std::string database;
+  double xact_count = 0, query_count = 0, wait_seconds = 0;
+};
+
 struct ServerStatus {
   std::string name;
   bool connected = false;
@@ -51,6 +56,7 @@ struct ServerStatus {
   bool pgbouncer_configured = false, pgbouncer_ok = false;
   std::string pgbouncer_error;
   std::vector<PoolStat> pools;
+  std::vector<BouncerDbStat> bouncer_stats;
 };
 
 struct RecentAction {
