@@ -97,4 +97,6 @@ REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends,
   warden.role_usage, warden.database_usage FROM PUBLIC;
 GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends,
   warden.role_usage, warden.database_usage TO pg_monitor;
-GRANT EXECUTE ON FUNCTION warden.worker_stats() TO pg_monitor;
+-- Functions in a view run with the caller's EXECUTE privilege.
+GRANT EXECUTE ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
+  warden.worker_stats() TO pg_monitor;
