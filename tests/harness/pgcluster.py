@@ -194,7 +194,7 @@ class Cluster:
              check: bool = True, extra: list[str] | None = None) -> str:
         res = run([f"{PG_BIN}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
                    "-h", self.sockdir, "-p", str(self.port), "-U", user, "-d", dbname,
-                   *(extra or []), "-c", sql], check=False)
+                   *(extra or []), "-f", "-"], check=False, input=sql)
         if check and res.returncode != 0:
             raise RuntimeError(f"psql failed: {res.stderr}")
         return res.stdout.strip() if check else (res.stdout + res.stderr).strip()
