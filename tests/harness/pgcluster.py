@@ -180,7 +180,7 @@ class Cluster:
                      base_dir=self.base_dir, tcp=self.tcp)
         run(_as_server_user([f"{PG_BIN}/pg_basebackup", "-D", sb.datadir, "-R", "-X", "stream",
                              "-h", self.sockdir, "-p", str(self.port), "-U", "postgres",
-                             "--no-sync"]))
+                             "--no-sync", "--checkpoint=fast"]))
         sb.write_conf({**sb.base_conf(), **sb.conf})
         return sb
 
