@@ -6,6 +6,9 @@
  */
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
+#include "pg_warden/terminations.hpp"
 #include "pg_warden/tracking.hpp"
 #include "pg_warden/worker.hpp"
 
@@ -32,6 +35,9 @@ struct SharedSubsystem {
 };
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
+    {LoaderShmemSize, LoaderShmemInit},
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
+    {TerminationsShmemSize, TerminationsShmemInit},
 };
 
 void ShmemRequest() {

@@ -34,6 +34,9 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
+  kConfigLock,       /* loader.hpp: loader state */
+  kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
+  kTerminationsLock, /* terminations.hpp: the terminations ring */
   kLWLockCount /* keep last */
 };
 
