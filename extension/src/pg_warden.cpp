@@ -7,6 +7,9 @@
 #include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
+#include "pg_warden/terminations.hpp"
 #include "pg_warden/tracking.hpp"
 #include "pg_warden/worker.hpp"
 
@@ -34,6 +37,9 @@ struct SharedSubsystem {
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
     {AdmissionShmemSize, AdmissionShmemInit},
+    {LoaderShmemSize, LoaderShmemInit},
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
+    {TerminationsShmemSize, TerminationsShmemInit},
 };
 
 void ShmemRequest() {

@@ -34,7 +34,10 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
-  kAdmissionLock,
+  kAdmissionLock,    /* admission.hpp: budgets and overrides */
+  kConfigLock,       /* loader.hpp: loader state */
+  kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
+  kTerminationsLock, /* terminations.hpp: the terminations ring */
   kLWLockCount /* keep last */
 };
 
