@@ -97,7 +97,8 @@ def test_refusal_message_and_sqlstate(make_cluster):
     assert 'DETAIL:  pg_warden budget "api-cap" allows 1 connections, 1 are in use.' in res.stderr
     assert "HINT:  Close idle connections" in res.stderr
     # the SQLSTATE, from the server log (%e)
-    wait_until(lambda: ' 53300 [unknown] FATAL:  too many connections for role "api"' in cluster.log_text(),
+    wait_until(lambda: any(" 53300 " in line and 'FATAL:  too many connections for role "api"' in line
+                           for line in cluster.log_text().splitlines()),
                timeout=5, what="the refusal in the log with SQLSTATE 53300")
     first.close()
 
