@@ -14,6 +14,7 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/history.hpp"
 #include "pg_warden/tracking.hpp"
 
 namespace warden {
@@ -184,6 +185,7 @@ void SampleOnce() {
   tracking->last_sample_ms = ms;
   tracking->total_sample_ms += ms;
   LWLockRelease(tracking->sample_lock);
+  HistoryRecordSample(now);
   pgstat_clear_backend_activity_snapshot();
 }
 

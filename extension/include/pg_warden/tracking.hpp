@@ -34,6 +34,7 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
+  kHistoryLock, /* history.hpp */
   kLWLockCount /* keep last */
 };
 
@@ -118,6 +119,8 @@ struct TrackingShared {
 extern TrackingShared *tracking;
 
 Size TrackingShmemSize();
+/* Number of usage entries (entry indexes are below it), from the settings. */
+int32 UsageCapacity();
 void TrackingShmemInit();
 
 /* Entry for key, added if new; folds into <other> when full. Never fails. */
