@@ -64,4 +64,7 @@ REVOKE ALL ON FUNCTION warden.usage_history(), warden.pool_advice(),
   warden.history_stats() FROM PUBLIC;
 REVOKE ALL ON warden.usage_history, warden.pool_advice, warden.pool_advice_summary FROM PUBLIC;
 GRANT SELECT ON warden.usage_history, warden.pool_advice, warden.pool_advice_summary TO pg_monitor;
-GRANT EXECUTE ON FUNCTION warden.history_stats() TO pg_monitor;
+-- A view checks EXECUTE on the functions it calls as the querying user, not
+-- as the view's owner: the readers of the views need both.
+GRANT EXECUTE ON FUNCTION warden.usage_history(), warden.pool_advice(),
+  warden.history_stats(), warden.server_usage() TO pg_monitor;
