@@ -19,10 +19,14 @@
 namespace warden {
 namespace {
 
-/* Ring lengths: 24 h of minutes, 7 days of hours, 8 days of histograms. */
-constexpr int32 kMinutes = 1440;
-constexpr int32 kHours = 168;
-constexpr int32 kDays = 8;
+/*
+ * Ring lengths, each with one more bucket than the period so that the whole
+ * period before the current, unfinished bucket is kept: 24 h of minutes,
+ * 7 days of hours, and the percentile window of 7 days of daily histograms.
+ */
+constexpr int32 kMinutes = 1440 + 1;
+constexpr int32 kHours = 168 + 1;
+constexpr int32 kDays = 7 + 1;
 /* Histogram bins: exact below 32, then 8 bins per power of two up to 65535. */
 constexpr int32 kExactBins = 32;
 constexpr int32 kBins = kExactBins + 8 * 11;
