@@ -14,6 +14,7 @@ int guc_unhealthy_percent = 90;
 bool guc_enforce = true;
 char *guc_exempt_roles = nullptr;
 int guc_history_keys = 256;
+int guc_history_save_interval = 300;
 
 void DefineSettings() {
   DefineCustomStringVariable(
@@ -49,6 +50,12 @@ void DefineSettings() {
       "A key gets a history slot at its first sampled connection; keys past it have no "
       "history. 0 turns history off. Each slot costs about 39 kB.",
       &guc_history_keys, 256, 0, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "warden.history_save_interval", "How often the worker saves the usage history to disk.",
+      "The history is also saved at shutdown; after a crash it comes back as of the last "
+      "save. 0: only at shutdown.",
+      &guc_history_save_interval, 300, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+      nullptr);
   MarkGUCPrefixReserved("warden");
 }
 

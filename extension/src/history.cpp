@@ -231,17 +231,27 @@ void Record(HistorySlot *slot, const SampleTime &t, uint16 active, uint16 idle_i
 
 /* ---- the history file ---------------------------------------------------------- */
 
-void SaveHistory(int code, Datum) {
-  /* Not after a crash (code != 0): shared memory may be inconsistent. */
-  if (code != 0 || history == nullptr || history->nslots == 0 || tracking == nullptr) return;
+/*
+ * Writes the used slots to kHistoryFile (through a .tmp file and a durable
+ * rename). `buffer` null: read shared memory directly (the postmaster at
+ * exit, every other process gone, no lock could be taken); otherwise copy
+ * each slot into it under the shared lock first (the worker), so the lock is
+ * never held during I/O. Problems are LOG lines; false if nothing was saved.
+ */
+bool WriteHistoryFile(HistorySlot *buffer) {
   FILE *file = AllocateFile(kHistoryTmpFile, PG_BINARY_W);
   if (file == nullptr) {
     ereport(LOG, (errcode_for_file_access(),
                   errmsg("pg_warden: could not write usage history file \"%s\": %m",
                          kHistoryTmpFile)));
-    return;
+    return false;
   }
-  /* Every other process is gone: no lock needed, none could be taken here. */
+  int32 nslots = history->used_slots;
+  if (buffer != nullptr) {
+    LWLockAcquire(history->lock, LW_SHARED);
+    nslots = history->used_slots;
+    LWLockRelease(history->lock);
+  }
   FileHeader header;
   memset(&header, 0, sizeof(header));
   header.magic = kFileMagic;
@@ -253,20 +263,27 @@ void SaveHistory(int code, Datum) {
   header.hours = kHours;
   header.days = kDays;
   header.bins = kBins;
-  header.nslots = history->used_slots;
+  header.nslots = nslots;
   header.saved_at = GetCurrentTimestamp();
 
   pg_crc32c crc;
   INIT_CRC32C(crc);
   bool ok = fwrite(&header, sizeof(header), 1, file) == 1;
   COMP_CRC32C(crc, &header, sizeof(header));
-  for (int32 i = 0; ok && i < history->used_slots; i++) {
-    const HistorySlot &slot = history->slots[i];
-    const UsageKey &key = tracking->entries[slot.entry].key;
+  for (int32 i = 0; ok && i < nslots; i++) {
+    const HistorySlot *slot = &history->slots[i];
+    if (buffer != nullptr) {
+      LWLockAcquire(history->lock, LW_SHARED);
+      memcpy(buffer, slot, sizeof(HistorySlot));
+      LWLockRelease(history->lock);
+      slot = buffer;
+    }
+    /* keys never change once an entry is in use */
+    const UsageKey &key = tracking->entries[slot->entry].key;
     ok = fwrite(&key, sizeof(UsageKey), 1, file) == 1 &&
-         fwrite(&slot, sizeof(HistorySlot), 1, file) == 1;
+         fwrite(slot, sizeof(HistorySlot), 1, file) == 1;
     COMP_CRC32C(crc, &key, sizeof(UsageKey));
-    COMP_CRC32C(crc, &slot, sizeof(HistorySlot));
+    COMP_CRC32C(crc, slot, sizeof(HistorySlot));
   }
   FIN_CRC32C(crc);
   ok = ok && fwrite(&crc, sizeof(crc), 1, file) == 1;
@@ -277,9 +294,31 @@ void SaveHistory(int code, Datum) {
                   errmsg("pg_warden: could not write usage history file \"%s\": %m",
                          kHistoryTmpFile)));
     unlink(kHistoryTmpFile);
-    return;
+    return false;
   }
-  (void)durable_rename(kHistoryTmpFile, kHistoryFile, LOG);
+  return durable_rename(kHistoryTmpFile, kHistoryFile, LOG) == 0;
+}
+
+/* The postmaster, as it exits. */
+void SaveHistoryAtExit(int code, Datum) {
+  /* Not after a crash (code != 0): shared memory may be inconsistent. */
+  if (code != 0 || history == nullptr || history->nslots == 0 || tracking == nullptr) return;
+  (void)WriteHistoryFile(nullptr);
+}
+
+/* The worker: every warden.history_save_interval, so that a crash loses little. */
+TimestampTz next_save_at = 0;
+HistorySlot *save_buffer = nullptr;
+
+void MaybeSaveHistory(TimestampTz now) {
+  if (guc_history_save_interval <= 0) return;
+  const TimestampTz interval = static_cast<TimestampTz>(guc_history_save_interval) * USECS_PER_SEC;
+  if (next_save_at == 0 || next_save_at > now + interval) next_save_at = now + interval;
+  if (now < next_save_at) return;
+  next_save_at = now + interval;
+  if (save_buffer == nullptr)
+    save_buffer = static_cast<HistorySlot *>(MemoryContextAlloc(TopMemoryContext, sizeof(HistorySlot)));
+  (void)WriteHistoryFile(save_buffer);
 }
 
 void IgnoreFile(FILE *file, const char *why) {
@@ -290,8 +329,9 @@ void IgnoreFile(FILE *file, const char *why) {
 }
 
 /*
- * Loads the file written at the last clean shutdown into the (empty) slots,
- * then consumes it, so that a crash later never brings back stale history.
+ * Loads the file written at the last shutdown, or by the worker's last
+ * periodic save, into the (empty) slots. The file stays: after a crash the
+ * history comes back as of the last save. A damaged file is removed.
  * Runs in the postmaster from shmem_startup: any problem is a LOG line,
  * never a failed start.
  */
@@ -373,7 +413,6 @@ void LoadHistory() {
   history->used_slots = kept;
   history->loaded_slots = kept;
   pfree(keys);
-  unlink(kHistoryFile);
   if (dropped > 0)
     ereport(LOG, (errmsg("pg_warden: loaded usage history of %d keys from \"%s\", %d dropped",
                          kept, kHistoryFile, dropped),
@@ -446,7 +485,7 @@ void HistoryShmemInit() {
   for (int32 i = 0; i < capacity; i++) history->slot_of_entry[i] = -1;
   if (history->nslots == 0 || IsUnderPostmaster) return;
   /* The postmaster: save at a clean shutdown, load what the last one saved. */
-  on_shmem_exit(SaveHistory, 0);
+  on_shmem_exit(SaveHistoryAtExit, 0);
   LoadHistory();
 }
 
@@ -481,6 +520,7 @@ void HistoryRecordSample(TimestampTz sampled_at) {
   history->last_record_ms = INSTR_TIME_GET_MILLISEC(elapsed);
   history->total_record_ms += history->last_record_ms;
   LWLockRelease(history->lock);
+  MaybeSaveHistory(sampled_at);
 }
 
 }  // namespace warden

@@ -3,6 +3,7 @@ warden.pool_advice, warden.pool_advice_summary), end to end: real client
 connections, the worker's samples (warden.sample_interval = 100ms from the
 harness), clean and crash restarts, and a damaged history file."""
 import os
+import signal
 import threading
 import time
 
@@ -75,7 +76,8 @@ class Pool:
             c.close()
 
 
-def test_pool_advice_history_and_restarts(cluster):
+def test_pool_advice_history_and_restarts(make_cluster):
+    cluster = make_cluster(conf={"warden.history_save_interval": "'1s'"})
     pool = Pool(cluster, APP, size=10, busy=3)
     try:
         # ~8 s of samples at 100 ms with 3 of 10 connections always active.
@@ -140,7 +142,32 @@ def test_pool_advice_history_and_restarts(cluster):
     assert a["active_max"] == 3 and a["peak_connections"] == 10
     assert a["held_now"] == 0 and a["reclaimable"] == 0
 
-    # A crash (immediate stop): the server starts and tracking resumes.
+    # A backend crash: the postmaster reinitialises shared memory and the
+    # history comes back from the worker's last periodic save (1 s here).
+    before = minute_rows(cluster, APP)
+    victim = psycopg2.connect(cluster.dsn(application_name="victim"))
+    wait_until(lambda: minute_rows(cluster, "victim"), timeout=10, what="history of victim")
+    time.sleep(2.5)  # a periodic save that has the victim's history: nothing else has it
+    log_offset = len(cluster.log_text())
+    os.kill(victim.get_backend_pid(), signal.SIGKILL)
+    wait_until(lambda: "reinitializing" in cluster.log_text()[log_offset:], timeout=10,
+               what="the crash restart")
+    wait_until(lambda: "pg_warden: loaded usage history of" in cluster.log_text()[log_offset:],
+               timeout=15, what="history loaded after the crash")
+    wait_until(lambda: cluster.psql("SELECT 1", check=False) == "1", timeout=15,
+               what="the server after the crash")
+    after = minute_rows(cluster, APP)
+    for bucket, (samples, active_peak, connections_peak) in before.items():
+        if bucket == max(before):  # the newest minute may have moved on since the save
+            continue
+        assert after.get(bucket, (0, 0, 0))[1:] == (active_peak, connections_peak), bucket
+    assert minute_rows(cluster, "victim"), "history since the clean restart lost in the crash"
+    try:
+        victim.close()
+    except psycopg2.Error:
+        pass
+
+    # An immediate stop: the server starts and tracking resumes.
     cluster.stop("immediate")
     cluster.start()
     wait_until(lambda: worker_pid(cluster), timeout=15, what="the worker after a crash")
@@ -151,6 +178,7 @@ def test_pool_advice_history_and_restarts(cluster):
         wait_until(lambda: minute_rows(cluster, "after-crash"), timeout=10,
                    what="history of a connection opened after the crash")
         wait_until(lambda: advice(cluster, "after-crash"), timeout=5, what="advice after crash")
+        assert advice(cluster, APP)["active_max"] == 3
     finally:
         conn.close()
 
