@@ -54,11 +54,12 @@ COMMENT ON VIEW warden.pool_advice_summary IS
 CREATE FUNCTION warden.history_stats(
     OUT history_keys int, OUT used_keys int, OUT loaded_keys int,
     OUT shared_memory_bytes bigint, OUT records bigint,
-    OUT last_record_ms float8, OUT mean_record_ms float8)
+    OUT last_record_ms float8, OUT mean_record_ms float8,
+    OUT saved_at timestamptz, OUT last_save_ms float8)
   RETURNS record
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'history_stats';
 COMMENT ON FUNCTION warden.history_stats() IS
-  'Usage history: slots (warden.history_keys) and how many are used or were loaded from the file at start, its shared memory, and the worker''s cost of recording a sample.';
+  'Usage history: slots (warden.history_keys) and how many are used or were loaded from the file at start, its shared memory, the worker''s cost of recording a sample, and its last periodic save to disk.';
 
 REVOKE ALL ON FUNCTION warden.usage_history(), warden.pool_advice(),
   warden.history_stats() FROM PUBLIC;

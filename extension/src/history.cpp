@@ -94,6 +94,8 @@ struct HistoryShared {
   uint64 records; /* samples recorded, and their cost */
   double last_record_ms;
   double total_record_ms;
+  TimestampTz saved_at; /* the worker's last periodic save, and its cost */
+  double last_save_ms;
   int32 *slot_of_entry;
   HistorySlot *slots;
 };
@@ -318,7 +320,16 @@ void MaybeSaveHistory(TimestampTz now) {
   next_save_at = now + interval;
   if (save_buffer == nullptr)
     save_buffer = static_cast<HistorySlot *>(MemoryContextAlloc(TopMemoryContext, sizeof(HistorySlot)));
-  (void)WriteHistoryFile(save_buffer);
+  instr_time start;
+  INSTR_TIME_SET_CURRENT(start);
+  if (!WriteHistoryFile(save_buffer)) return;
+  instr_time elapsed;
+  INSTR_TIME_SET_CURRENT(elapsed);
+  INSTR_TIME_SUBTRACT(elapsed, start);
+  LWLockAcquire(history->lock, LW_EXCLUSIVE);
+  history->saved_at = GetCurrentTimestamp();
+  history->last_save_ms = INSTR_TIME_GET_MILLISEC(elapsed);
+  LWLockRelease(history->lock);
 }
 
 void IgnoreFile(FILE *file, const char *why) {
@@ -482,6 +493,8 @@ void HistoryShmemInit() {
   history->loaded_slots = 0;
   history->records = 0;
   history->last_record_ms = history->total_record_ms = 0;
+  history->saved_at = 0;
+  history->last_save_ms = 0;
   for (int32 i = 0; i < capacity; i++) history->slot_of_entry[i] = -1;
   if (history->nslots == 0 || IsUnderPostmaster) return;
   /* The postmaster: save at a clean shutdown, load what the last one saved. */
@@ -647,9 +660,11 @@ WARDEN_FUNCTION(history_stats) {
   const uint64 records = history->records;
   const double last_ms = history->last_record_ms;
   const double total_ms = history->total_record_ms;
+  const TimestampTz saved_at = history->saved_at;
+  const double save_ms = history->last_save_ms;
   LWLockRelease(history->lock);
-  Datum values[7];
-  bool nulls[7] = {false};
+  Datum values[9];
+  bool nulls[9] = {false};
   values[0] = Int32GetDatum(history->nslots);
   values[1] = Int32GetDatum(used_slots);
   values[2] = Int32GetDatum(loaded);
@@ -657,6 +672,10 @@ WARDEN_FUNCTION(history_stats) {
   values[4] = Int64GetDatum(static_cast<int64>(records));
   values[5] = Float8GetDatum(last_ms);
   values[6] = Float8GetDatum(records > 0 ? total_ms / static_cast<double>(records) : 0.0);
+  values[7] = TimestampTzGetDatum(saved_at);
+  nulls[7] = (saved_at == 0);
+  values[8] = Float8GetDatum(save_ms);
+  nulls[8] = (saved_at == 0);
   HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
   return HeapTupleGetDatum(tuple);
 }

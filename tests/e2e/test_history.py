@@ -213,3 +213,32 @@ def test_damaged_history_file_is_ignored(cluster):
         assert not os.path.exists(path)  # consumed, not retried at every start
         assert cluster.psql("SELECT count(*) FROM warden.usage_history"
                             " WHERE application_name = 'short'") == "0"
+
+
+def test_standby_keeps_its_own_history(cluster):
+    """A hot standby records the history of its own connections, in its own
+    shared memory and file; the primary's history does not mix with it."""
+    standby = cluster.make_standby()
+    standby.start()
+    try:
+        wait_until(lambda: standby.psql("SELECT count(*) FROM pg_extension"
+                                        " WHERE extname = 'pg_warden'") == "1",
+                   timeout=15, what="the extension replayed on the standby")
+        pool = Pool(standby, "replica-pool", size=4, busy=1)
+        try:
+            wait_until(lambda: (advice(standby, "replica-pool") or {}).get("samples", 0) >= 10,
+                       timeout=15, what="samples on the standby")
+            a = advice(standby, "replica-pool")
+            assert a["held_now"] == 4 and a["active_max"] == 1 and a["recommended"] == 3
+            assert minute_rows(standby, "replica-pool")
+            assert advice(cluster, "replica-pool") is None
+            assert not minute_rows(cluster, "replica-pool")
+        finally:
+            pool.close()
+        # The standby saves and loads its own file.
+        standby.restart()
+        assert "pg_warden: loaded usage history of" in standby.log_text()
+        assert advice(standby, "replica-pool")["active_max"] == 1
+        assert standby.psql("SELECT in_recovery FROM warden.server_usage") == "t"
+    finally:
+        standby.destroy()
