@@ -68,4 +68,4 @@ GRANT SELECT ON warden.usage_history, warden.pool_advice, warden.pool_advice_sum
 -- A view checks EXECUTE on the functions it calls as the querying user, not
 -- as the view's owner: the readers of the views need both.
 GRANT EXECUTE ON FUNCTION warden.usage_history(), warden.pool_advice(),
-  warden.history_stats(), warden.server_usage() TO pg_monitor;
+  warden.history_stats() TO pg_monitor;

@@ -4,6 +4,7 @@
  * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
  * (worker.cpp), views (views.cpp), usage history (history.cpp).
  */
+#include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/history.hpp"
@@ -33,6 +34,7 @@ struct SharedSubsystem {
 };
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
+    {AdmissionShmemSize, AdmissionShmemInit},
     /* after tracking: loading the history file maps keys to usage entries */
     {HistoryShmemSize, HistoryShmemInit},
 };
@@ -56,14 +58,16 @@ void ShmemStartup() {
 
 /*
  * Login path. Runs after authentication succeeded, before the backend is
- * fully set up: the place to count a connection in (and, later, to refuse
- * it) before it costs a backend for long. Reads shared memory only.
+ * fully set up: the place to count a connection in, or to refuse it before
+ * it costs a backend for long. Reads pg_warden's state from shared memory
+ * only (the budgets table lives in another database).
  */
 void ClientAuthentication(Port *port, int status) {
   if (prev_client_auth_hook) prev_client_auth_hook(port, status);
   Guard("client_authentication", [port, status] {
     if (status != STATUS_OK || am_walsender) return;
-    CountIn(port->database_name, port->user_name, port->application_name);
+    AdmitLogin(port->database_name, port->user_name,
+               port->application_name ? port->application_name : "");
   });
 }
 
