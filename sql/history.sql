@@ -1,8 +1,6 @@
 -- Usage history and pool advice: shape of the views, privileges, and the
 -- rules every advice row follows.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_warden;
-RESET client_min_messages;
+CREATE EXTENSION pg_warden;
 
 -- Columns and types.
 SELECT attname, format_type(atttypid, atttypmod) AS type
@@ -85,3 +83,4 @@ SELECT count(*) > 0 AS callable FROM warden.pool_advice();
 RESET ROLE;
 DROP ROLE warden_history_plain;
 DROP ROLE warden_history_monitor;
+DROP EXTENSION pg_warden;

@@ -8,6 +8,9 @@
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/history.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
+#include "pg_warden/terminations.hpp"
 #include "pg_warden/tracking.hpp"
 #include "pg_warden/worker.hpp"
 
@@ -35,6 +38,9 @@ struct SharedSubsystem {
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
     {AdmissionShmemSize, AdmissionShmemInit},
+    {LoaderShmemSize, LoaderShmemInit},
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
+    {TerminationsShmemSize, TerminationsShmemInit},
     /* after tracking: loading the history file maps keys to usage entries */
     {HistoryShmemSize, HistoryShmemInit},
 };

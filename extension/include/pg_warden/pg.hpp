@@ -13,7 +13,11 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_authid.h"
@@ -55,6 +59,15 @@ extern "C" {
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/wait_event.h"
+#include "pgtime.h"
+#include "utils/snapmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/inval.h"
+#include "utils/datetime.h"
+#include "storage/fd.h"
+#include "commands/trigger.h"
+#include "commands/extension.h"
+#include "catalog/namespace.h"
 }
 
 /*

@@ -34,8 +34,11 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
-  kAdmissionLock,
-  kHistoryLock, /* history.hpp */
+  kAdmissionLock,    /* admission.hpp: budgets and overrides */
+  kConfigLock,       /* loader.hpp: loader state */
+  kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
+  kTerminationsLock, /* terminations.hpp: the terminations ring */
+  kHistoryLock,      /* history.hpp: usage history */
   kLWLockCount /* keep last */
 };
 
