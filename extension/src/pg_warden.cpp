@@ -2,10 +2,15 @@
  * pg_warden.cpp — _PG_init and the hooks pg_warden installs. Each hook
  * chains the previous one and enters pg_warden code through Guard().
  * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
- * (worker.cpp), views (views.cpp).
+ * (worker.cpp), views (views.cpp), usage history (history.cpp).
  */
+#include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/history.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
+#include "pg_warden/terminations.hpp"
 #include "pg_warden/tracking.hpp"
 #include "pg_warden/worker.hpp"
 
@@ -32,6 +37,12 @@ struct SharedSubsystem {
 };
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
+    {AdmissionShmemSize, AdmissionShmemInit},
+    {LoaderShmemSize, LoaderShmemInit},
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
+    {TerminationsShmemSize, TerminationsShmemInit},
+    /* after tracking: loading the history file maps keys to usage entries */
+    {HistoryShmemSize, HistoryShmemInit},
 };
 
 void ShmemRequest() {
@@ -53,14 +64,16 @@ void ShmemStartup() {
 
 /*
  * Login path. Runs after authentication succeeded, before the backend is
- * fully set up: the place to count a connection in (and, later, to refuse
- * it) before it costs a backend for long. Reads shared memory only.
+ * fully set up: the place to count a connection in, or to refuse it before
+ * it costs a backend for long. Reads pg_warden's state from shared memory
+ * only (the budgets table lives in another database).
  */
 void ClientAuthentication(Port *port, int status) {
   if (prev_client_auth_hook) prev_client_auth_hook(port, status);
   Guard("client_authentication", [port, status] {
     if (status != STATUS_OK || am_walsender) return;
-    CountIn(port->database_name, port->user_name, port->application_name);
+    AdmitLogin(port->database_name, port->user_name,
+               port->application_name ? port->application_name : "");
   });
 }
 

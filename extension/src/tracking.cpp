@@ -103,9 +103,10 @@ const char *SessionStateName(SessionState s) {
   return "starting";
 }
 
+int32 UsageCapacity() { return guc_max_tracked + OtherCapacity(guc_max_tracked) + 1; }
+
 Size TrackingShmemSize() {
-  const int32 other = OtherCapacity(guc_max_tracked);
-  const int32 capacity = guc_max_tracked + other + 1;
+  const int32 capacity = UsageCapacity();
   Size size = MAXALIGN(sizeof(TrackingShared));
   size = add_size(size, MAXALIGN(mul_size(capacity, sizeof(UsageEntry))));
   size = add_size(size, MAXALIGN(mul_size(IndexSize(capacity), sizeof(int32))));
@@ -206,11 +207,17 @@ int32 FindOrAddEntry(const UsageKey &key) {
   return e;
 }
 
-void CountIn(const char *database, const char *role, const char *application) {
-  if (tracking == nullptr || MyBackendId < 1 || MyBackendId > tracking->max_backends) return;
+bool CanCountThisBackend() {
+  return tracking != nullptr && MyBackendId >= 1 && MyBackendId <= tracking->max_backends;
+}
+
+int32 LoginEntry(const char *database, const char *role, const char *application) {
   UsageKey key;
   MakeKey(&key, database, role, application);
-  const int32 e = FindOrAddEntry(key);
+  return FindOrAddEntry(key);
+}
+
+void CountIn(int32 e) {
   UsageEntry *entry = &tracking->entries[e];
   BackendSlot *slot = &tracking->slots[MyBackendId - 1];
 
