@@ -439,7 +439,11 @@ void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
 void Daemon::Record(Slot& s, const Action& a, bool dry) {
   if (!s.conn || !s.conn->caps().record_action) return;
   try {
-    s.conn->RecordAction(ToString(a.kind), a.pid, a.database, a.role, a.application_name, a.state,
+    // The extension keeps the action in its 63-byte policy column: keep it short.
+    std::string what = a.kind == Action::Kind::kTerminate
+                           ? "wardend " + a.rule
+                           : fmt::format("wardend {} {}", ToString(a.kind), a.limit);
+    s.conn->RecordAction(what, a.pid, a.database, a.role, a.application_name, a.state,
                          a.idle_seconds, a.reason, dry);
   } catch (const PgError& e) {
     WarnOnce(s, "record_action", fmt::format("warden.record_action failed, not used again on this "

@@ -70,7 +70,7 @@ bool IsIdleInTransaction(const std::string& state) {
 }
 bool IsIdleState(const std::string& state) { return state.rfind("idle", 0) == 0; }
 
-Action Terminate(const Backend& b, double min_idle, std::string reason) {
+Action Terminate(const Backend& b, double min_idle, std::string rule, std::string reason) {
   Action a;
   a.kind = Action::Kind::kTerminate;
   a.pid = b.pid;
@@ -82,6 +82,7 @@ Action Terminate(const Backend& b, double min_idle, std::string reason) {
   a.idle_seconds = b.state_seconds;
   a.min_idle_seconds = min_idle;
   a.reason = std::move(reason);
+  a.rule = std::move(rule);
   return a;
 }
 
@@ -139,7 +140,7 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       for (const Backend* b : c) {
         if (!chosen.insert(b->pid).second) continue;
         d.actions.push_back(Terminate(
-            *b, limit,
+            *b, limit, "idle_in_transaction_timeout",
             fmt::format("budget {}: idle_in_transaction_timeout {}", budget.role,
                         FormatDuration(*budget.idle_in_transaction_timeout))));
         ++terminated;
@@ -156,7 +157,7 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
         for (size_t i = 0; i < excess; ++i) {
           chosen.insert(idle[i]->pid);
           d.actions.push_back(Terminate(
-              *idle[i], 0, fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
+              *idle[i], 0, "max_idle", fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
           ++terminated;
         }
       }
@@ -225,7 +226,7 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       for (const Backend* b : c) {
         chosen.insert(b->pid);
         d.actions.push_back(Terminate(
-            *b, older,
+            *b, older, fmt::format("emergency {}%", e.at_percent),
             fmt::format("emergency {}%: terminate_idle older_than {}", e.at_percent,
                         FormatDuration(e.older_than))));
       }

@@ -204,13 +204,13 @@ bool Connection::RecordAction(const std::string& action, int pid, const std::str
     else if (name == "pid")
       v = std::to_string(pid);
     else if (name == "database" || name == "datname")
-      v = database;
+      v = database.empty() ? Param() : Param(database);
     else if (name == "role")
       v = role;
     else if (name == "application_name" || name == "application")
       v = application;
     else if (name == "state")
-      v = state;
+      v = state.empty() ? Param() : Param(state);
     else if (name == "idle_seconds")
       v = fmt::format("{:.3f}", idle_seconds);
     else if (name == "policy" || name == "reason" || name == "detail" || name == "note" ||

@@ -207,6 +207,10 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
     time.sleep(3 * INTERVAL)
     assert count(c, "app_idle") == 2, "never cut below max_idle"
     assert "terminated pid" in w.log() and "max_idle 2" in w.log()
+    # Recorded through warden.record_action (source 'daemon').
+    rows = c.psql("SELECT count(*) FROM warden.terminations WHERE source = 'daemon' "
+                  "AND policy = 'wardend max_idle' AND role = 'app_idle' AND NOT dry_run")
+    assert rows == "4"
     assert w.stop() == 0
     close_all(old + new)
 
@@ -219,6 +223,9 @@ def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, 
                 '[[budget]]\nrole = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
     wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, what="admission closed at 3")
     assert len(w.journal()) == 1
+    if has_override_api(c):  # the extension's override, not ALTER ROLE
+        assert w.journal()[0]["mechanism"] == "override"
+        assert connlimit(c, "app_adm") == 50
     with pytest.raises(psycopg2.OperationalError, match="too many connections"):
         connect(c, "app_adm")
     close_all(held[:3])  # back under the budget: 2 <= 3

@@ -29,6 +29,7 @@ struct Action {
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
   std::string reason;  // "budget app_api: max_idle 10", "emergency 90%: ..."
+  std::string rule;    // short: "max_idle", "idle_in_transaction_timeout", "emergency 90%", ...
 };
 
 const char* ToString(Action::Kind k);
