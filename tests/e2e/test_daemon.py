@@ -517,6 +517,9 @@ def test_wardenctl_check_config_and_plan(tmp_path):
     good.write_text('[[server]]\nname = "p"\ndsn = "x"\n')
     r = ctl("check-config", str(good))
     assert r.returncode == 0 and "ok" in r.stdout
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "daemon", "wardend.example.toml")
+    r = ctl("check-config", example)
+    assert r.returncode == 0 and "3 budget(s), 2 emergency step(s)" in r.stdout, r.stderr
 
     plan = tmp_path / "plan.toml"
     plan.write_text('max_connections = 500\nreserved = 3\nheadroom = 10\n'
@@ -658,3 +661,56 @@ def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
         assert w.stop() == 0
     finally:
         bouncer.stop()
+
+
+def test_idle_in_transaction_timeout_longest_first(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_x LOGIN")
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "app_x"\nidle_in_transaction_timeout = "1s"\n').start()
+    w.wait_log(r"\[primary\] polled")
+    idle = connect(c, "app_x", "plain-idle", 2)  # idle, not in a transaction: never touched
+    txn = connect(c, "app_x", "in-txn", 2)
+    for conn in txn:
+        conn.autocommit = False
+        conn.cursor().execute("SELECT 1")
+    start = time.monotonic()
+    by_app = ("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_x' "
+              "AND application_name = '{}'")
+    wait_until(lambda: c.psql(by_app.format("in-txn")) == "0", timeout=10,
+               what="idle in transaction terminated")
+    assert time.monotonic() - start >= 0.9, "terminated before the timeout"
+    assert c.psql(by_app.format("plain-idle")) == "2"
+    assert all(alive(x) for x in idle)
+    assert "idle_in_transaction_timeout 1s" in w.log()
+    close_all(idle + txn)
+    assert w.stop() == 0
+
+
+def test_standby_health_and_override(make_cluster, wardend):
+    p = make_cluster()
+    p.psql("CREATE ROLE app_sb LOGIN")
+    sb = p.make_standby().start()
+    w = wardend([("primary", p), ("replica", sb)],
+                '[[budget]]\nrole = "app_sb"\nmax_connections = 1\ncooldown = "500ms"\n').start()
+    w.wait_http()
+
+    def replica_check():
+        code, h = w.health()
+        if not h:
+            return None
+        chk = {x["name"]: x for x in h["checks"]}.get("replica")
+        return chk if chk and chk["data"]["reachable"] else None
+
+    chk = wait_until(replica_check, timeout=15, what="replica polled")
+    assert chk["data"]["role"] == "standby" and "replay_lag_seconds" in chk["data"]
+    held = connect(sb, "app_sb", "ro", 3)
+    if has_override_api(sb):
+        wait_until(lambda: admission_cap(sb, "app_sb") == 1, timeout=10, what="override on the standby")
+        assert connlimit(p, "app_sb") == -1, "no ALTER ROLE on the primary for a standby's budget"
+        close_all(held)
+        wait_until(lambda: restored(sb, "app_sb", -1), timeout=10, what="override lifted")
+    else:
+        w.wait_log("cannot close admission of role app_sb")
+        close_all(held)
+    assert w.stop() == 0
