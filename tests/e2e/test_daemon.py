@@ -218,10 +218,14 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
 def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_adm LOGIN CONNECTION LIMIT 50")
-    held = connect(c, "app_adm", "api", 5)
     w = wardend([("primary", c)],
                 '[[budget]]\nrole = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
-    wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, what="admission closed at 3")
+    w.wait_log(r"\[primary\] polled")
+    held = connect(c, "app_adm", "api", 5)
+    breach = time.monotonic()
+    wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, interval=0.01,
+               what="admission closed at 3")
+    print(f"\nbreach to admission closed: {(time.monotonic() - breach) * 1000:.0f} ms (interval 200 ms)")
     assert len(w.journal()) == 1
     if has_override_api(c):  # the extension's override, not ALTER ROLE
         assert w.journal()[0]["mechanism"] == "override"
@@ -714,3 +718,13 @@ def test_standby_health_and_override(make_cluster, wardend):
         w.wait_log("cannot close admission of role app_sb")
         close_all(held)
     assert w.stop() == 0
+
+
+def test_corrupt_state_file_refuses_to_start(tmp_path):
+    state = tmp_path / "w.state"
+    state.write_text('{"version": 1, "entries": [{"server": "p"')
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[daemon]\nstate_file = "{state}"\nhttp = ""\n[[server]]\nname = "p"\ndsn = "host=/nonexistent"\n')
+    r = subprocess.run([WARDEND, "--config", str(cfg)], capture_output=True, text=True, timeout=15)
+    assert r.returncode == 1
+    assert "malformed state file" in r.stderr and str(state) in r.stderr
