@@ -8,15 +8,15 @@
 // thread while no worker runs.
 #include "wardend/daemon.hpp"
 
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <fmt/format.h>
 #include <random>
-#include <spdlog/spdlog.h>
 
 #include "wardend/health.hpp"
 #include "wardend/http.hpp"
@@ -86,9 +86,10 @@ int Daemon::Run() {
     return 1;
   }
   for (const auto& e : journal_->Entries())
-    spdlog::warn("state file: change left in force by a previous run: server {}, role {} ({}, "
-                 "limit {} -> {}); it will be undone",
-                 e.server, e.role, e.mechanism, e.original_limit, e.applied_limit);
+    spdlog::warn(
+        "state file: change left in force by a previous run: server {}, role {} ({}, "
+        "limit {} -> {}); it will be undone",
+        e.server, e.role, e.mechanism, e.original_limit, e.applied_limit);
 
   status_.pid = static_cast<int>(getpid());
   status_.started = Wall();
@@ -102,11 +103,11 @@ int Daemon::Run() {
     slot->server = sc;
     slots_[sc.name] = std::move(slot);
   }
-  spdlog::info("wardend {} starting: {} server(s), {} budget(s), {} emergency step(s), interval {}{}",
-               getpid(), cfg->servers.size(), cfg->budgets.size(), cfg->emergencies.size(),
-               FormatDuration(cfg->daemon.interval), DryRun(*cfg) ? ", DRY RUN" : "");
-  for (const auto& sc : cfg->servers)
-    spdlog::info("[{}] dsn: {}", sc.name, MaskDsn(sc.dsn));
+  spdlog::info(
+      "wardend {} starting: {} server(s), {} budget(s), {} emergency step(s), interval {}{}",
+      getpid(), cfg->servers.size(), cfg->budgets.size(), cfg->emergencies.size(),
+      FormatDuration(cfg->daemon.interval), DryRun(*cfg) ? ", DRY RUN" : "");
+  for (const auto& sc : cfg->servers) spdlog::info("[{}] dsn: {}", sc.name, MaskDsn(sc.dsn));
 
   if (opts_.once) {
     for (auto& [name, slot] : slots_) Step(*slot, *cfg);
@@ -117,16 +118,18 @@ int Daemon::Run() {
   }
 
   try {
-    segment_ = std::make_unique<StatusSegment>(SegmentName(cfg->daemon.state_file), opts_.config_path);
+    segment_ =
+        std::make_unique<StatusSegment>(SegmentName(cfg->daemon.state_file), opts_.config_path);
   } catch (const std::exception& e) {
     spdlog::warn("no shared-memory status segment (wardenctl status will not work): {}", e.what());
   }
   if (!cfg->daemon.http.empty()) {
-    http_ = std::make_unique<HttpServer>([this](std::shared_ptr<const Config>* c, DaemonStatus* st) {
-      *c = config();
-      std::lock_guard<std::mutex> g(status_mu_);
-      *st = status_;
-    });
+    http_ =
+        std::make_unique<HttpServer>([this](std::shared_ptr<const Config>* c, DaemonStatus* st) {
+          *c = config();
+          std::lock_guard<std::mutex> g(status_mu_);
+          *st = status_;
+        });
     try {
       http_->Start(cfg->daemon.http);
       spdlog::info("HTTP on {} (/health /health/ready /metrics /alerts){}", cfg->daemon.http,
@@ -164,8 +167,9 @@ int Daemon::Run() {
   if (http_) http_->Stop();
   size_t left = journal_->Entries().size();
   if (left)
-    spdlog::warn("{} change(s) could not be undone now; they stay in {} and are undone at the next start",
-                 left, cfg_->daemon.state_file);
+    spdlog::warn(
+        "{} change(s) could not be undone now; they stay in {} and are undone at the next start",
+        left, cfg_->daemon.state_file);
   segment_.reset();
   spdlog::info("stopped");
   return 0;
@@ -188,7 +192,8 @@ void Daemon::StopWorkers() {
 
 void Daemon::WaitFor(double seconds) {
   std::unique_lock<std::mutex> lk(wake_mu_);
-  wake_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return stop_workers_.load(); });
+  wake_.wait_for(lk, std::chrono::duration<double>(seconds),
+                 [this] { return stop_workers_.load(); });
 }
 
 void Daemon::Worker(Slot* s) {
@@ -211,7 +216,8 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   double now = Mono();
   if (now < s.next_attempt) return false;
   try {
-    s.conn = Connection::Open(s.server.dsn, static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
+    s.conn = Connection::Open(s.server.dsn,
+                              static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
                               static_cast<int>(cfg.daemon.statement_timeout.count()));
   } catch (const PgError& e) {
     // Decorrelated jitter: next = min(cap, random(base, 3 * previous)).
@@ -222,7 +228,8 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
     s.backoff_ms = std::min(cap, std::uniform_real_distribution<double>(base, hi)(rng));
     s.next_attempt = now + s.backoff_ms / 1000.0;
     std::string msg = MaskDsn(e.what());
-    spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg, s.backoff_ms);
+    spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg,
+                 s.backoff_ms);
     UpdateStatusError(s, cfg, msg);
     return false;
   }
@@ -231,16 +238,19 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   s.in_recovery = s.conn->caps().in_recovery;
   const auto& caps = s.conn->caps();
   if (caps.extension)
-    spdlog::info("[{}] connected (pid {}, {}, mode extension, admission via {})", s.server.name,
-                 s.conn->backend_pid(), s.in_recovery ? "standby" : "primary",
-                 caps.close_admission ? "warden.close_admission" : "ALTER ROLE (no warden.close_admission)");
+    spdlog::info(
+        "[{}] connected (pid {}, {}, mode extension, admission via {})", s.server.name,
+        s.conn->backend_pid(), s.in_recovery ? "standby" : "primary",
+        caps.close_admission ? "warden.close_admission" : "ALTER ROLE (no warden.close_admission)");
   else
-    spdlog::warn("[{}] connected (pid {}, {}); the pg_warden extension is absent: DEGRADED MODE "
-                 "(pg_stat_activity, pg_terminate_backend, ALTER ROLE)",
-                 s.server.name, s.conn->backend_pid(), s.in_recovery ? "standby" : "primary");
+    spdlog::warn(
+        "[{}] connected (pid {}, {}); the pg_warden extension is absent: DEGRADED MODE "
+        "(pg_stat_activity, pg_terminate_backend, ALTER ROLE)",
+        s.server.name, s.conn->backend_pid(), s.in_recovery ? "standby" : "primary");
   if (!caps.superuser)
-    WarnOnce(s, "nosuper", "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
-                           "of superusers will fail");
+    WarnOnce(s, "nosuper",
+             "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
+             "of superusers will fail");
   {
     std::lock_guard<std::mutex> g(status_mu_);
     ServerStatus& st = StatusOf(s.server.name);
@@ -284,8 +294,9 @@ void Daemon::Step(Slot& s, const Config& cfg) {
     if (stop_workers_ && fast_) break;
     try {
       if (DryRun(cfg)) {
-        std::string key = a.kind == Action::Kind::kTerminate ? fmt::format("t{}", a.pid)
-                                                             : fmt::format("a{}:{}", a.role, a.limit);
+        std::string key = a.kind == Action::Kind::kTerminate
+                              ? fmt::format("t{}", a.pid)
+                              : fmt::format("a{}:{}", a.role, a.limit);
         dry_now.insert(key);
         if (!s.dry_logged.count(key)) {
           spdlog::info("[{}] dry-run: would {}", s.server.name, Describe(a));
@@ -325,8 +336,9 @@ void Daemon::Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Act
     case Action::Kind::kTerminate: {
       if (s.conn->TerminateIfStill(a.pid, a.backend_start, a.state, a.min_idle_seconds)) {
         NoteAction(s, "terminate", Describe(a));
-        spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}", s.server.name,
-                     a.pid, a.role, a.application_name, a.state, a.idle_seconds, a.reason);
+        spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}",
+                     s.server.name, a.pid, a.role, a.application_name, a.state, a.idle_seconds,
+                     a.reason);
         Record(s, a, false);
       } else {
         spdlog::debug("[{}] pid {} no longer qualifies: left alone", s.server.name, a.pid);
@@ -340,7 +352,8 @@ void Daemon::Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Act
       auto e = journal_->Find(s.server.name, a.role);
       if (!e) {
         s.state.applied.erase(a.role);
-        spdlog::info("[{}] admission of role {}: nothing to reopen ({})", s.server.name, a.role, a.reason);
+        spdlog::info("[{}] admission of role {}: nothing to reopen ({})", s.server.name, a.role,
+                     a.reason);
         break;
       }
       if (Undo(s, *e, a.reason)) s.state.applied.erase(a.role);
@@ -366,20 +379,24 @@ void Daemon::ApplyClose(Slot& s, const Config&, const Snapshot& snap, const Acti
   } else {
     auto cur = mech->CurrentLimit(*s.conn, a.role);
     if (!cur) {
-      WarnOnce(s, "norole:" + a.role, fmt::format("role {} does not exist: admission not closed", a.role));
+      WarnOnce(s, "norole:" + a.role,
+               fmt::format("role {} does not exist: admission not closed", a.role));
       return;
     }
     original = *cur;
   }
   if (mechname == "alter_role" && original >= 0 && original <= a.limit) {
     // Its own CONNECTION LIMIT is already as tight: nothing to lower.
-    if (existing) Undo(s, *existing, fmt::format("its own CONNECTION LIMIT {} is tight enough", original));
+    if (existing)
+      Undo(s, *existing, fmt::format("its own CONNECTION LIMIT {} is tight enough", original));
     s.state.applied[a.role] = a.limit;
     WarnOnce(s, fmt::format("tight:{}:{}", a.role, a.limit),
-             fmt::format("role {} already has CONNECTION LIMIT {} <= {}: left as is", a.role, original, a.limit));
+             fmt::format("role {} already has CONNECTION LIMIT {} <= {}: left as is", a.role,
+                         original, a.limit));
     return;
   }
-  JournalEntry e{s.server.name, a.role, mechname, original, a.limit, existing ? existing->since : Wall()};
+  JournalEntry e{s.server.name, a.role,  mechname,
+                 original,      a.limit, existing ? existing->since : Wall()};
   journal_->Upsert(e);  // before the change: a crash right after still knows what to undo
   mech->Close(*s.conn, a.role, a.limit, a.reason);
   s.state.applied[a.role] = a.limit;
@@ -397,9 +414,11 @@ bool Daemon::Undo(Slot& s, const JournalEntry& e, const std::string& why) {
   if (!s.conn || !s.conn->ok()) return false;
   try {
     if (e.mechanism == "alter_role" && s.in_recovery) {
-      WarnOnce(s, "standby-undo:" + e.role,
-               fmt::format("cannot restore CONNECTION LIMIT of role {} on a standby; kept in the state file",
-                           e.role));
+      WarnOnce(
+          s, "standby-undo:" + e.role,
+          fmt::format(
+              "cannot restore CONNECTION LIMIT of role {} on a standby; kept in the state file",
+              e.role));
       return false;
     }
     std::string note;
@@ -446,9 +465,10 @@ void Daemon::Record(Slot& s, const Action& a, bool dry) {
     s.conn->RecordAction(what, a.pid, a.database, a.role, a.application_name, a.state,
                          a.idle_seconds, a.reason, dry);
   } catch (const PgError& e) {
-    WarnOnce(s, "record_action", fmt::format("warden.record_action failed, not used again on this "
-                                             "connection: {}",
-                                             e.what()));
+    WarnOnce(s, "record_action",
+             fmt::format("warden.record_action failed, not used again on this "
+                         "connection: {}",
+                         e.what()));
     if (e.connection_lost()) s.conn.reset();
   }
 }
@@ -510,7 +530,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
   std::vector<AppUsage> apps = snap.apps;
   std::sort(apps.begin(), apps.end(), [](const AppUsage& x, const AppUsage& y) {
     if (x.connections != y.connections) return x.connections > y.connections;
-    return std::tie(x.database, x.role, x.application_name) < std::tie(y.database, y.role, y.application_name);
+    return std::tie(x.database, x.role, x.application_name) <
+           std::tie(y.database, y.role, y.application_name);
   });
   if (apps.size() > cap) {
     AppUsage other{"<other>", "<other>", "<other>", 0, 0, 0, 0, 0};
@@ -519,7 +540,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
       other.active += apps[i].active;
       other.idle += apps[i].idle;
       other.idle_in_transaction += apps[i].idle_in_transaction;
-      other.longest_idle_seconds = std::max(other.longest_idle_seconds, apps[i].longest_idle_seconds);
+      other.longest_idle_seconds =
+          std::max(other.longest_idle_seconds, apps[i].longest_idle_seconds);
     }
     apps.resize(cap - 1);
     apps.push_back(other);
@@ -544,7 +566,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
     if (s.state.emergency_active[i]) st.emergency_active.push_back(cfg.emergencies[i].at_percent);
   if (!was_ok)
     spdlog::info("[{}] polled: {}/{} connections ({:.1f}%), {}", s.server.name, snap.connections,
-                 snap.max_connections, snap.usage_percent, snap.in_recovery ? "standby" : "primary");
+                 snap.max_connections, snap.usage_percent,
+                 snap.in_recovery ? "standby" : "primary");
   RefreshAlerts(cfg, st);
   Publish();
 }
@@ -607,7 +630,8 @@ void Daemon::PollBouncer(Slot& s, const Config&, ServerStatus& st) {
       throw std::runtime_error("SHOW STATS: " + msg);
     }
     int sdb = PQfnumber(stats.get(), "database"), sx = PQfnumber(stats.get(), "total_xact_count"),
-        sq = PQfnumber(stats.get(), "total_query_count"), sw = PQfnumber(stats.get(), "total_wait_time");
+        sq = PQfnumber(stats.get(), "total_query_count"),
+        sw = PQfnumber(stats.get(), "total_wait_time");
     for (int i = 0; i < PQntuples(stats.get()) && i < 256; ++i) {
       BouncerDbStat b;
       b.database = sdb >= 0 ? PQgetvalue(stats.get(), i, sdb) : "";
@@ -641,7 +665,8 @@ void Daemon::Reload() {
     spdlog::warn("reload: state_file changes need a restart; keeping {}", old->daemon.state_file);
   fresh.daemon.state_file = old->daemon.state_file;
   if (fresh.daemon.http != old->daemon.http)
-    spdlog::warn("reload: http address changes need a restart; still listening on {}", old->daemon.http);
+    spdlog::warn("reload: http address changes need a restart; still listening on {}",
+                 old->daemon.http);
   fresh.daemon.http = old->daemon.http;
   SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   StopWorkers();

@@ -47,15 +47,16 @@ void HttpServer::Start(const std::string& host_port) {
     res.set_content("{\"error\":\"a valid bearer token is required\"}\n", "application/json");
     return false;
   };
-  auto handle = [this, authorized](const httplib::Request& req, httplib::Response& res,
-                                   const std::function<void(const Config&, const DaemonStatus&,
-                                                            httplib::Response&)>& body) {
-    std::shared_ptr<const Config> cfg;
-    DaemonStatus st;
-    provider_(&cfg, &st);
-    if (!authorized(req, res, *cfg)) return;
-    body(*cfg, st, res);
-  };
+  auto handle =
+      [this, authorized](
+          const httplib::Request& req, httplib::Response& res,
+          const std::function<void(const Config&, const DaemonStatus&, httplib::Response&)>& body) {
+        std::shared_ptr<const Config> cfg;
+        DaemonStatus st;
+        provider_(&cfg, &st);
+        if (!authorized(req, res, *cfg)) return;
+        body(*cfg, st, res);
+      };
 
   srv.Get("/health", [handle](const httplib::Request& req, httplib::Response& res) {
     handle(req, res, [](const Config& cfg, const DaemonStatus& st, httplib::Response& r) {

@@ -84,7 +84,8 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename");
   std::string dir = ".";
-  if (auto slash = path.rfind('/'); slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+  if (auto slash = path.rfind('/'); slash != std::string::npos)
+    dir = slash == 0 ? "/" : path.substr(0, slash);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
@@ -119,7 +120,8 @@ std::vector<JournalEntry> Journal::EntriesFor(const std::string& server) const {
   return out;
 }
 
-std::optional<JournalEntry> Journal::Find(const std::string& server, const std::string& role) const {
+std::optional<JournalEntry> Journal::Find(const std::string& server,
+                                          const std::string& role) const {
   std::lock_guard<std::mutex> g(mu_);
   for (const auto& e : entries_)
     if (e.server == server && e.role == role) return e;
@@ -147,9 +149,10 @@ void Journal::Upsert(const JournalEntry& e) {
 void Journal::Remove(const std::string& server, const std::string& role) {
   std::lock_guard<std::mutex> g(mu_);
   auto old = entries_;
-  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
-                 entries_.end());
+  entries_.erase(
+      std::remove_if(entries_.begin(), entries_.end(),
+                     [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
+      entries_.end());
   if (entries_.size() == old.size()) return;
   try {
     SaveLocked();

@@ -172,25 +172,26 @@ Snapshot Connection::Poll() {
                               Int(a.at(5)), Int(a.at(6)), Num(a.at(7))});
   s.backends.reserve(j.at("backends").size());
   for (const auto& b : j.at("backends"))
-    s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)), Str(b.at(4)),
-                                 Num(b.at(5)), Str(b.at(6))});
+    s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),
+                                 Str(b.at(4)), Num(b.at(5)), Str(b.at(6))});
   return s;
 }
 
-bool Connection::TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
-                                  double min_idle_seconds) {
-  auto r = Exec(R"SQL(
+bool Connection::TerminateIfStill(int pid, const std::string& backend_start,
+                                  const std::string& state, double min_idle_seconds) {
+  auto r =
+      Exec(R"SQL(
 SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
  WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
    AND extract(epoch FROM clock_timestamp() - state_change) >= $4::float8)SQL",
-                {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
+           {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
   return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
 }
 
 bool Connection::RecordAction(const std::string& action, int pid, const std::string& database,
                               const std::string& role, const std::string& application,
-                              const std::string& state, double idle_seconds, const std::string& reason,
-                              bool dry_run) {
+                              const std::string& state, double idle_seconds,
+                              const std::string& reason, bool dry_run) {
   if (!caps_.record_action) return false;
   std::vector<std::string> named;
   std::vector<Param> params;
@@ -274,10 +275,13 @@ class OverrideAdmission : public Admission {
     if (PQntuples(r.get()) == 0) return std::nullopt;
     return -1;
   }
-  void Close(Connection& c, const std::string& role, int limit, const std::string& reason) override {
-    c.Exec("SELECT warden.close_admission(role => $1, application => NULL, max_connections => $2::int, "
-           "reason => $3, expires => NULL)",
-           {role, std::to_string(limit), "wardend: " + reason});
+  void Close(Connection& c, const std::string& role, int limit,
+             const std::string& reason) override {
+    c.Exec(
+        "SELECT warden.close_admission(role => $1, application => NULL, max_connections => "
+        "$2::int, "
+        "reason => $3, expires => NULL)",
+        {role, std::to_string(limit), "wardend: " + reason});
   }
   std::string Open(Connection& c, const std::string& role, int, int) override {
     c.Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});

@@ -40,10 +40,13 @@ TEST(Journal, SerializeAndParseRoundTrip) {
 TEST(Journal, MalformedContentIsAnError) {
   EXPECT_THROW(ParseJournal("{"), std::runtime_error);
   EXPECT_THROW(ParseJournal("{\"version\": 2, \"entries\": []}"), std::runtime_error);
-  EXPECT_THROW(ParseJournal("{\"version\": 1, \"entries\": [{\"server\": \"p\"}]}"), std::runtime_error);
-  EXPECT_THROW(ParseJournal("{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"x\","
-                            "\"original_limit\":1,\"applied_limit\":2}]}"),
+  EXPECT_THROW(ParseJournal("{\"version\": 1, \"entries\": [{\"server\": \"p\"}]}"),
                std::runtime_error);
+  EXPECT_THROW(
+      ParseJournal(
+          "{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"x\","
+          "\"original_limit\":1,\"applied_limit\":2}]}"),
+      std::runtime_error);
 }
 
 TEST(Journal, EveryChangeIsOnDiskBeforeTheCallReturns) {

@@ -36,13 +36,13 @@ const char* ToString(Action::Kind k);
 std::string Describe(const Action& a);
 
 struct RoleState {
-  bool budget_closed = false;           // closed because over max_connections
-  std::optional<double> under_since;    // when it went back under its budget
+  bool budget_closed = false;         // closed because over max_connections
+  std::optional<double> under_since;  // when it went back under its budget
 };
 
 struct ServerState {
   std::map<std::string, RoleState> roles;
-  std::vector<bool> emergency_active;             // one per [[emergency]]
+  std::vector<bool> emergency_active;                           // one per [[emergency]]
   std::map<size_t, std::map<std::string, int>> emergency_caps;  // step -> role -> cap
   // Admission changes in force on this server (role -> limit), as applied by
   // the executor (and journaled). decide() only reads it.

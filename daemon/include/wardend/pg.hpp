@@ -40,7 +40,7 @@ class PgError : public std::runtime_error {
 
 // What the server offers, detected at connect time.
 struct Capabilities {
-  bool extension = false;       // warden.server_usage & co. exist
+  bool extension = false;        // warden.server_usage & co. exist
   bool close_admission = false;  // warden.close_admission / open_admission
   bool record_action = false;
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
@@ -74,8 +74,9 @@ class Connection {
   // Puts the action into warden.terminations when warden.record_action exists;
   // a failure disables it for this connection (logged once by the caller).
   bool RecordAction(const std::string& action, int pid, const std::string& database,
-                    const std::string& role, const std::string& application, const std::string& state,
-                    double idle_seconds, const std::string& reason, bool dry_run);
+                    const std::string& role, const std::string& application,
+                    const std::string& state, double idle_seconds, const std::string& reason,
+                    bool dry_run);
 
  private:
   explicit Connection(ConnPtr c) : conn_(std::move(c)) {}
@@ -95,7 +96,8 @@ class Admission {
   virtual bool Usable(bool in_recovery) const = 0;
   // The limit in force before any change (for the journal); nullopt: no such role.
   virtual std::optional<int> CurrentLimit(Connection& c, const std::string& role) = 0;
-  virtual void Close(Connection& c, const std::string& role, int limit, const std::string& reason) = 0;
+  virtual void Close(Connection& c, const std::string& role, int limit,
+                     const std::string& reason) = 0;
   // Undoes: `original` is the journaled limit before the first change,
   // `applied` what wardend set. Returns a note for the log.
   virtual std::string Open(Connection& c, const std::string& role, int original, int applied) = 0;

@@ -45,7 +45,7 @@ struct Snapshot {
   double usage_percent = 0;  // of max_connections - reserved, as warden.server_usage
   bool in_recovery = false;
   std::optional<double> replay_lag_seconds;
-  int own_pid = 0;  // wardend's own backend: never acted on
+  int own_pid = 0;                // wardend's own backend: never acted on
   std::vector<Backend> backends;  // idle backends only
   std::vector<AppUsage> apps;     // connections > 0 only
 
