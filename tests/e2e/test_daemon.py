@@ -728,3 +728,32 @@ def test_corrupt_state_file_refuses_to_start(tmp_path):
     r = subprocess.run([WARDEND, "--config", str(cfg)], capture_output=True, text=True, timeout=15)
     assert r.returncode == 1
     assert "malformed state file" in r.stderr and str(state) in r.stderr
+
+
+def test_reserved_slot_for_a_non_superuser_wardend(make_cluster, wardend):
+    """The recipe of docs/daemon.md: a non-superuser `warden` role with a
+    pg_warden `reserved` budget still gets in when the server is full."""
+    c = make_cluster(conf={"max_connections": "20"})  # 17 usable
+    c.psql("CREATE ROLE warden LOGIN; GRANT pg_monitor, pg_signal_backend TO warden; "
+           "GRANT USAGE ON SCHEMA warden TO warden; "
+           "GRANT EXECUTE ON FUNCTION warden.close_admission(text, text, int, text, interval), "
+           "warden.open_admission(text, text) TO warden; "
+           "CREATE ROLE app_full LOGIN")
+    c.psql("SELECT warden.set_budget(name => 'wardend-slot', role => 'warden', "
+           "max_connections => 2, reserved => 2)")
+    wait_until(lambda: c.psql("SELECT count(*) FROM warden.budget_usage WHERE name = 'wardend-slot'")
+               == "1", timeout=5, what="budget loaded")
+    held = []
+    with pytest.raises(psycopg2.OperationalError, match="too many connections") as e:
+        while len(held) < 20:
+            held += connect(c, "app_full", "hog")
+    print(e.value)
+    assert len(held) == 15  # 17 usable - 2 reserved for warden
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_full"\nmax_idle = 10\n')
+    w.write(open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn(user="warden")}"'))
+    w.start()
+    w.wait_log(r"\[primary\] connected")
+    wait_until(lambda: count(c, "app_full") == 10, timeout=10, what="idle budget enforced as warden")
+    assert "non-superuser" in w.log()
+    close_all(held)
+    assert w.stop() == 0
