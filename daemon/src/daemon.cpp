@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "wardend/backoff.hpp"
 #include "wardend/health.hpp"
 #include "wardend/http.hpp"
 #include "wardend/log.hpp"
@@ -220,12 +221,10 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
                               static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
                               static_cast<int>(cfg.daemon.statement_timeout.count()));
   } catch (const PgError& e) {
-    // Decorrelated jitter: next = min(cap, random(base, 3 * previous)).
     static thread_local std::mt19937 rng{std::random_device{}()};
-    double base = static_cast<double>(cfg.daemon.reconnect_min.count());
-    double cap = static_cast<double>(cfg.daemon.reconnect_max.count());
-    double hi = std::max(base, s.backoff_ms * 3);
-    s.backoff_ms = std::min(cap, std::uniform_real_distribution<double>(base, hi)(rng));
+    s.backoff_ms = NextBackoffMs(s.backoff_ms, static_cast<double>(cfg.daemon.reconnect_min.count()),
+                                 static_cast<double>(cfg.daemon.reconnect_max.count()),
+                                 std::uniform_real_distribution<double>(0, 1)(rng));
     s.next_attempt = now + s.backoff_ms / 1000.0;
     std::string msg = MaskDsn(e.what());
     spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg,

@@ -224,3 +224,24 @@ TEST(Decide, ASessionIsPickedOnceEvenIfSeveralStepsMatch) {
   auto d = Decide(cfg, Snap("api", 0, {B(10, "api", "idle", 100)}, 60), st, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{10}));
 }
+
+#include "wardend/backoff.hpp"
+
+TEST(Backoff, GrowsWithJitterAndIsCapped) {
+  // First failure: the base delay.
+  EXPECT_DOUBLE_EQ(NextBackoffMs(0, 200, 30'000, 0.0), 200);
+  EXPECT_DOUBLE_EQ(NextBackoffMs(0, 200, 30'000, 0.99), 200);
+  // Later: random in [base, 3 x previous).
+  EXPECT_DOUBLE_EQ(NextBackoffMs(1000, 200, 30'000, 0.0), 200);
+  EXPECT_DOUBLE_EQ(NextBackoffMs(1000, 200, 30'000, 0.5), 1600);
+  // Capped.
+  EXPECT_DOUBLE_EQ(NextBackoffMs(20'000, 200, 30'000, 0.9), 30'000);
+  // A run of failures with the worst luck reaches the cap, never exceeds it.
+  double d = 0;
+  for (int i = 0; i < 20; ++i) {
+    d = NextBackoffMs(d, 200, 30'000, 0.999);
+    EXPECT_LE(d, 30'000);
+    EXPECT_GE(d, 200);
+  }
+  EXPECT_DOUBLE_EQ(d, 30'000);
+}
