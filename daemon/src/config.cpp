@@ -349,6 +349,7 @@ class Parser {
     if (auto v = Number(d, p, "hysteresis_percent", 0, 50)) c.hysteresis_percent = *v;
     if (auto v = Number(d, p, "degraded_percent", 1, 100)) c.degraded_percent = *v;
     if (auto v = Number(d, p, "unhealthy_percent", 1, 100)) c.unhealthy_percent = *v;
+    c.thresholds_set = d.get("degraded_percent") || d.get("unhealthy_percent");
     if (c.unhealthy_percent < c.degraded_percent)
       Fail(d.get("unhealthy_percent") ? d.get("unhealthy_percent") : d.get("degraded_percent"),
            p + "unhealthy_percent", "must not be below degraded_percent");

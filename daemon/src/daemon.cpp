@@ -518,6 +518,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
   st.max_connections = snap.max_connections;
   st.reserved = snap.reserved;
   st.usage_percent = snap.usage_percent;
+  st.degraded_percent = snap.degraded_percent;
+  st.unhealthy_percent = snap.unhealthy_percent;
   st.in_recovery = snap.in_recovery;
   st.replay_lag_seconds = snap.replay_lag_seconds;
   st.active = snap.Active();

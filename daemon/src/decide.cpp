@@ -123,9 +123,15 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
   const auto roles = snap.Roles();
 
   // Candidates per role, idle ones only; the daemon's own session is never one.
+  // warden.exempt_roles are never acted on, by wardend either.
+  auto exempt = [&](const std::string& role) {
+    return std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), role) !=
+           snap.exempt_roles.end();
+  };
   std::map<std::string, std::vector<const Backend*>> by_role;
   for (const auto& b : snap.backends)
-    if (b.pid != snap.own_pid && IsIdleState(b.state)) by_role[b.role].push_back(&b);
+    if (b.pid != snap.own_pid && IsIdleState(b.state) && !exempt(b.role))
+      by_role[b.role].push_back(&b);
 
   // 1. Per-role budgets, in ladder order.
   for (const auto& budget : cfg.budgets) {
@@ -168,7 +174,7 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       }
     }
     // c. still above max_connections: close admission; reopen after the cool-down.
-    if (budget.max_connections) {
+    if (budget.max_connections && !exempt(budget.role)) {
       RoleState& rs = state.roles[budget.role];
       int remaining = held - terminated;
       double cooldown = (budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown).count() / 1000.0;
@@ -205,7 +211,8 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
         caps.clear();
         for (const auto& b : cfg.budgets)
           if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) !=
-              e.priorities.end()) {
+                  e.priorities.end() &&
+              !exempt(b.role)) {
             auto rc = roles.find(b.role);
             caps[b.role] = rc == roles.end() ? 0 : rc->second.connections;
           }

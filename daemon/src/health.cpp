@@ -19,10 +19,17 @@ std::string Num(double v) {
 
 }  // namespace
 
+std::pair<double, double> Thresholds(const DaemonConfig& d, const ServerStatus& s) {
+  if (d.thresholds_set) return {d.degraded_percent, d.unhealthy_percent};
+  return {s.degraded_percent.value_or(d.degraded_percent),
+          s.unhealthy_percent.value_or(d.unhealthy_percent)};
+}
+
 std::string ServerHealth(const DaemonConfig& d, const ServerStatus& s) {
   if (!s.last_poll_ok) return "Unhealthy";
-  if (s.usage_percent >= d.unhealthy_percent) return "Unhealthy";
-  if (s.usage_percent >= d.degraded_percent) return "Degraded";
+  auto [degraded, unhealthy] = Thresholds(d, s);
+  if (s.usage_percent >= unhealthy) return "Unhealthy";
+  if (s.usage_percent >= degraded) return "Degraded";
   if (s.mode == "degraded") return "Degraded";
   for (const auto& p : s.pools)
     if (p.cl_waiting > 0) return "Degraded";
@@ -97,16 +104,13 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
                                  0};
     return out;
   }
-  if (s.usage_percent >= cfg.daemon.unhealthy_percent)
-    out["usage_unhealthy"] = {"critical",
-                              fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent,
-                                          cfg.daemon.unhealthy_percent),
-                              0};
-  else if (s.usage_percent >= cfg.daemon.degraded_percent)
-    out["usage_degraded"] = {"warning",
-                             fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent,
-                                         cfg.daemon.degraded_percent),
-                             0};
+  auto [degraded, unhealthy] = Thresholds(cfg.daemon, s);
+  if (s.usage_percent >= unhealthy)
+    out["usage_unhealthy"] = {
+        "critical", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, unhealthy), 0};
+  else if (s.usage_percent >= degraded)
+    out["usage_degraded"] = {
+        "warning", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, degraded), 0};
   for (const auto& b : cfg.budgets) {
     auto it = s.roles.find(b.role);
     if (b.max_connections && it != s.roles.end() && it->second.connections > *b.max_connections)

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,7 +26,10 @@ SELECT json_build_object(
                  FROM warden.backends WHERE state LIKE 'idle%'),
   'own_pid', pg_backend_pid(),
   'replay_lag', CASE WHEN pg_is_in_recovery()
-                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+  'settings', json_build_array(current_setting('warden.degraded_percent', true),
+                               current_setting('warden.unhealthy_percent', true),
+                               current_setting('warden.exempt_roles', true))
 )::text)SQL";
 
 // Degraded mode: the same facts from pg_stat_activity.
@@ -166,6 +170,26 @@ Snapshot Connection::Poll() {
   s.in_recovery = sv.at(4).is_boolean() && sv.at(4).get<bool>();
   s.own_pid = Int(j.at("own_pid"));
   if (j.at("replay_lag").is_number()) s.replay_lag_seconds = std::max(0.0, Num(j.at("replay_lag")));
+  if (j.contains("settings")) {
+    const auto& st = j.at("settings");
+    auto pct = [](const nlohmann::json& v) -> std::optional<double> {
+      if (!v.is_string()) return std::nullopt;
+      char* end = nullptr;
+      double d = std::strtod(v.get<std::string>().c_str(), &end);
+      return end && *end == '\0' && d > 0 ? std::optional<double>(d) : std::nullopt;
+    };
+    s.degraded_percent = pct(st.at(0));
+    s.unhealthy_percent = pct(st.at(1));
+    if (st.at(2).is_string()) {
+      std::stringstream list(st.at(2).get<std::string>());
+      std::string role;
+      while (std::getline(list, role, ',')) {
+        role.erase(0, role.find_first_not_of(" \t\""));
+        role.erase(role.find_last_not_of(" \t\"") + 1);
+        if (!role.empty()) s.exempt_roles.push_back(role);
+      }
+    }
+  }
   s.apps.reserve(j.at("apps").size());
   for (const auto& a : j.at("apps"))
     s.apps.push_back(AppUsage{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Int(a.at(3)), Int(a.at(4)),

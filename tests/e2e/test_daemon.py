@@ -757,3 +757,21 @@ def test_reserved_slot_for_a_non_superuser_wardend(make_cluster, wardend):
     assert "non-superuser" in w.log()
     close_all(held)
     assert w.stop() == 0
+
+
+def test_server_settings_thresholds_and_exempt_roles(make_cluster, wardend):
+    c = make_cluster(conf={"max_connections": "23", "warden.degraded_percent": "20",
+                           "warden.unhealthy_percent": "95", "warden.exempt_roles": "'app_ex'"})
+    c.psql("CREATE ROLE app_ex LOGIN; CREATE ROLE app_in LOGIN")
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_ex"\nmax_idle = 0\n'
+                '[[budget]]\nrole = "app_in"\nmax_idle = 0\n').start()
+    w.wait_http()
+    ex = connect(c, "app_ex", "exempt", 5)  # 6/20 = 30% >= warden.degraded_percent 20
+    inn = connect(c, "app_in", "policed", 1)
+    wait_until(lambda: count(c, "app_in") == 0, timeout=10, what="non-exempt role trimmed")
+    wait_until(lambda: w.health()[1]["status"] == "Degraded", timeout=10,
+               what="Degraded by the server's warden.degraded_percent")
+    time.sleep(3 * INTERVAL)
+    assert count(c, "app_ex") == 5, "warden.exempt_roles never terminated"
+    close_all(ex + inn)
+    assert w.stop() == 0

@@ -202,3 +202,19 @@ TEST(Plan, BadFilesNameTheKey) {
   EXPECT_THROW(ParsePlan("[[service]]\nname = \"a\"\ninstances = 2\npool_size = 1\n", "p.toml"),
                ConfigError);
 }
+
+TEST(Health, ThresholdsComeFromTheServerUnlessTheFileSetsThem) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("a", 50, 100));
+  st.servers[0].degraded_percent = 40;
+  st.servers[0].unhealthy_percent = 45;
+  int code = 0;
+  EXPECT_EQ(HealthJson(cfg.daemon, st, &code)["status"], "Unhealthy");
+  EXPECT_EQ(code, 503);
+  EXPECT_TRUE(CurrentAlerts(cfg, st.servers[0]).count("usage_unhealthy"));
+  Config own = ParseConfig(
+      "[daemon]\ndegraded_percent = 70\n[[server]]\nname = \"p\"\ndsn = \"x\"\n", "t.toml");
+  EXPECT_EQ(HealthJson(own.daemon, st, &code)["status"], "Healthy");
+  EXPECT_EQ(code, 200);
+}

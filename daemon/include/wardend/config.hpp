@@ -30,6 +30,7 @@ struct DaemonConfig {
   double hysteresis_percent = 5;  // an emergency step is undone below at_percent - this
   double degraded_percent = 80;   // health thresholds, as warden.degraded_percent
   double unhealthy_percent = 90;  // ... and warden.unhealthy_percent
+  bool thresholds_set = false;    // set in the file: else each server's warden.* settings apply
   Millis reconnect_min{200};      // backoff after a failed connection attempt
   Millis reconnect_max{30'000};
   Millis connect_timeout{5000};

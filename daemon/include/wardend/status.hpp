@@ -43,6 +43,7 @@ struct ServerStatus {
   double poll_seconds = 0;
   int connections = 0, max_connections = 0, reserved = 0;
   double usage_percent = 0;
+  std::optional<double> degraded_percent, unhealthy_percent;  // the server's warden.* settings
   bool in_recovery = false;
   std::optional<double> replay_lag_seconds;
   int active = 0, idle = 0, idle_in_transaction = 0;
