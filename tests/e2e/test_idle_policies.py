@@ -281,6 +281,42 @@ def test_pg_dump_keeps_policies(db):
     assert "dumped\t00:10:00\treports%" in res.stdout
 
 
+def test_exempt_roles_never_touched(db):
+    db.psql("ALTER SYSTEM SET warden.exempt_roles = 'app'")
+    db.reload()
+    try:
+        time.sleep(0.2)
+        db.psql("SELECT warden.add_idle_policy('exempt', '500 ms', application => 'exempt')")
+        wait_policy_loaded(db, "exempt")
+        exempt = Session(db, "exempt", user="app")
+        victim = Session(db, "exempt", user="ops")
+        exempt.use()
+        victim.use()
+        assert watch([exempt, victim], 1.5) == [victim]
+    finally:
+        db.psql("ALTER SYSTEM RESET warden.exempt_roles")
+        db.reload()
+    exempt.close()
+
+
+def test_terminations_survive_clean_restart(db):
+    before = db.psql("SELECT count(*), max(at) FROM warden.terminations")
+    assert int(before.split("|")[0]) > 0
+    db.restart()
+    after = db.psql("SELECT count(*), max(at) FROM warden.terminations")
+    assert after == before
+    assert not os.path.exists(os.path.join(db.datadir, "pg_warden_terminations.dat"))
+    # a corrupt file is ignored with a LOG line
+    db.stop()
+    path = os.path.join(db.datadir, "pg_warden_terminations.dat")
+    with open(path, "r+b") as f:
+        f.seek(20)
+        f.write(b"garbage")
+    db.start()
+    assert db.psql("SELECT count(*) FROM warden.terminations") == "0"
+    assert "ignoring corrupt terminations file" in db.log_text()
+
+
 def test_standby_follows_primary_policies(db):
     sb = db.make_standby()
     try:
