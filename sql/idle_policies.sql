@@ -76,7 +76,7 @@ SELECT name FROM warden.idle_policies ORDER BY name;
 
 -- The table is an extension configuration table (pg_dump keeps its rows).
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS t(oid)
-  JOIN pg_class c ON c.oid = t.oid WHERE e.extname = 'pg_warden';
+  JOIN pg_class c ON c.oid = t.oid WHERE e.extname = 'pg_warden' AND c.relname = 'idle_policies';
 
 -- terminate_idle: validation, and a dry run that finds nobody idle here.
 SELECT pg_temp.err($$SELECT * FROM warden.terminate_idle(NULL)$$);
@@ -131,3 +131,4 @@ REVOKE ALL ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, 
 REVOKE ALL ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool)
   FROM warden_plain;
 DROP ROLE warden_plain;
+DROP EXTENSION pg_warden;

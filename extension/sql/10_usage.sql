@@ -38,45 +38,6 @@ COMMENT ON FUNCTION warden.backends() IS 'Client backends as of the latest sampl
 CREATE VIEW warden.backends AS SELECT * FROM warden.backends();
 COMMENT ON VIEW warden.backends IS 'One row per client backend, from the worker''s latest sample.';
 
--- Per role and per database: sums over app_usage, with the limits that apply.
--- usage_percent is of the tightest limit (connection_limit, budget), or of the
--- server's usable connections when neither is set.
-CREATE VIEW warden.role_usage AS
-SELECT u.role,
-       sum(u.connections)::int AS connections,
-       sum(u.active)::int AS active,
-       sum(u.idle)::int AS idle,
-       sum(u.idle_in_transaction)::int AS idle_in_transaction,
-       nullif(r.rolconnlimit, -1) AS connection_limit,
-       NULL::int AS budget,
-       (100.0 * sum(u.connections) /
-          greatest(1, coalesce(nullif(r.rolconnlimit, -1),
-                               (SELECT max_connections - reserved FROM warden.server_usage))))::float8
-         AS usage_percent
-  FROM warden.app_usage u
-  LEFT JOIN pg_catalog.pg_roles r ON r.rolname = u.role
- GROUP BY u.role, r.rolconnlimit;
-COMMENT ON VIEW warden.role_usage IS
-  'Connection usage per role, with its CONNECTION LIMIT and tightest pg_warden budget.';
-
-CREATE VIEW warden.database_usage AS
-SELECT u.database,
-       sum(u.connections)::int AS connections,
-       sum(u.active)::int AS active,
-       sum(u.idle)::int AS idle,
-       sum(u.idle_in_transaction)::int AS idle_in_transaction,
-       nullif(d.datconnlimit, -1) AS connection_limit,
-       NULL::int AS budget,
-       (100.0 * sum(u.connections) /
-          greatest(1, coalesce(nullif(d.datconnlimit, -1),
-                               (SELECT max_connections - reserved FROM warden.server_usage))))::float8
-         AS usage_percent
-  FROM warden.app_usage u
-  LEFT JOIN pg_catalog.pg_database d ON d.datname = u.database
- GROUP BY u.database, d.datconnlimit;
-COMMENT ON VIEW warden.database_usage IS
-  'Connection usage per database, with its CONNECTION LIMIT and tightest pg_warden budget.';
-
 CREATE FUNCTION warden.reset_stats() RETURNS void
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'reset_stats';
 COMMENT ON FUNCTION warden.reset_stats() IS
@@ -93,8 +54,8 @@ COMMENT ON FUNCTION warden.worker_stats() IS
 -- Privileges: monitoring roles read, nobody else by default.
 REVOKE ALL ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
   warden.reset_stats(), warden.worker_stats() FROM PUBLIC;
-REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends,
-  warden.role_usage, warden.database_usage FROM PUBLIC;
-GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends,
-  warden.role_usage, warden.database_usage TO pg_monitor;
-GRANT EXECUTE ON FUNCTION warden.worker_stats() TO pg_monitor;
+REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends FROM PUBLIC;
+GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends TO pg_monitor;
+-- Functions in a view run with the caller's EXECUTE privilege.
+GRANT EXECUTE ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
+  warden.worker_stats() TO pg_monitor;

@@ -131,25 +131,35 @@ bool CronMatches(const CronSchedule &s, int minute, int hour, int mday, int mont
 }
 
 bool LikeMatch(const char *t, const char *p) {
-  while (*p) {
+  /* Iterative, backtracking only to the last '%': O(len(t) * len(p)), no recursion
+     (it runs on the login path). */
+  const char *star_p = nullptr;
+  const char *star_t = nullptr;
+  while (*t) {
     if (*p == '%') {
       while (*p == '%') p++;
       if (*p == '\0') return true;
-      for (; *t; t++)
-        if (LikeMatch(t, p)) return true;
-      return false;
+      star_p = p;
+      star_t = t;
+      continue;
     }
-    if (*t == '\0') return false;
     if (*p == '\\' && p[1] != '\0') {
+      if (p[1] == *t) {
+        p += 2;
+        t++;
+        continue;
+      }
+    } else if (*p != '\0' && (*p == '_' || *p == *t)) {
       p++;
-      if (*p != *t) return false;
-    } else if (*p != '_' && *p != *t) {
-      return false;
+      t++;
+      continue;
     }
-    p++;
-    t++;
+    if (star_p == nullptr) return false;
+    p = star_p;
+    t = ++star_t;
   }
-  return *t == '\0';
+  while (*p == '%') p++;
+  return *p == '\0';
 }
 
 }  // namespace warden

@@ -6,6 +6,8 @@
  */
 #include "pg_warden/loader.hpp"
 
+#include "pg_warden/admission.hpp"
+
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/policies.hpp"
@@ -17,6 +19,7 @@ namespace {
 /* Every configuration table and how to load it. Add one line per table. */
 const ConfigLoader kConfigLoaders[] = {
     {"idle_policies", LoadIdlePolicies, ClearIdlePolicies},
+    {"budgets", LoadBudgets, ClearBudgets},
 };
 constexpr int kNumLoaders = sizeof(kConfigLoaders) / sizeof(kConfigLoaders[0]);
 

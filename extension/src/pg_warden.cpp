@@ -4,6 +4,7 @@
  * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
  * (worker.cpp), views (views.cpp).
  */
+#include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/loader.hpp"
@@ -35,6 +36,7 @@ struct SharedSubsystem {
 };
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
+    {AdmissionShmemSize, AdmissionShmemInit},
     {LoaderShmemSize, LoaderShmemInit},
     {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
     {TerminationsShmemSize, TerminationsShmemInit},
@@ -59,14 +61,16 @@ void ShmemStartup() {
 
 /*
  * Login path. Runs after authentication succeeded, before the backend is
- * fully set up: the place to count a connection in (and, later, to refuse
- * it) before it costs a backend for long. Reads shared memory only.
+ * fully set up: the place to count a connection in, or to refuse it before
+ * it costs a backend for long. Reads pg_warden's state from shared memory
+ * only (the budgets table lives in another database).
  */
 void ClientAuthentication(Port *port, int status) {
   if (prev_client_auth_hook) prev_client_auth_hook(port, status);
   Guard("client_authentication", [port, status] {
     if (status != STATUS_OK || am_walsender) return;
-    CountIn(port->database_name, port->user_name, port->application_name);
+    AdmitLogin(port->database_name, port->user_name,
+               port->application_name ? port->application_name : "");
   });
 }
 

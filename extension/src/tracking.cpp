@@ -206,11 +206,17 @@ int32 FindOrAddEntry(const UsageKey &key) {
   return e;
 }
 
-void CountIn(const char *database, const char *role, const char *application) {
-  if (tracking == nullptr || MyBackendId < 1 || MyBackendId > tracking->max_backends) return;
+bool CanCountThisBackend() {
+  return tracking != nullptr && MyBackendId >= 1 && MyBackendId <= tracking->max_backends;
+}
+
+int32 LoginEntry(const char *database, const char *role, const char *application) {
   UsageKey key;
   MakeKey(&key, database, role, application);
-  const int32 e = FindOrAddEntry(key);
+  return FindOrAddEntry(key);
+}
+
+void CountIn(int32 e) {
   UsageEntry *entry = &tracking->entries[e];
   BackendSlot *slot = &tracking->slots[MyBackendId - 1];
 

@@ -100,9 +100,8 @@ TimestampTz SampleOnce() {
   INSTR_TIME_SET_CURRENT(start);
   const TimestampTz now = GetCurrentTimestamp();
 
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
-  pg_read_barrier();
-  memset(entry_samples, 0, sizeof(EntrySample) * used);
+  /* sized for every entry: re-keying may add keys during the sample */
+  memset(entry_samples, 0, sizeof(EntrySample) * static_cast<Size>(tracking->capacity));
   BuildPidMap();
 
   const int32 target = 1 - tracking->current_buffer; /* only this process flips it */
@@ -133,7 +132,7 @@ TimestampTz SampleOnce() {
     }
 
     const SessionState state = StateOf(be->st_state);
-    if (static_cast<uint32>(entry) < used) {
+    {
       EntrySample &es = entry_samples[entry];
       switch (state) {
         case SessionState::kActive:
@@ -176,6 +175,8 @@ TimestampTz SampleOnce() {
   INSTR_TIME_SUBTRACT(elapsed, start);
   const double ms = INSTR_TIME_GET_MILLISEC(elapsed);
 
+  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  pg_read_barrier();
   LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
   for (uint32 e = 0; e < used; e++) {
     UsageEntry &entry = tracking->entries[e];

@@ -180,7 +180,7 @@ class Cluster:
                      base_dir=self.base_dir, tcp=self.tcp)
         run(_as_server_user([f"{PG_BIN}/pg_basebackup", "-D", sb.datadir, "-R", "-X", "stream",
                              "-h", self.sockdir, "-p", str(self.port), "-U", "postgres",
-                             "--no-sync"]))
+                             "--no-sync", "--checkpoint=fast"]))
         sb.write_conf({**sb.base_conf(), **sb.conf})
         return sb
 
@@ -194,7 +194,7 @@ class Cluster:
              check: bool = True, extra: list[str] | None = None) -> str:
         res = run([f"{PG_BIN}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
                    "-h", self.sockdir, "-p", str(self.port), "-U", user, "-d", dbname,
-                   *(extra or []), "-c", sql], check=False)
+                   *(extra or []), "-f", "-"], check=False, input=sql)
         if check and res.returncode != 0:
             raise RuntimeError(f"psql failed: {res.stderr}")
         return res.stdout.strip() if check else (res.stdout + res.stderr).strip()

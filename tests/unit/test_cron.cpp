@@ -100,3 +100,14 @@ TEST(Like, Patterns) {
   EXPECT_TRUE(LikeMatch("a_b", "a\\_b"));
   EXPECT_FALSE(LikeMatch("axb", "a\\_b"));
 }
+
+TEST(LikeMatch, BacktracksWithoutBlowingUp) {
+  // many wildcards against a long non-matching text: linear backtracking
+  const std::string text(63, 'a');
+  EXPECT_FALSE(LikeMatch(text.c_str(), "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%b"));
+  EXPECT_TRUE(LikeMatch(text.c_str(), "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%"));
+  EXPECT_TRUE(LikeMatch("worker-12", "worker-%"));
+  EXPECT_TRUE(LikeMatch("abcbcd", "%bcd"));
+  EXPECT_TRUE(LikeMatch("ab%cd", "ab\\%%"));
+  EXPECT_FALSE(LikeMatch("abxcd", "ab\\%%"));
+}

@@ -34,6 +34,7 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
+  kAdmissionLock,    /* admission.hpp: budgets and overrides */
   kConfigLock,       /* loader.hpp: loader state */
   kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
   kTerminationsLock, /* terminations.hpp: the terminations ring */
@@ -126,8 +127,12 @@ void TrackingShmemInit();
 /* Entry for key, added if new; folds into <other> when full. Never fails. */
 int32 FindOrAddEntry(const UsageKey &key);
 
-/* Login path: count this backend in (called from the auth hook). */
-void CountIn(const char *database, const char *role, const char *application);
+/* Login path (auth hook): is there a slot for this backend? */
+bool CanCountThisBackend();
+/* Login path: the usage entry of a login's key (added if new). */
+int32 LoginEntry(const char *database, const char *role, const char *application);
+/* Login path: count this backend in under entry e; counted out at exit. */
+void CountIn(int32 e);
 
 /* The worker moves a session to another key when its application_name changed. */
 void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);

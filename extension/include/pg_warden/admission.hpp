@@ -1,0 +1,37 @@
+/*
+ * admission.hpp — refusing logins over budget, at login, from shared memory.
+ *
+ * Rules come from two places and live in one fixed table in shared memory:
+ *   - budgets: copies of warden.budgets rows, loaded by LoadBudgets() (the
+ *     loader runs it in warden.database, on a primary and a standby alike);
+ *   - admission overrides: set with warden.close_admission() on this server
+ *     only, never stored in a table, gone at restart.
+ *
+ * Locking: admission_lock (LWLock), exclusive around the whole
+ * check-then-count of a login, so N simultaneous logins against a budget of
+ * K admit exactly K; exclusive to change rules. Shared to read them.
+ */
+#pragma once
+
+#include "pg_warden/pg.hpp"
+
+namespace warden {
+
+constexpr int kMaxBudgets = 128;
+constexpr int kMaxOverrides = 64;
+constexpr int kMaxRules = kMaxBudgets + kMaxOverrides;
+constexpr int kMaskWords = (kMaxRules + 63) / 64;
+constexpr int kMaxReason = 256;
+
+Size AdmissionShmemSize();
+void AdmissionShmemInit();
+
+/* Login path: admit (count in) or refuse with FATAL. PostgreSQL regime. */
+void AdmitLogin(const char *database, const char *role, const char *application);
+
+/* Copies warden.budgets into shared memory (SPI connected, in a transaction). */
+void LoadBudgets();
+/* The table or the extension is absent: no budgets. */
+void ClearBudgets();
+
+}  // namespace warden
