@@ -394,11 +394,11 @@ void ActOn(const SampledBackend &sb, Oid roleid, int32 policy_index) {
   const bool dry = p.dry_run || !guc_enforce;
   if (dry ? WasActed(sb.pid, policy_index, sb.state_start) : WasActed(sb.pid, -1, sb.state_start))
     return;
-  if (!dry && !SignalTerminate(sb.pid, roleid)) return;
-  MarkActed(sb.pid, dry ? policy_index : -1, sb.state_start);
   TerminationRecord rec;
   memset(&rec, 0, sizeof(rec));
-  rec.at = GetCurrentTimestamp();
+  rec.at = GetCurrentTimestamp(); /* before the signal: idle_seconds proves it was not early */
+  if (!dry && !SignalTerminate(sb.pid, roleid)) return;
+  MarkActed(sb.pid, dry ? policy_index : -1, sb.state_start);
   rec.pid = sb.pid;
   const UsageKey &key = tracking->entries[sb.entry].key;
   strlcpy(rec.database, key.database, NAMEDATALEN);
@@ -713,10 +713,10 @@ WARDEN_FUNCTION(terminate_idle) {
   const int nv = SelectVictims(c, nc, keep_min, timeout_us, now, &unused);
   for (int v = 0; v < nv; v++) {
     const PgBackendStatus &be = bes[c[v].index];
-    if (!dry_run && !SignalTerminate(be.st_procpid, be.st_userid)) continue;
     TerminationRecord rec;
     memset(&rec, 0, sizeof(rec));
     rec.at = GetCurrentTimestamp();
+    if (!dry_run && !SignalTerminate(be.st_procpid, be.st_userid)) continue;
     rec.pid = be.st_procpid;
     const char *dbname = get_database_name(be.st_databaseid);
     const char *rolename = GetUserNameFromId(be.st_userid, true);
