@@ -14,6 +14,7 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/history.hpp"
 #include "pg_warden/loader.hpp"
 #include "pg_warden/policies.hpp"
 #include "pg_warden/tracking.hpp"
@@ -192,6 +193,7 @@ TimestampTz SampleOnce() {
   tracking->last_sample_ms = ms;
   tracking->total_sample_ms += ms;
   LWLockRelease(tracking->sample_lock);
+  HistoryRecordSample(now);
   pgstat_clear_backend_activity_snapshot();
   return deadline;
 }

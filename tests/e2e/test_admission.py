@@ -81,7 +81,8 @@ def test_simultaneous_logins_admit_exactly_the_budget(make_cluster):
     c.close()
 
 
-def test_refusal_message_and_sqlstate(cluster):
+def test_refusal_message_and_sqlstate(make_cluster):
+    cluster = make_cluster(conf={"log_line_prefix": "'%m [%p] %e %a '"})
     cluster.psql("CREATE ROLE api LOGIN; "
                  "SELECT warden.set_budget(name => 'api-cap', max_connections => 1, role => 'api')")
     budget_loaded(cluster, "api-cap", 1)
@@ -92,9 +93,13 @@ def test_refusal_message_and_sqlstate(cluster):
                           "-d", "postgres", "-v", "VERBOSITY=verbose", "-c", "SELECT 1"],
                          capture_output=True, text=True, env={**os.environ, "PGAPPNAME": "web"})
     assert res.returncode != 0
-    assert "FATAL:  53300: too many connections for role \"api\"" in res.stderr
+    assert "FATAL:  too many connections for role \"api\"" in res.stderr
     assert 'DETAIL:  pg_warden budget "api-cap" allows 1 connections, 1 are in use.' in res.stderr
-    assert "HINT:" in res.stderr
+    assert "HINT:  Close idle connections" in res.stderr
+    # the SQLSTATE, from the server log (%e)
+    wait_until(lambda: any(" 53300 " in line and 'FATAL:  too many connections for role "api"' in line
+                           for line in cluster.log_text().splitlines()),
+               timeout=5, what="the refusal in the log with SQLSTATE 53300")
     first.close()
 
 
@@ -128,7 +133,7 @@ def test_reserved_slots_keep_room_for_their_role(make_cluster):
 
 def test_pattern_role_and_database_budgets(make_cluster):
     cluster = make_cluster()
-    cluster.psql("CREATE ROLE r1 LOGIN; CREATE DATABASE db2;"
+    cluster.psql("CREATE ROLE r1 LOGIN; CREATE ROLE r2 LOGIN; CREATE DATABASE db2;"
                  "SELECT warden.set_budget(name => 'workers', max_connections => 2, application => 'worker-%');"
                  "SELECT warden.set_budget(name => 'r1', max_connections => 3, role => 'r1');"
                  "SELECT warden.set_budget(name => 'db2', max_connections => 4, database => 'db2');")
@@ -144,13 +149,17 @@ def test_pattern_role_and_database_budgets(make_cluster):
         c, e = try_connect(cluster, **kw)
         assert refused(e), str(e)
 
-    fill(2, application_name="worker-a")
+    fill(2, user="r2", application_name="worker-a")
     # another application is not in the pattern
-    c, e = try_connect(cluster, application_name="web")
+    c, e = try_connect(cluster, user="r2", application_name="web")
     assert e is None
     held.append(c)
     fill(3, user="r1", application_name="r1app")
-    fill(4, dbname="db2", application_name="x")
+    fill(4, user="r2", dbname="db2", application_name="x")
+    # superusers are never refused
+    c, e = try_connect(cluster, dbname="db2", application_name="x")
+    assert e is None
+    held.append(c)
     wait_until(lambda: counts_exact(cluster), timeout=5, what="exact counts")
     for c in held:
         c.close()
@@ -161,7 +170,7 @@ def test_exempt_roles_superusers_and_dry_run(make_cluster):
     cluster.psql("CREATE ROLE batch LOGIN; CREATE ROLE \"Ops Admin\" LOGIN; CREATE ROLE plain LOGIN;"
                  "SELECT warden.set_budget(name => 'nobody', max_connections => 0)")
     budget_loaded(cluster, "nobody", 0)
-    for user in ("batch", "Ops Admin", "postgres"):
+    for user in ("batch", "'Ops Admin'", "postgres"):
         c, e = try_connect(cluster, user=user)
         assert e is None, f"{user}: {e}"
         c.close()
@@ -219,13 +228,19 @@ def test_counted_out_exactly_once_however_sessions_end(cluster):
     assert refused(e)  # 2 held + the crashing client = 3
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the backend notices its client is gone when it next talks to it
     cluster.psql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = 'w' "
                  "AND query LIKE '%pg_sleep(60)%'")
+    wait_until(lambda: cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'w'") == "2",
+               timeout=10, what="the terminated and the orphaned backends to exit")
     wait_until(lambda: counts_exact(cluster), timeout=10, what="exact counts")
-    for _ in range(2):  # room for two again: the terminated one and the crashed one
-        c, e = try_connect(cluster, user="w")
-        assert e is None, str(e)
-        held.append(c)
+    # held[1], held[2] remain: room for exactly one more
+    c, e = try_connect(cluster, user="w")
+    assert e is None, str(e)
+    held.append(c)
+    _, e = try_connect(cluster, user="w")
+    assert refused(e)
+    assert cluster.psql("SELECT connections FROM warden.budget_usage WHERE name = 'w'") == "3"
     for c in held[1:]:
         c.close()
 
