@@ -319,6 +319,27 @@ def test_terminations_survive_clean_restart(db):
     db.start()
     assert db.psql("SELECT count(*) FROM warden.terminations") == "0"
     assert "ignoring corrupt terminations file" in db.log_text()
+    assert "cannot read pg_class" not in db.log_text()  # the worker never failed at start
+
+
+def test_missing_database_logged_once_then_loader_starts(make_cluster):
+    c = make_cluster(conf={"warden.database": "'wardendb'"})  # extension in postgres only
+    time.sleep(1.0)
+    log = c.log_text()
+    assert log.count('database "wardendb" (warden.database) does not exist') == 1
+    assert "FATAL" not in log
+    assert int(c.psql("SELECT connections FROM warden.server_usage()")) >= 1  # still tracking
+    c.psql("CREATE DATABASE wardendb")
+    pgcluster.wait_until(lambda: 'loader started in database "wardendb"' in c.log_text(),
+                         timeout=10, what="the loader")
+    assert 'extension pg_warden is not created in database "wardendb"' in c.log_text()
+    c.psql("CREATE EXTENSION pg_warden", dbname="wardendb")
+    c.psql("SELECT warden.add_idle_policy('late-db', '300 ms', application => 'late-db')",
+           dbname="wardendb")
+    s = Session(c, "late-db")
+    s.use()
+    assert watch([s], 3.0) == [s], "policies of the new database apply"
+    assert c.log_text().count("does not exist") == 1
 
 
 def test_standby_follows_primary_policies(db):
