@@ -104,8 +104,9 @@ void LoadAll() {
     config_stale = true; /* look again next time: CREATE EXTENSION sends no invalidation we watch */
   } else {
     if (logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
-                           guc_database)));
+      ereport(LOG,
+              (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
+                      guc_database)));
     logged_missing_extension = false;
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumLoaders; i++) {

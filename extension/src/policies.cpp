@@ -491,7 +491,8 @@ void LoadIdlePolicies() {
     strlcpy(p.name, name, NAMEDATALEN);
     p.idle_timeout_us = isnull[1] ? 0 : IntervalUsecs(DatumGetIntervalP(v[1]));
     p.any_application = isnull[2];
-    if (!isnull[2]) text_to_cstring_buffer(DatumGetTextPP(v[2]), p.application, sizeof(p.application));
+    if (!isnull[2])
+      text_to_cstring_buffer(DatumGetTextPP(v[2]), p.application, sizeof(p.application));
     p.any_role = isnull[3];
     if (!isnull[3]) text_to_cstring_buffer(DatumGetTextPP(v[3]), p.role, NAMEDATALEN);
     p.any_database = isnull[4];
@@ -608,16 +609,18 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
   if (nvictims > 0) {
     ConfirmVictims(s, nvictims);
     /* oldest idle first */
-    qsort_arg(victims, nvictims, sizeof(Victim),
-              [](const void *a, const void *b, void *arg) -> int {
-                const SampledBackend *ss = static_cast<const SampledBackend *>(arg);
-                const TimestampTz x = ss[static_cast<const Victim *>(a)->index].state_start;
-                const TimestampTz y = ss[static_cast<const Victim *>(b)->index].state_start;
-                return x < y ? -1 : x > y ? 1 : 0;
-              },
-              const_cast<SampledBackend *>(s));
+    qsort_arg(
+        victims, nvictims, sizeof(Victim),
+        [](const void *a, const void *b, void *arg) -> int {
+          const SampledBackend *ss = static_cast<const SampledBackend *>(arg);
+          const TimestampTz x = ss[static_cast<const Victim *>(a)->index].state_start;
+          const TimestampTz y = ss[static_cast<const Victim *>(b)->index].state_start;
+          return x < y ? -1 : x > y ? 1 : 0;
+        },
+        const_cast<SampledBackend *>(s));
     for (int v = 0; v < nvictims; v++)
-      if (victims[v].confirmed) ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].policy);
+      if (victims[v].confirmed)
+        ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].policy);
   }
   if (in_transaction) {
     CommitTransactionCommand();
@@ -663,9 +666,10 @@ WARDEN_FUNCTION(terminate_idle) {
                               "warden.terminate_idle().")));
   const int64 timeout_us = ValidateTimeout("older_than", PG_ARGISNULL(0), PG_GETARG_DATUM(0));
   char application[kMaxPatternBytes + 1], role[NAMEDATALEN], database[NAMEDATALEN];
-  const bool has_app =
-      ValidateText("application", PG_ARGISNULL(1), PG_GETARG_DATUM(1), application, sizeof(application));
-  const bool has_role = ValidateText("role", PG_ARGISNULL(2), PG_GETARG_DATUM(2), role, NAMEDATALEN);
+  const bool has_app = ValidateText("application", PG_ARGISNULL(1), PG_GETARG_DATUM(1), application,
+                                    sizeof(application));
+  const bool has_role =
+      ValidateText("role", PG_ARGISNULL(2), PG_GETARG_DATUM(2), role, NAMEDATALEN);
   const bool has_db =
       ValidateText("database", PG_ARGISNULL(3), PG_GETARG_DATUM(3), database, NAMEDATALEN);
   const uint8 states = ValidateState(PG_ARGISNULL(4), PG_GETARG_DATUM(4));
@@ -682,7 +686,8 @@ WARDEN_FUNCTION(terminate_idle) {
   const TimestampTz now = GetCurrentTimestamp();
   const int n = pgstat_fetch_stat_numbackends();
   Candidate *c = static_cast<Candidate *>(palloc(sizeof(Candidate) * Max(n, 1)));
-  PgBackendStatus *bes = static_cast<PgBackendStatus *>(palloc(sizeof(PgBackendStatus) * Max(n, 1)));
+  PgBackendStatus *bes =
+      static_cast<PgBackendStatus *>(palloc(sizeof(PgBackendStatus) * Max(n, 1)));
   int nc = 0;
   for (int i = 1; i <= n; i++) {
     LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
@@ -704,8 +709,9 @@ WARDEN_FUNCTION(terminate_idle) {
     gk.role = be->st_userid;
     strlcpy(gk.application, app, NAMEDATALEN);
     bes[nc] = *be;
-    c[nc] = Candidate{nc, static_cast<int64>(hash_bytes_extended(
-                              reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
+    c[nc] = Candidate{nc,
+                      static_cast<int64>(hash_bytes_extended(
+                          reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
                       be->st_state_start_timestamp};
     nc++;
   }
