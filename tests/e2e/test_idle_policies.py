@@ -278,11 +278,26 @@ def test_terminate_idle(db):
 def test_pg_dump_keeps_policies(db):
     db.psql("SELECT warden.add_idle_policy('dumped', '10 min', application => 'reports%',"
             " keep_min => 5, schedule => '* 0-5 * * *')")
+    db.psql("SELECT warden.add_idle_policy('dumped-ops', '1 h', role => 'app')", user="ops")
     res = subprocess.run([f"{pgcluster.PG_BIN}/pg_dump", "-h", db.sockdir, "-p", str(db.port),
                           "-U", "postgres", "-d", "postgres"], capture_output=True, text=True,
                          check=True)
     assert "COPY warden.idle_policies" in res.stdout
     assert "dumped\t00:10:00\treports%" in res.stdout
+    # restored by a superuser: same rows, same owners, validated again on the way in
+    db.psql("CREATE DATABASE restored")
+    try:
+        restore = subprocess.run([f"{pgcluster.PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                  "-h", db.sockdir, "-p", str(db.port), "-U", "postgres",
+                                  "-d", "restored"], input=res.stdout, capture_output=True,
+                                 text=True)
+        assert restore.returncode == 0, restore.stderr
+        rows = db.psql("SELECT name, idle_timeout, application, role, keep_min, schedule, owner"
+                       " FROM warden.idle_policies ORDER BY name", dbname="restored")
+        assert rows.splitlines() == ["dumped|00:10:00|reports%||5|* 0-5 * * *|postgres",
+                                     "dumped-ops|01:00:00||app|0||ops"]
+    finally:
+        db.psql("DROP DATABASE restored")
 
 
 def test_exempt_roles_never_touched(db):
