@@ -122,6 +122,13 @@ void LoadAll() {
   loader_shared->ready = true;
   LWLockRelease(loader_shared->lock);
   pg_atomic_fetch_add_u64(&loader_shared->generation, 1);
+
+  /* Wake the sampler: it applies the new configuration now, not at its next tick. */
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const int32 sampler_pid = tracking->worker_pid;
+  LWLockRelease(tracking->sample_lock);
+  PGPROC *sampler = sampler_pid != 0 ? BackendPidGetProc(sampler_pid) : nullptr;
+  if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
 
 void LoaderMain() {

@@ -232,6 +232,7 @@ void WorkerMain() {
    */
   TimestampTz next_sample = GetCurrentTimestamp();
   TimestampTz next_deadline = 0;
+  uint64 seen_generation = 0;
   for (;;) {
     CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
@@ -240,7 +241,10 @@ void WorkerMain() {
     }
     TimestampTz now = GetCurrentTimestamp();
     const bool tick = now >= next_sample;
-    if (tick || (next_deadline != 0 && now >= next_deadline)) {
+    /* the loader sets our latch after a reload: apply new policies at once */
+    const uint64 generation = ConfigGeneration();
+    if (tick || (next_deadline != 0 && now >= next_deadline) || generation != seen_generation) {
+      seen_generation = generation;
       next_deadline = SampleOnce();
       if (tick) {
         ManageLoader(now);
