@@ -17,6 +17,7 @@
  * RecordTermination; ProcArrayLock through BackendPidGetProc.
  */
 #include "pg_warden/cron.hpp"
+#include "pg_warden/idle_select.hpp"
 
 #include "pg_warden/policies.hpp"
 
@@ -174,51 +175,7 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
 
 /* -- selection ---------------------------------------------------------------- */
 
-struct Candidate {
-  int32 index; /* into the caller's session array */
-  int64 group;
-  TimestampTz state_start;
-};
-
-/* group ascending, then most recently idle first */
-int CompareByGroupNewestFirst(const void *a, const void *b) {
-  const Candidate *x = static_cast<const Candidate *>(a);
-  const Candidate *y = static_cast<const Candidate *>(b);
-  if (x->group != y->group) return x->group < y->group ? -1 : 1;
-  if (x->state_start != y->state_start) return x->state_start > y->state_start ? -1 : 1;
-  return 0;
-}
-
-int CompareOldestFirst(const void *a, const void *b) {
-  const Candidate *x = static_cast<const Candidate *>(a);
-  const Candidate *y = static_cast<const Candidate *>(b);
-  if (x->state_start != y->state_start) return x->state_start < y->state_start ? -1 : 1;
-  return 0;
-}
-
-/*
- * Keeps the keep_min newest of each group; moves the others idle for at
- * least timeout to the front of cands, oldest first, and returns how many.
- * *deadline becomes the earliest time a waiting candidate reaches timeout.
- */
-int SelectVictims(Candidate *cands, int n, int32 keep_min, int64 timeout_us, TimestampTz now,
-                  TimestampTz *deadline) {
-  if (n == 0) return 0;
-  qsort(cands, n, sizeof(Candidate), CompareByGroupNewestFirst);
-  int nvictims = 0;
-  int rank = 0;
-  for (int i = 0; i < n; i++) {
-    rank = (i > 0 && cands[i].group == cands[i - 1].group) ? rank + 1 : 0;
-    if (rank < keep_min) continue;
-    const TimestampTz due = cands[i].state_start + timeout_us;
-    if (now >= due)
-      cands[nvictims++] = cands[i]; /* nvictims <= i: overwrites only visited slots */
-    else if (*deadline == 0 || due < *deadline)
-      *deadline = due;
-  }
-  qsort(cands, nvictims, sizeof(Candidate), CompareOldestFirst);
-  return nvictims;
-}
+using Candidate = IdleCandidate;
 
 SessionState StateOf(BackendState st) {
   switch (st) {
@@ -584,7 +541,9 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
       }
       cands[nc++] = Candidate{i, sb.entry, sb.state_start};
     }
-    const int nv = SelectVictims(cands, nc, pol.keep_min, pol.idle_timeout_us, now, &deadline);
+    int64 due = deadline;
+    const int nv = SelectIdleVictims(cands, nc, pol.keep_min, pol.idle_timeout_us, now, &due);
+    deadline = due;
     for (int v = 0; v < nv; v++) {
       const int32 idx = cands[v].index;
       if (victim_of[idx] >= 0) continue; /* an earlier policy has it */
@@ -715,8 +674,8 @@ WARDEN_FUNCTION(terminate_idle) {
                       be->st_state_start_timestamp};
     nc++;
   }
-  TimestampTz unused = 0;
-  const int nv = SelectVictims(c, nc, keep_min, timeout_us, now, &unused);
+  int64_t unused = 0;
+  const int nv = SelectIdleVictims(c, nc, keep_min, timeout_us, now, &unused);
   for (int v = 0; v < nv; v++) {
     const PgBackendStatus &be = bes[c[v].index];
     TerminationRecord rec;
