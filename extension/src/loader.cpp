@@ -91,8 +91,10 @@ void LoadAll() {
   const Oid ext = get_extension_oid("pg_warden", true);
   const Oid nsp = OidIsValid(ext) ? get_namespace_oid("warden", true) : InvalidOid;
   if (!OidIsValid(ext) || !OidIsValid(nsp)) {
-    if (!logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
+    /* look again next time: CREATE EXTENSION sends no invalidation we watch */
+    config_stale = true;
+    if (logged_missing_extension) return; /* still missing: nothing changed */
+    ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
                            "idle policies and budgets are not loaded",
                            guc_database),
                     errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
@@ -101,7 +103,6 @@ void LoadAll() {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
-    config_stale = true; /* look again next time: CREATE EXTENSION sends no invalidation we watch */
   } else {
     if (logged_missing_extension)
       ereport(LOG,
