@@ -102,8 +102,13 @@ struct HistoryShared {
 
 HistoryShared *history = nullptr;
 
-constexpr const char *kHistoryFile = "pg_stat/pg_warden_history.bin";
-constexpr const char *kHistoryTmpFile = "pg_stat/pg_warden_history.bin.tmp";
+/*
+ * In pg_stat_tmp, not pg_stat: the file exists while the server runs, and
+ * base backups and pg_rewind skip pg_stat_tmp, so a standby made from this
+ * server never starts with this server's history. It survives restarts.
+ */
+constexpr const char *kHistoryFile = "pg_stat_tmp/pg_warden_history.bin";
+constexpr const char *kHistoryTmpFile = "pg_stat_tmp/pg_warden_history.bin.tmp";
 constexpr uint32 kFileMagic = 0x50574831; /* "PWH1" */
 constexpr uint32 kFileVersion = 1;
 
