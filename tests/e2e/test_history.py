@@ -250,6 +250,14 @@ def test_standby_keeps_its_own_history(make_cluster):
         assert advice(standby, "replica-pool")["active_max"] == 1
         assert standby.psql("SELECT in_recovery FROM warden.server_usage") == "t"
         assert not minute_rows(standby, "primary-pool")
+        # Promotion: nothing moves, the history goes on (no restart).
+        samples = advice(standby, "replica-pool")["samples"]
+        standby.promote()
+        wait_until(lambda: standby.psql("SELECT in_recovery FROM warden.server_usage") == "f",
+                   timeout=15, what="the promotion")
+        wait_until(lambda: advice(standby, "replica-pool")["samples"] > samples, timeout=10,
+                   what="samples after the promotion")
+        assert advice(standby, "replica-pool")["active_max"] == 1
     finally:
         standby.destroy()
         primary_conn.close()
