@@ -133,3 +133,53 @@ def test_promotion(pair):
                == "1", timeout=10, what="budget on the promoted server")
     for c in held:
         c.close()
+
+
+def test_policy_from_the_primary_terminates_on_the_standby(pair):
+    """A policy defined on the primary acts on the standby's own idle sessions,
+    on time and never early, keeping keep_min; the records stay on the standby
+    and survive its promotion, and new ones keep coming after it."""
+    import time as _time
+    primary, standby = pair
+    offenders = [psycopg2.connect(standby.dsn(application_name="ro-pool")) for _ in range(4)]
+    for c in offenders:
+        c.autocommit = True
+        c.cursor().execute("SELECT 1")
+    started = _time.time()
+    on_primary = [psycopg2.connect(primary.dsn(application_name="ro-pool")) for _ in range(2)]
+    primary.psql("SELECT warden.add_idle_policy(name => 'ro-idle', idle_timeout => '2 s', "
+                 "application => 'ro-pool', keep_min => 1)")
+    replayed(primary, standby)
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "3",
+               timeout=15, what="three terminations on the standby")
+    rows = standby.psql("SELECT idle_seconds FROM warden.terminations WHERE policy = 'ro-idle'").split()
+    assert all(float(x) >= 2.0 for x in rows), rows
+    assert all(float(x) < 2.0 + 1.0 for x in rows), rows   # on time (wide margin for a loaded box)
+    assert _time.time() - started >= 2.0
+    alive = []
+    for c in offenders:
+        try:
+            c.cursor().execute("SELECT 1")
+            alive.append(c)
+        except psycopg2.Error:
+            pass
+    assert len(alive) == 1  # keep_min
+    # the primary's own idle sessions are terminated by the primary's worker, and
+    # recorded there, not on the standby
+    wait_until(lambda: primary.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "1",
+               timeout=10, what="the primary's own termination")
+    assert standby.psql("SELECT count(*) FROM warden.terminations") == "3"
+    # history is recorded on the standby too
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.usage_history "
+                                    "WHERE application_name = 'ro-pool'") != "0",
+               timeout=10, what="history on the standby")
+    # promotion: the records are still there, and new ones keep coming
+    standby.promote()
+    wait_until(lambda: standby.psql("SELECT in_recovery FROM warden.server_usage") == "f", timeout=20,
+               what="promotion")
+    assert standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "3"
+    more = [psycopg2.connect(standby.dsn(application_name="ro-pool")) for _ in range(2)]
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "5",
+               timeout=15, what="new terminations after promotion")
+    for c in alive + more + on_primary:
+        c.close()
