@@ -366,10 +366,14 @@ def test_standby_follows_primary_policies(db):
                              what="loader on the standby")
         err = sb.psql("SELECT warden.add_idle_policy('on-standby', '1 s')", check=False)
         assert "read-only transaction" in err
-        s = Session(sb, "standby-app")
+        s = Session(sb, "standby-app", user="app")
+        su = Session(sb, "standby-app", user="postgres")
         s.use()
-        db.psql("SELECT warden.add_idle_policy('replicated', '700 ms', application => 'standby-app')")
-        assert watch([s], 3.0) == [s], "a policy made on the primary acts on the standby"
+        su.use()
+        # a non-superuser's policy: the standby's worker checks roles in a read-only transaction
+        db.psql("SELECT warden.add_idle_policy('replicated', '700 ms', application => 'standby-app')",
+                user="ops")
+        assert watch([s, su], 3.0) == [s], "a policy made on the primary acts on the standby"
         rows = terminations(sb, "policy = 'replicated'")
         assert [r[0] for r in rows] == [s.pid]
     finally:
