@@ -231,25 +231,30 @@ IdlePolicy local_policies[kMaxIdlePolicies];
 int local_count = 0;
 uint64 local_generation = PG_UINT64_MAX;
 
-/* Recent decisions, so a session is recorded once per idle period and policy. */
-struct Acted {
+/*
+ * Decisions already taken, per backend slot, so that a session is terminated
+ * once and recorded once per idle period (and, for dry runs, per policy):
+ * killed[slot] and dry[slot * kMaxIdlePolicies + policy] hold the pid and
+ * the state start of the idle period decided on. Exact (no hashing), sized
+ * for MaxBackends, allocated in the worker on first use.
+ */
+struct Decided {
   int32 pid;
-  int32 policy; /* -1: terminated (by any policy) */
   TimestampTz state_start;
 };
-constexpr uint32 kActedSize = 4096;
-Acted acted[kActedSize];
+Decided *killed = nullptr;
+Decided *dry_decided = nullptr;
 
-uint32 ActedSlot(int32 pid, int32 policy) {
-  return (static_cast<uint32>(pid) * 2654435761u + static_cast<uint32>(policy + 1) * 40503u) %
-         kActedSize;
+void AllocateDecided() {
+  if (killed != nullptr) return;
+  const Size m = static_cast<Size>(tracking->max_backends);
+  killed = static_cast<Decided *>(MemoryContextAllocZero(TopMemoryContext, sizeof(Decided) * m));
+  dry_decided = static_cast<Decided *>(
+      MemoryContextAllocZero(TopMemoryContext, sizeof(Decided) * m * kMaxIdlePolicies));
 }
-bool WasActed(int32 pid, int32 policy, TimestampTz state_start) {
-  const Acted &a = acted[ActedSlot(pid, policy)];
-  return a.pid == pid && a.policy == policy && a.state_start == state_start;
-}
-void MarkActed(int32 pid, int32 policy, TimestampTz state_start) {
-  acted[ActedSlot(pid, policy)] = Acted{pid, policy, state_start};
+
+bool Same(const Decided &d, const SampledBackend &sb) {
+  return d.pid == sb.pid && d.state_start == sb.state_start;
 }
 
 void RefreshPolicies() {
@@ -260,6 +265,10 @@ void RefreshPolicies() {
   memcpy(local_policies, idle_policies->policies, sizeof(IdlePolicy) * local_count);
   LWLockRelease(idle_policies->lock);
   local_generation = gen;
+  /* policy indexes may have moved: a dry run records its decisions afresh */
+  if (dry_decided != nullptr)
+    memset(dry_decided, 0,
+           sizeof(Decided) * static_cast<Size>(tracking->max_backends) * kMaxIdlePolicies);
 }
 
 bool KeyMatches(const IdlePolicy &p, const UsageKey &key) {
@@ -292,6 +301,7 @@ SuperuserCache superusers;
 
 struct Victim {
   int32 index;
+  int32 slot;
   int32 policy;
   bool confirmed;
 };
@@ -346,16 +356,16 @@ void ConfirmVictims(const SampledBackend *s, int nvictims) {
   pgstat_clear_backend_activity_snapshot();
 }
 
-void ActOn(const SampledBackend &sb, Oid roleid, int32 policy_index) {
+void ActOn(const SampledBackend &sb, Oid roleid, int32 slot, int32 policy_index) {
   const IdlePolicy &p = local_policies[policy_index];
   const bool dry = p.dry_run || !guc_enforce;
-  if (dry ? WasActed(sb.pid, policy_index, sb.state_start) : WasActed(sb.pid, -1, sb.state_start))
-    return;
+  Decided &decided = dry ? dry_decided[slot * kMaxIdlePolicies + policy_index] : killed[slot];
+  if (Same(killed[slot], sb) || Same(decided, sb)) return;
   TerminationRecord rec;
   memset(&rec, 0, sizeof(rec));
   rec.at = GetCurrentTimestamp(); /* before the signal: idle_seconds proves it was not early */
   if (!dry && !SignalTerminate(sb.pid, roleid)) return;
-  MarkActed(sb.pid, dry ? policy_index : -1, sb.state_start);
+  decided = Decided{sb.pid, sb.state_start};
   rec.pid = sb.pid;
   const UsageKey &key = tracking->entries[sb.entry].key;
   strlcpy(rec.database, key.database, NAMEDATALEN);
@@ -481,8 +491,8 @@ void LoadIdlePolicies() {
 
 /* -- enforcement by the worker -------------------------------------------------------- */
 
-TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int32 n,
-                                TimestampTz now) {
+TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, const int32 *slots,
+                                int32 n, TimestampTz now) {
   RefreshPolicies();
   if (local_count == 0 || n == 0) return 0;
 
@@ -506,6 +516,7 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
       any_scheduled ? now + (60 - tm.tm_sec) * USECS_PER_SEC - static_cast<int64>(fsec) : 0;
   if (!any_active) return deadline;
 
+  AllocateDecided();
   if (buffers_for < tracking->max_backends) {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     const Size m = static_cast<Size>(tracking->max_backends);
@@ -548,7 +559,7 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
       const int32 idx = cands[v].index;
       if (victim_of[idx] >= 0) continue; /* an earlier policy has it */
       victim_of[idx] = static_cast<int16>(p);
-      victims[nvictims++] = Victim{idx, p, false};
+      victims[nvictims++] = Victim{idx, slots[idx], p, false};
     }
   }
 
@@ -558,8 +569,9 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
     const SampledBackend &sb = s[victims[v].index];
     const IdlePolicy &pol = local_policies[victims[v].policy];
     const bool dry = pol.dry_run || !guc_enforce;
-    if (WasActed(sb.pid, -1, sb.state_start) ||
-        (dry && WasActed(sb.pid, victims[v].policy, sb.state_start)))
+    const int32 slot = victims[v].slot;
+    if (Same(killed[slot], sb) ||
+        (dry && Same(dry_decided[slot * kMaxIdlePolicies + victims[v].policy], sb)))
       continue;
     victims[keep++] = victims[v];
   }
@@ -579,7 +591,7 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
         const_cast<SampledBackend *>(s));
     for (int v = 0; v < nvictims; v++)
       if (victims[v].confirmed)
-        ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].policy);
+        ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].slot, victims[v].policy);
   }
   if (in_transaction) {
     CommitTransactionCommand();

@@ -235,6 +235,20 @@ def test_dry_run_records_without_killing(db):
     s.close()
 
 
+def test_dry_run_records_each_session_once(db):
+    sessions = [Session(db, "dry-many") for _ in range(100)]
+    for s in sessions:
+        s.use()  # one idle period each from now on
+    db.psql("SELECT warden.add_idle_policy('dry-many', '300 ms', application => 'dry-many',"
+            " dry_run => true)")
+    assert watch(sessions, 2.0) == []  # about 17 samples past the timeout, nobody killed
+    counts = db.psql("SELECT count(*), count(DISTINCT pid) FROM warden.terminations"
+                     " WHERE policy = 'dry-many'")
+    assert counts == "100|100", "one decision per session and idle period, however many samples"
+    for s in sessions:
+        s.close()
+
+
 def test_superuser_session_survives_non_superuser_policy(db):
     db.psql("SELECT warden.add_idle_policy('ops-policy', '500 ms', application => 'mixed')",
             user="ops")
