@@ -486,7 +486,11 @@ void LoadIdlePolicies() {
   idle_policies->count = count;
   LWLockRelease(idle_policies->lock);
   pfree(loaded);
-  ereport(LOG, (errmsg("pg_warden: loaded %d idle policies", count)));
+  /* LOG when the number changed; a reload for a role change stays quiet */
+  static int previous_count = -1;
+  ereport(count != previous_count ? LOG : DEBUG1,
+          (errmsg("pg_warden: loaded %d idle policies", count)));
+  previous_count = count;
 }
 
 /* -- enforcement by the worker -------------------------------------------------------- */
