@@ -312,3 +312,10 @@ log_disconnections = 0
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def wait_replayed(primary: Cluster, standby: Cluster, timeout: float = 20.0) -> None:
+    """Wait until the standby has replayed everything the primary wrote so far."""
+    lsn = primary.psql("SELECT pg_current_wal_insert_lsn()")
+    wait_until(lambda: standby.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") == "t",
+               timeout=timeout, what="replay on the standby")
