@@ -222,9 +222,10 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
                               static_cast<int>(cfg.daemon.statement_timeout.count()));
   } catch (const PgError& e) {
     static thread_local std::mt19937 rng{std::random_device{}()};
-    s.backoff_ms = NextBackoffMs(s.backoff_ms, static_cast<double>(cfg.daemon.reconnect_min.count()),
-                                 static_cast<double>(cfg.daemon.reconnect_max.count()),
-                                 std::uniform_real_distribution<double>(0, 1)(rng));
+    s.backoff_ms =
+        NextBackoffMs(s.backoff_ms, static_cast<double>(cfg.daemon.reconnect_min.count()),
+                      static_cast<double>(cfg.daemon.reconnect_max.count()),
+                      std::uniform_real_distribution<double>(0, 1)(rng));
     s.next_attempt = now + s.backoff_ms / 1000.0;
     std::string msg = MaskDsn(e.what());
     spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg,

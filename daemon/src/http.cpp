@@ -63,7 +63,8 @@ void HttpServer::Start(const std::string& host_port) {
       int code = 200;
       auto j = HealthJson(cfg.daemon, st, &code);
       r.status = code;
-      r.set_content(j.dump() + "\n", "application/json");
+      r.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                    "application/json");
     });
   });
   srv.Get("/health/ready", [handle](const httplib::Request& req, httplib::Response& res) {
@@ -71,7 +72,8 @@ void HttpServer::Start(const std::string& host_port) {
       int code = 200;
       auto j = ReadyJson(st, &code);
       r.status = code;
-      r.set_content(j.dump() + "\n", "application/json");
+      r.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                    "application/json");
     });
   });
   srv.Get("/metrics", [handle](const httplib::Request& req, httplib::Response& res) {
@@ -81,7 +83,9 @@ void HttpServer::Start(const std::string& host_port) {
   });
   srv.Get("/alerts", [handle](const httplib::Request& req, httplib::Response& res) {
     handle(req, res, [](const Config&, const DaemonStatus& st, httplib::Response& r) {
-      r.set_content(AlertsJson(st).dump() + "\n", "application/json");
+      r.set_content(
+          AlertsJson(st).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          "application/json");
     });
   });
 

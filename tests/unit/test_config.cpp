@@ -87,6 +87,42 @@ TEST(Config, ParsesACompleteFile) {
   EXPECT_EQ(c.PriorityOf("nobody"), Priority::kNormal);
 }
 
+TEST(Config, TheExampleOfTheDesignParses) {
+  Config c = ParseConfig(R"(
+[daemon]
+interval = "1s"
+state_file = "/var/lib/pg_warden/wardend.state"   # journal of every change to undo
+http = "127.0.0.1:9187"                           # /health /health/ready /metrics /alerts
+dry_run = false
+
+[[server]]
+name = "primary"
+dsn  = "host=/var/run/postgresql dbname=postgres user=warden application_name=wardend"
+pgbouncer_dsn = "host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer"   # optional
+
+[[budget]]
+role = "app_api"
+max_connections = 40          # soft: above it, act
+max_idle = 10                 # idle beyond this many: terminate oldest idle
+idle_in_transaction_timeout = "30s"
+priority = "normal"           # low | normal | critical
+
+[[emergency]]
+at_percent = 90               # server usage, same formula as warden.server_usage
+action = "terminate_idle"
+older_than = "30m"
+skip_priority = ["critical"]
+
+[[emergency]]
+at_percent = 95
+action = "close_admission"    # per-server override: low-priority roles capped at what they hold now
+)",
+                         "design.toml");
+  EXPECT_EQ(c.servers.size(), 1u);
+  EXPECT_EQ(c.budgets.size(), 1u);
+  EXPECT_EQ(c.emergencies.size(), 2u);
+}
+
 TEST(Config, DefaultsAsDocumented) {
   Config c = ParseConfig(kServer, "w.toml");
   EXPECT_EQ(c.daemon.interval, Millis(1000));

@@ -247,10 +247,10 @@ TEST(Backoff, GrowsWithJitterAndIsCapped) {
 }
 
 TEST(Decide, ExemptRolesAreNeverActedOn) {
-  Config cfg = Cfg(
-      "[[budget]]\nrole = \"ops\"\nmax_idle = 0\nmax_connections = 1\npriority = \"low\"\n"
-      "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
-      "[[emergency]]\nat_percent = 60\naction = \"close_admission\"\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"ops\"\nmax_idle = 0\nmax_connections = 1\npriority = \"low\"\n"
+          "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
+          "[[emergency]]\nat_percent = 60\naction = \"close_admission\"\n");
   ServerState st;
   Snapshot s = Snap("ops", 3, {B(10, "ops", "idle", 100), B(11, "api", "idle", 100)}, 70);
   s.exempt_roles = {"ops"};
