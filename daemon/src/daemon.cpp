@@ -236,6 +236,8 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   s.backoff_ms = 0;
   s.next_attempt = 0;
   s.in_recovery = s.conn->caps().in_recovery;
+  s.detected_at = Mono();
+  s.redetect = false;
   const auto& caps = s.conn->caps();
   if (caps.extension)
     spdlog::info(
@@ -273,6 +275,32 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
 
 void Daemon::Step(Slot& s, const Config& cfg) {
   if (!EnsureConnected(s, cfg)) return;
+  // The extension may be created or dropped while wardend runs: look again
+  // every minute and after SIGHUP, on the open connection.
+  if (s.redetect || Mono() - s.detected_at > 60) {
+    bool had = s.conn->caps().extension;
+    try {
+      s.conn->Detect();
+    } catch (const PgError& e) {
+      spdlog::warn("[{}] capability detection failed: {}", s.server.name, e.what());
+      if (e.connection_lost() || !s.conn->ok()) s.conn.reset();
+      UpdateStatusError(s, cfg, MaskDsn(e.what()));
+      return;
+    }
+    s.detected_at = Mono();
+    s.redetect = false;
+    const auto& caps = s.conn->caps();
+    if (caps.extension != had) {
+      if (caps.extension)
+        spdlog::info("[{}] the pg_warden extension is now present: mode extension", s.server.name);
+      else
+        spdlog::warn("[{}] the pg_warden extension is gone: DEGRADED MODE", s.server.name);
+    }
+    std::lock_guard<std::mutex> g(status_mu_);
+    ServerStatus& st = StatusOf(s.server.name);
+    st.mode = caps.extension ? "extension" : "degraded";
+    st.admission = ChooseAdmission(caps);
+  }
   Snapshot snap;
   double t0 = Mono();
   try {
@@ -685,6 +713,7 @@ void Daemon::Reload() {
       slot = std::make_unique<Slot>();
     }
     slot->server = sc;
+    slot->redetect = true;
     if (fresh.emergencies.size() != old->emergencies.size()) {
       slot->state.emergency_active.clear();
       slot->state.emergency_caps.clear();

@@ -775,3 +775,19 @@ def test_server_settings_thresholds_and_exempt_roles(make_cluster, wardend):
     assert count(c, "app_ex") == 5, "warden.exempt_roles never terminated"
     close_all(ex + inn)
     assert w.stop() == 0
+
+
+def test_extension_created_while_running_is_noticed(make_cluster, wardend):
+    c = make_cluster(extension=False)  # preloaded, not created: degraded mode
+    w = wardend([("primary", c)]).start()
+    w.wait_log("DEGRADED MODE")
+    w.wait_http()
+    wait_until(lambda: w.health()[1]["checks"][0]["data"]["mode"] == "degraded", timeout=10,
+               what="degraded")
+    c.psql("CREATE EXTENSION pg_warden")
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_log("the pg_warden extension is now present")
+    wait_until(lambda: w.health()[1]["checks"][0]["data"]["mode"] == "extension", timeout=10,
+               what="extension mode")
+    assert w.health()[1]["checks"][0]["status"] == "Healthy"
+    assert w.stop() == 0

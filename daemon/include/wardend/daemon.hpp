@@ -46,6 +46,8 @@ class Daemon {
     std::unique_ptr<Connection> conn;
     ConnPtr bouncer;         // pgbouncer's admin console
     bool recovered = false;  // the journal's leftovers for this server were undone
+    double detected_at = 0;  // monotonic time of the last capability detection
+    bool redetect = false;   // detect again before the next poll (after SIGHUP)
     bool in_recovery = false;
     double backoff_ms = 0;
     double next_attempt = 0;           // monotonic seconds

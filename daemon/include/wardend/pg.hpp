@@ -62,6 +62,8 @@ class Connection {
   const Capabilities& caps() const { return caps_; }
   bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
   int backend_pid() const { return PQbackendPID(conn_.get()); }
+  // Detects the capabilities (done at connect; again to notice CREATE/DROP EXTENSION).
+  void Detect();
 
   // One round trip: the usage views (extension) or pg_stat_activity (degraded).
   Snapshot Poll();
@@ -80,7 +82,6 @@ class Connection {
 
  private:
   explicit Connection(ConnPtr c) : conn_(std::move(c)) {}
-  void Detect();
   ConnPtr conn_;
   Capabilities caps_;
 };
