@@ -425,6 +425,10 @@ void Daemon::ApplyClose(Slot& s, const Config&, const Snapshot& snap, const Acti
   }
   JournalEntry e{s.server.name, a.role,  mechname,
                  original,      a.limit, existing ? existing->since : Wall()};
+  // A retry of the same limit keeps what was known to be in force before it.
+  if (existing)
+    e.previous_limit =
+        existing->applied_limit == a.limit ? existing->previous_limit : existing->applied_limit;
   journal_->Upsert(e);  // before the change: a crash right after still knows what to undo
   mech->Close(*s.conn, a.role, a.limit, a.reason);
   s.state.applied[a.role] = a.limit;
@@ -453,7 +457,8 @@ bool Daemon::Undo(Slot& s, const JournalEntry& e, const std::string& why) {
     if (e.mechanism == "override" && !s.conn->caps().close_admission) {
       note = "the extension is gone, and its overrides with it";
     } else {
-      note = MakeAdmission(e.mechanism)->Open(*s.conn, e.role, e.original_limit, e.applied_limit);
+      note = MakeAdmission(e.mechanism)
+                 ->Open(*s.conn, e.role, e.original_limit, e.applied_limit, e.previous_limit);
     }
     journal_->Remove(e.server, e.role);
     NoteAction(s, "open_admission", fmt::format("reopen admission of role {}: {}", e.role, why));

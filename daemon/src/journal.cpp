@@ -17,7 +17,8 @@ namespace wardend {
 
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
   return a.server == b.server && a.role == b.role && a.mechanism == b.mechanism &&
-         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit;
+         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit &&
+         a.previous_limit == b.previous_limit;
 }
 
 std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
@@ -31,6 +32,7 @@ std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
                             {"mechanism", e.mechanism},
                             {"original_limit", e.original_limit},
                             {"applied_limit", e.applied_limit},
+                            {"previous_limit", e.previous_limit},
                             {"since", e.since}});
   return j.dump(2) + "\n";
 }
@@ -51,6 +53,7 @@ std::vector<JournalEntry> ParseJournal(const std::string& text) {
         throw std::runtime_error("unknown mechanism \"" + x.mechanism + "\"");
       x.original_limit = e.at("original_limit").get<int>();
       x.applied_limit = e.at("applied_limit").get<int>();
+      x.previous_limit = e.value("previous_limit", -1);
       x.since = e.value("since", 0.0);
       out.push_back(std::move(x));
     }

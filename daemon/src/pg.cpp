@@ -279,11 +279,12 @@ class AlterRoleAdmission : public Admission {
   void Close(Connection& c, const std::string& role, int limit, const std::string&) override {
     c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), limit));
   }
-  std::string Open(Connection& c, const std::string& role, int original, int applied) override {
+  std::string Open(Connection& c, const std::string& role, int original, int applied,
+                   int previous) override {
     auto now = CurrentLimit(c, role);
     if (!now) return "role no longer exists";
     if (*now == original) return fmt::format("CONNECTION LIMIT already {}", original);
-    if (*now != applied)
+    if (*now != applied && !(previous >= 0 && *now == previous))
       return fmt::format("CONNECTION LIMIT was changed to {} by someone else: left as is", *now);
     c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), original));
     return fmt::format("CONNECTION LIMIT restored to {}", original);
@@ -307,7 +308,7 @@ class OverrideAdmission : public Admission {
         "reason => $3, expires => NULL)",
         {role, std::to_string(limit), "wardend: " + reason});
   }
-  std::string Open(Connection& c, const std::string& role, int, int) override {
+  std::string Open(Connection& c, const std::string& role, int, int, int) override {
     c.Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});
     return "admission override removed";
   }

@@ -100,8 +100,10 @@ class Admission {
   virtual void Close(Connection& c, const std::string& role, int limit,
                      const std::string& reason) = 0;
   // Undoes: `original` is the journaled limit before the first change,
-  // `applied` what wardend set. Returns a note for the log.
-  virtual std::string Open(Connection& c, const std::string& role, int original, int applied) = 0;
+  // `applied` what wardend set last, `previous` what it had set before (-1:
+  // nothing). Returns a note for the log.
+  virtual std::string Open(Connection& c, const std::string& role, int original, int applied,
+                           int previous) = 0;
 };
 
 std::unique_ptr<Admission> MakeAdmission(const std::string& mechanism);
