@@ -295,12 +295,17 @@ def test_kill9_then_restart_restores_connection_limit(make_cluster, wardend):
     entries = w.journal()
     assert [(e["role"], e["applied_limit"]) for e in entries] == [("app_k", 2)]
     assert admission_cap(c, "app_k") == 2, "still in force after kill -9"
+    r = ctl("status", "--config", w.config)  # the segment outlives kill -9; its pid does not
+    assert r.returncode == 1 and "not running" in r.stderr
     close_all(held[:3])  # under budget now: nothing to put back
     w.start()
     wait_until(lambda: restored(c, "app_k", 25), timeout=10, what="restored after restart")
     assert connlimit(c, "app_k") == 25
     w.wait_log("left by a previous run")
     assert w.journal() == []
+    r = wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
+        ctl("status", "--config", w.config)), timeout=10, what="the stale segment replaced")
+    assert f"wardend pid {w.proc.pid}" in r.stdout
     assert w.stop() == 0
     close_all(held)
 
