@@ -703,8 +703,9 @@ void Daemon::Reload() {
     spdlog::warn("reload: http address changes need a restart; still listening on {}",
                  old->daemon.http);
   fresh.daemon.http = old->daemon.http;
-  SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   StopWorkers();
+  // The logger is replaced only while no server thread logs (the HTTP threads do not).
+  SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   std::map<std::string, std::unique_ptr<Slot>> next;
   for (const auto& sc : fresh.servers) {
     auto it = slots_.find(sc.name);
