@@ -157,5 +157,7 @@ REVOKE ALL ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, 
 -- it before the row trigger says who may write policies.
 REVOKE ALL ON warden.terminations FROM PUBLIC;
 GRANT SELECT ON warden.terminations TO pg_monitor;
+-- A view calls its function with the reader's privileges: pg_monitor needs both.
+GRANT EXECUTE ON FUNCTION warden.terminations() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool),
   warden.record_action(int, name, name, text, text, float8, text, bool, inet) TO pg_signal_backend;
