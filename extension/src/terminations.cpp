@@ -15,6 +15,16 @@ constexpr const char *kSaveFile = "pg_warden_terminations.dat";
 constexpr uint32 kFileMagic = 0x57445452; /* "WDTR" */
 constexpr uint32 kFileVersion = 1;
 
+/* CRC-32C of the saved counter and ring: a damaged file is not loaded. */
+pg_crc32c RingChecksum(uint64 appended, const TerminationRecord *ring) {
+  pg_crc32c crc;
+  INIT_CRC32C(crc);
+  COMP_CRC32C(crc, &appended, sizeof(appended));
+  COMP_CRC32C(crc, ring, sizeof(TerminationRecord) * kTerminationsRing);
+  FIN_CRC32C(crc);
+  return crc;
+}
+
 struct TerminationsShared {
   LWLock *lock;
   uint64 appended; /* records ever appended; ring[appended % size] is next */
@@ -47,10 +57,11 @@ void SaveRing(int code, Datum) {
   }
   const uint32 header[3] = {kFileMagic, kFileVersion, static_cast<uint32>(sizeof(TerminationRecord))};
   const uint64 appended = ring_shared->appended;
+  const pg_crc32c crc = RingChecksum(appended, ring_shared->ring);
   bool ok = fwrite(header, sizeof(header), 1, f) == 1 &&
             fwrite(&appended, sizeof(appended), 1, f) == 1 &&
             fwrite(ring_shared->ring, sizeof(ring_shared->ring), 1, f) == 1 &&
-            fwrite(&kFileMagic, sizeof(kFileMagic), 1, f) == 1;
+            fwrite(&crc, sizeof(crc), 1, f) == 1;
   ok = (FreeFile(f) == 0) && ok;
   if (!ok || durable_rename(tmp, kSaveFile, LOG) != 0) {
     ereport(LOG, (errmsg("pg_warden: could not save the terminations ring to \"%s\"", kSaveFile)));
@@ -64,13 +75,13 @@ void LoadRing() {
   if (f == nullptr) return; /* none saved: normal after initdb or a crash */
   uint32 header[3] = {0, 0, 0};
   uint64 appended = 0;
-  uint32 trailer = 0;
+  pg_crc32c crc = 0;
   const bool ok = fread(header, sizeof(header), 1, f) == 1 && header[0] == kFileMagic &&
                   header[1] == kFileVersion && header[2] == sizeof(TerminationRecord) &&
                   fread(&appended, sizeof(appended), 1, f) == 1 &&
                   fread(ring_shared->ring, sizeof(ring_shared->ring), 1, f) == 1 &&
-                  fread(&trailer, sizeof(trailer), 1, f) == 1 && trailer == kFileMagic &&
-                  fgetc(f) == EOF;
+                  fread(&crc, sizeof(crc), 1, f) == 1 &&
+                  EQ_CRC32C(crc, RingChecksum(appended, ring_shared->ring)) && fgetc(f) == EOF;
   FreeFile(f);
   if (ok) {
     ring_shared->appended = appended;

@@ -5,24 +5,7 @@ import threading
 import psycopg2
 import pytest
 
-from pgcluster import wait_until
-
-
-@pytest.fixture
-def pair(make_cluster):
-    primary = make_cluster(conf={"max_connections": "100"})
-    standby = primary.make_standby()
-    standby.start()
-    wait_until(lambda: primary.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == "1",
-               timeout=30, what="streaming replication")
-    yield primary, standby
-    standby.destroy()
-
-
-def replayed(primary, standby):
-    lsn = primary.psql("SELECT pg_current_wal_insert_lsn()")
-    wait_until(lambda: standby.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") == "t",
-               timeout=20, what="replay")
+from pgcluster import wait_replayed as replayed, wait_until
 
 
 def exact(c):
@@ -37,8 +20,8 @@ def exact(c):
         "= (SELECT connections FROM warden.server_usage)") == "t"
 
 
-def test_usage_on_the_standby_is_its_own(pair):
-    primary, standby = pair
+def test_usage_on_the_standby_is_its_own(replica_pair):
+    primary, standby = replica_pair
     on_primary = [psycopg2.connect(primary.dsn(application_name=f"p-{i % 2}")) for i in range(4)]
     on_standby = [psycopg2.connect(standby.dsn(application_name=f"s-{i % 3}")) for i in range(9)]
     try:
@@ -56,8 +39,8 @@ def test_usage_on_the_standby_is_its_own(pair):
             c.close()
 
 
-def test_writes_on_the_standby_fail_read_only(pair):
-    primary, standby = pair
+def test_writes_on_the_standby_fail_read_only(replica_pair):
+    primary, standby = replica_pair
     for sql in ("SELECT warden.set_budget(name => 'x', max_connections => 1)",
                 "SELECT warden.drop_budget('x')",
                 "INSERT INTO warden.budgets (name, max_connections) VALUES ('x', 1)"):
@@ -70,8 +53,8 @@ def test_writes_on_the_standby_fail_read_only(pair):
     assert standby.psql("SELECT count(*) FROM warden.budgets") == "0"
 
 
-def test_budget_from_the_primary_applies_on_the_standby(pair):
-    primary, standby = pair
+def test_budget_from_the_primary_applies_on_the_standby(replica_pair):
+    primary, standby = replica_pair
     primary.psql("CREATE ROLE reader LOGIN; "
                  "SELECT warden.set_budget(name => 'readers', max_connections => 5, role => 'reader')")
     replayed(primary, standby)
@@ -107,8 +90,8 @@ def test_budget_from_the_primary_applies_on_the_standby(pair):
             c.close()
 
 
-def test_overrides_on_the_standby(pair):
-    primary, standby = pair
+def test_overrides_on_the_standby(replica_pair):
+    primary, standby = replica_pair
     primary.psql("CREATE ROLE app_ro LOGIN")
     replayed(primary, standby)
     standby.psql("SELECT warden.close_admission(role => 'app_ro', max_connections => 0, reason => 'replica lag')")
@@ -121,8 +104,8 @@ def test_overrides_on_the_standby(pair):
     psycopg2.connect(standby.dsn(user="app_ro")).close()
 
 
-def test_promotion(pair):
-    primary, standby = pair
+def test_promotion(replica_pair):
+    primary, standby = replica_pair
     held = [psycopg2.connect(standby.dsn(application_name="survivor")) for _ in range(2)]
     standby.promote()
     wait_until(lambda: standby.psql("SELECT in_recovery FROM warden.server_usage") == "f", timeout=20,
@@ -132,4 +115,54 @@ def test_promotion(pair):
     wait_until(lambda: standby.psql("SELECT count(*) FROM warden.budget_usage WHERE name = 'after-promotion'")
                == "1", timeout=10, what="budget on the promoted server")
     for c in held:
+        c.close()
+
+
+def test_policy_from_the_primary_terminates_on_the_standby(replica_pair):
+    """A policy defined on the primary acts on the standby's own idle sessions,
+    on time and never early, keeping keep_min; the records stay on the standby
+    and survive its promotion, and new ones keep coming after it."""
+    import time as _time
+    primary, standby = replica_pair
+    offenders = [psycopg2.connect(standby.dsn(application_name="ro-pool")) for _ in range(4)]
+    for c in offenders:
+        c.autocommit = True
+        c.cursor().execute("SELECT 1")
+    started = _time.time()
+    on_primary = [psycopg2.connect(primary.dsn(application_name="ro-pool")) for _ in range(2)]
+    primary.psql("SELECT warden.add_idle_policy(name => 'ro-idle', idle_timeout => '2 s', "
+                 "application => 'ro-pool', keep_min => 1)")
+    replayed(primary, standby)
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "3",
+               timeout=15, what="three terminations on the standby")
+    rows = standby.psql("SELECT idle_seconds FROM warden.terminations WHERE policy = 'ro-idle'").split()
+    assert all(float(x) >= 2.0 for x in rows), rows
+    assert all(float(x) < 2.0 + 1.0 for x in rows), rows   # on time (wide margin for a loaded box)
+    assert _time.time() - started >= 2.0
+    alive = []
+    for c in offenders:
+        try:
+            c.cursor().execute("SELECT 1")
+            alive.append(c)
+        except psycopg2.Error:
+            pass
+    assert len(alive) == 1  # keep_min
+    # the primary's own idle sessions are terminated by the primary's worker, and
+    # recorded there, not on the standby
+    wait_until(lambda: primary.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "1",
+               timeout=10, what="the primary's own termination")
+    assert standby.psql("SELECT count(*) FROM warden.terminations") == "3"
+    # history is recorded on the standby too
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.usage_history "
+                                    "WHERE application_name = 'ro-pool'") != "0",
+               timeout=10, what="history on the standby")
+    # promotion: the records are still there, and new ones keep coming
+    standby.promote()
+    wait_until(lambda: standby.psql("SELECT in_recovery FROM warden.server_usage") == "f", timeout=20,
+               what="promotion")
+    assert standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "3"
+    more = [psycopg2.connect(standby.dsn(application_name="ro-pool")) for _ in range(2)]
+    wait_until(lambda: standby.psql("SELECT count(*) FROM warden.terminations WHERE policy = 'ro-idle'") == "5",
+               timeout=15, what="new terminations after promotion")
+    for c in alive + more + on_primary:
         c.close()

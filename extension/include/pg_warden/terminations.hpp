@@ -8,7 +8,8 @@
  * guarded by terminations_lock (exclusive to append, shared to copy out).
  * The ring is saved to $PGDATA/pg_warden_terminations.dat by the postmaster
  * at a clean shutdown and loaded (then removed) at the next start; a crash
- * loses it, a corrupt or foreign file is ignored with a LOG line.
+ * loses it; a file that fails its CRC-32C, or was written by another
+ * version, is ignored with a LOG line.
  */
 #pragma once
 
