@@ -111,3 +111,16 @@ TEST(LikeMatch, BacktracksWithoutBlowingUp) {
   EXPECT_TRUE(LikeMatch("ab%cd", "ab\\%%"));
   EXPECT_FALSE(LikeMatch("abxcd", "ab\\%%"));
 }
+
+// The semantics the fuzz target (tests/fuzz/fuzz_cron.cpp) checks against its
+// reference matcher, at the edges: backslashes at the end and escaped.
+TEST(LikeMatch, EscapesAtTheEdges) {
+  EXPECT_TRUE(LikeMatch("back\\", "back\\"));  // a trailing backslash is a literal one
+  EXPECT_FALSE(LikeMatch("back", "back\\"));
+  EXPECT_TRUE(LikeMatch("a\\b", "a\\\\b"));  // an escaped backslash
+  EXPECT_FALSE(LikeMatch("ab", "a\\\\b"));
+  EXPECT_TRUE(LikeMatch("x%y%z", "%\\%%\\%z"));
+  EXPECT_FALSE(LikeMatch("x%yz", "%\\%%\\%z"));
+  EXPECT_TRUE(LikeMatch("a", "%%%a%%%"));
+  EXPECT_FALSE(LikeMatch("", "\\%"));
+}
