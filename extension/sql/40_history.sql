@@ -1,6 +1,7 @@
 -- Usage history and pool right-sizing advice ------------------------------
 -- Kept in this server's shared memory (a standby has its own), saved to
--- pg_stat/pg_warden_history.bin at a clean shutdown and loaded at start.
+-- pg_stat_tmp/pg_warden_history.bin at shutdown and every
+-- warden.history_save_interval, and loaded at start.
 
 CREATE FUNCTION warden.usage_history(
     OUT database name, OUT role name, OUT application_name text,

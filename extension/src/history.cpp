@@ -76,7 +76,7 @@ struct DayHistogram {
 };
 
 struct HistorySlot {
-  int32 entry; /* usage entry; meaningless in the file */
+  int32 entry;       /* usage entry; meaningless in the file */
   int32 last_minute; /* newest minute/hour/day number recorded (since 2000-01-01 UTC) */
   int32 last_hour;
   int32 last_day;
@@ -102,8 +102,13 @@ struct HistoryShared {
 
 HistoryShared *history = nullptr;
 
-constexpr const char *kHistoryFile = "pg_stat/pg_warden_history.bin";
-constexpr const char *kHistoryTmpFile = "pg_stat/pg_warden_history.bin.tmp";
+/*
+ * In pg_stat_tmp, not pg_stat: the file exists while the server runs, and
+ * base backups and pg_rewind skip pg_stat_tmp, so a standby made from this
+ * server never starts with this server's history. It survives restarts.
+ */
+constexpr const char *kHistoryFile = "pg_stat_tmp/pg_warden_history.bin";
+constexpr const char *kHistoryTmpFile = "pg_stat_tmp/pg_warden_history.bin.tmp";
 constexpr uint32 kFileMagic = 0x50574831; /* "PWH1" */
 constexpr uint32 kFileVersion = 1;
 
@@ -243,9 +248,9 @@ void Record(HistorySlot *slot, const SampleTime &t, uint16 active, uint16 idle_i
 bool WriteHistoryFile(HistorySlot *buffer) {
   FILE *file = AllocateFile(kHistoryTmpFile, PG_BINARY_W);
   if (file == nullptr) {
-    ereport(LOG, (errcode_for_file_access(),
-                  errmsg("pg_warden: could not write usage history file \"%s\": %m",
-                         kHistoryTmpFile)));
+    ereport(LOG,
+            (errcode_for_file_access(),
+             errmsg("pg_warden: could not write usage history file \"%s\": %m", kHistoryTmpFile)));
     return false;
   }
   int32 nslots = history->used_slots;
@@ -292,9 +297,9 @@ bool WriteHistoryFile(HistorySlot *buffer) {
   ok = ok && !ferror(file);
   if (FreeFile(file) != 0) ok = false;
   if (!ok) {
-    ereport(LOG, (errcode_for_file_access(),
-                  errmsg("pg_warden: could not write usage history file \"%s\": %m",
-                         kHistoryTmpFile)));
+    ereport(LOG,
+            (errcode_for_file_access(),
+             errmsg("pg_warden: could not write usage history file \"%s\": %m", kHistoryTmpFile)));
     unlink(kHistoryTmpFile);
     return false;
   }
@@ -319,7 +324,8 @@ void MaybeSaveHistory(TimestampTz now) {
   if (now < next_save_at) return;
   next_save_at = now + interval;
   if (save_buffer == nullptr)
-    save_buffer = static_cast<HistorySlot *>(MemoryContextAlloc(TopMemoryContext, sizeof(HistorySlot)));
+    save_buffer =
+        static_cast<HistorySlot *>(MemoryContextAlloc(TopMemoryContext, sizeof(HistorySlot)));
   instr_time start;
   INSTR_TIME_SET_CURRENT(start);
   if (!WriteHistoryFile(save_buffer)) return;
@@ -350,9 +356,9 @@ void LoadHistory() {
   FILE *file = AllocateFile(kHistoryFile, PG_BINARY_R);
   if (file == nullptr) {
     if (errno != ENOENT)
-      ereport(LOG, (errcode_for_file_access(),
-                    errmsg("pg_warden: could not read usage history file \"%s\": %m",
-                           kHistoryFile)));
+      ereport(LOG,
+              (errcode_for_file_access(),
+               errmsg("pg_warden: could not read usage history file \"%s\": %m", kHistoryFile)));
     return;
   }
   FileHeader header;
@@ -425,12 +431,12 @@ void LoadHistory() {
   history->loaded_slots = kept;
   pfree(keys);
   if (dropped > 0)
-    ereport(LOG, (errmsg("pg_warden: loaded usage history of %d keys from \"%s\", %d dropped",
-                         kept, kHistoryFile, dropped),
+    ereport(LOG, (errmsg("pg_warden: loaded usage history of %d keys from \"%s\", %d dropped", kept,
+                         kHistoryFile, dropped),
                   errhint("Raise warden.history_keys or warden.max_tracked to keep them.")));
   else
-    ereport(LOG, (errmsg("pg_warden: loaded usage history of %d keys from \"%s\"", kept,
-                         kHistoryFile)));
+    ereport(LOG,
+            (errmsg("pg_warden: loaded usage history of %d keys from \"%s\"", kept, kHistoryFile)));
 }
 
 /* ---- reading ------------------------------------------------------------------ */
@@ -455,7 +461,8 @@ bool ReadSlot(int32 i, Copy &&copy) {
 void KeyValues(int32 entry, Datum *values, bool *nulls) {
   const UsageKey &key = tracking->entries[entry].key;
   const bool global_other = (entry == 0);
-  values[0] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.database)));
+  values[0] =
+      NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.database)));
   values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.role)));
   nulls[0] = nulls[1] = global_other;
   values[2] = CStringGetTextDatum(key.application);
@@ -572,7 +579,8 @@ WARDEN_FUNCTION(usage_history) {
       const HourBucket &b = slot->hours[Ring(n, kHours)];
       if (b.samples == 0 || n <= now.hour - kHours) continue;
       values[4] = TimestampTzGetDatum(static_cast<TimestampTz>(n) * USECS_PER_HOUR);
-      values[5] = Int32GetDatum(static_cast<int32>(Min(b.samples, static_cast<uint32>(PG_INT32_MAX))));
+      values[5] =
+          Int32GetDatum(static_cast<int32>(Min(b.samples, static_cast<uint32>(PG_INT32_MAX))));
       values[6] = Int32GetDatum(b.active_peak);
       values[7] = Float8GetDatum(Mean(b.active_sum, b.samples));
       values[8] = Int32GetDatum(b.connections_peak);
@@ -600,12 +608,12 @@ WARDEN_FUNCTION(pool_advice) {
   Days *copy = static_cast<Days *>(palloc(sizeof(Days)));
   uint64 bins[kBins];
 
-  for (int32 i = 0; ReadSlot(i, [copy](const HistorySlot &s) {
-         copy->entry = s.entry;
-         copy->last_day = s.last_day;
-         memcpy(copy->days, s.days, sizeof(s.days));
-       });
-       i++) {
+  auto copy_days = [copy](const HistorySlot &s) {
+    copy->entry = s.entry;
+    copy->last_day = s.last_day;
+    memcpy(copy->days, s.days, sizeof(s.days));
+  };
+  for (int32 i = 0; ReadSlot(i, copy_days); i++) {
     memset(bins, 0, sizeof(bins));
     uint64 samples = 0;
     int32 in_use_max = 0, connections_max = 0;
@@ -653,7 +661,8 @@ WARDEN_FUNCTION(history_stats) {
   RequireHistory();
   TupleDesc tupdesc;
   if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
   LWLockAcquire(history->lock, LW_SHARED);
   const int32 used_slots = history->used_slots;
   const int32 loaded = history->loaded_slots;

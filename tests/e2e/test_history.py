@@ -13,7 +13,7 @@ import pytest
 from pgcluster import wait_until
 
 APP = "api-pool"
-HISTORY_FILE = os.path.join("pg_stat", "pg_warden_history.bin")
+HISTORY_FILE = os.path.join("pg_stat_tmp", "pg_warden_history.bin")
 
 
 def rows(cluster, sql):
@@ -215,12 +215,21 @@ def test_damaged_history_file_is_ignored(cluster):
                             " WHERE application_name = 'short'") == "0"
 
 
-def test_standby_keeps_its_own_history(cluster):
+def test_standby_keeps_its_own_history(make_cluster):
     """A hot standby records the history of its own connections, in its own
-    shared memory and file; the primary's history does not mix with it."""
+    shared memory and file; the primary's history does not mix with it, not
+    even through the base backup."""
+    cluster = make_cluster(conf={"warden.history_save_interval": "'1s'"})
+    primary_conn = psycopg2.connect(cluster.dsn(application_name="primary-pool"))
+    wait_until(lambda: cluster.psql("SELECT saved_at IS NOT NULL AND used_keys >= 1"
+                                    " FROM warden.history_stats()") == "t",
+               timeout=15, what="a saved history on the primary")
+    assert os.path.exists(os.path.join(cluster.datadir, HISTORY_FILE))
     standby = cluster.make_standby()
     standby.start()
     try:
+        assert not os.path.exists(os.path.join(standby.datadir, HISTORY_FILE))
+        assert not minute_rows(standby, "primary-pool")
         wait_until(lambda: standby.psql("SELECT count(*) FROM pg_extension"
                                         " WHERE extname = 'pg_warden'") == "1",
                    timeout=15, what="the extension replayed on the standby")
@@ -240,5 +249,15 @@ def test_standby_keeps_its_own_history(cluster):
         assert "pg_warden: loaded usage history of" in standby.log_text()
         assert advice(standby, "replica-pool")["active_max"] == 1
         assert standby.psql("SELECT in_recovery FROM warden.server_usage") == "t"
+        assert not minute_rows(standby, "primary-pool")
+        # Promotion: nothing moves, the history goes on (no restart).
+        samples = advice(standby, "replica-pool")["samples"]
+        standby.promote()
+        wait_until(lambda: standby.psql("SELECT in_recovery FROM warden.server_usage") == "f",
+                   timeout=15, what="the promotion")
+        wait_until(lambda: advice(standby, "replica-pool")["samples"] > samples, timeout=10,
+                   what="samples after the promotion")
+        assert advice(standby, "replica-pool")["active_max"] == 1
     finally:
         standby.destroy()
+        primary_conn.close()

@@ -121,7 +121,11 @@ def test_offender_gone_on_time_never_early(db):
     late = lateness_ms(sessions, 1.5)
     print(f"\nlateness over {len(late)} terminations: p50 {pct(late, 50):.1f} ms,"
           f" p99 {pct(late, 99):.1f} ms, max {late[-1]:.1f} ms, min {late[0]:.1f} ms")
-    assert late[0] > -2.0, "terminated early"
+    # The client stamps idle_since when the result arrives, after the server went
+    # idle; on a loaded box that delay reaches a few ms, so the client's view can
+    # look early by that much. "Never early" is asserted exactly below, from the
+    # server's own idle time (pgstat's state_start).
+    assert late[0] > -25.0, "terminated early (beyond the client's stamping delay)"
     assert pct(late, 99) < 100, "far later than the 20 ms target even on a loaded box"
     rows = [r for r in terminations(db, "policy = 'ontime'")]
     assert sorted(r[0] for r in rows) == sorted(s.pid for s in sessions)
@@ -370,7 +374,8 @@ def test_300_connections_10_policies_no_wrong_termination(db):
           f" p50 {pct(late, 50):.1f} ms, p99 {pct(late, 99):.1f} ms, max {late[-1]:.1f} ms;"
           f" recorded by the worker p50 {pct(server_late, 50):.1f} ms, p99 {pct(server_late, 99):.1f} ms,"
           f" max {server_late[-1]:.1f} ms; worker sample ms last|mean|backends: {stats}")
-    assert late[0] > -2.0 and server_late[0] >= 0.0, f"terminated early: {late[0]} {server_late[0]}"
+    # server_late is exact (pgstat's state_start); the client's view lags by its stamping delay
+    assert late[0] > -25.0 and server_late[0] >= 0.0, f"terminated early: {late[0]} {server_late[0]}"
     assert pct(late, 99) < 200
     # the kept ten of each group stay, however long they idle
     assert watch(everyone, 1.0) == list(killed) or not set(watch(everyone, 0.01)) - killed
