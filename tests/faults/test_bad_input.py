@@ -3,7 +3,8 @@ wrong types, NULLs, negatives, overlong names, unicode, quotes and
 semicolons. Each bad call fails with a clear ERROR and the expected SQLSTATE
 and changes nothing (tables, shared memory, overrides, terminations). Then
 hostile names that are valid (quotes, semicolons, unicode, LIKE characters)
-go through the whole path and are matched literally at login."""
+go through the whole path and are matched literally at login. And every
+setting of the extension with bad values."""
 import psycopg2
 import psycopg2.sql
 import pytest
@@ -339,3 +340,36 @@ def test_quotes_semicolons_unicode_are_matched_literally(make_cluster):
     for c in held + [victim, bystander]:
         c.close()
     con.close()
+
+
+# -- settings ------------------------------------------------------------------
+
+SETTINGS = [
+    ("sample-interval-low", "ALTER SYSTEM SET warden.sample_interval = '5ms'", "22023"),
+    ("sample-interval-high", "ALTER SYSTEM SET warden.sample_interval = '2min'", "22023"),
+    ("sample-interval-word", "ALTER SYSTEM SET warden.sample_interval = 'often'", "22023"),
+    ("sample-interval-negative", "ALTER SYSTEM SET warden.sample_interval = -1", "22023"),
+    ("max-tracked-zero", "ALTER SYSTEM SET warden.max_tracked = 0", "22023"),
+    ("max-tracked-overflow", "ALTER SYSTEM SET warden.max_tracked = 99999999999", "22023"),
+    ("degraded-over-100", "ALTER SYSTEM SET warden.degraded_percent = 101", "22023"),
+    ("unhealthy-zero", "ALTER SYSTEM SET warden.unhealthy_percent = 0", "22023"),
+    ("enforce-not-bool", "ALTER SYSTEM SET warden.enforce = 'maybe'", "22023"),
+    ("history-keys-negative", "ALTER SYSTEM SET warden.history_keys = -1", "22023"),
+    ("history-save-too-long", "ALTER SYSTEM SET warden.history_save_interval = '2 days'", "22023"),
+    ("unknown-setting", "ALTER SYSTEM SET warden.no_such_setting = 1", "42704"),
+    ("session-enforce", "SET warden.enforce = off", "55P02"),
+    ("session-exempt-roles", "SET warden.exempt_roles = 'me'", "55P02"),
+    ("session-database", "SET warden.database = 'x'", "55P02"),
+]
+
+
+@pytest.mark.parametrize("sql,sqlstate", [c[1:] for c in SETTINGS], ids=[c[0] for c in SETTINGS])
+def test_bad_settings_are_refused(server, sql, sqlstate):
+    c, con = server
+    with pytest.raises(psycopg2.Error) as err:
+        with con.cursor() as cur:
+            cur.execute(sql)
+    assert err.value.pgcode == sqlstate, err.value.pgerror
+    assert c.psql("SELECT count(*) FROM pg_file_settings WHERE name LIKE 'warden.%' "
+                  "AND sourcefile LIKE '%postgresql.auto.conf'") == "0"
+    assert c.psql("SHOW warden.enforce") == "on"
