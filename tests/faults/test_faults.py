@@ -111,10 +111,18 @@ def test_worker_sigterm_comes_back_without_losing_anything(cluster):
         c.close()
 
 
-def test_worker_sigkill_crash_restart(cluster):
+@pytest.mark.parametrize("victim", ["worker", "loader", "client backend"])
+def test_sigkill_crash_restart(cluster, victim):
+    """SIGKILL of any process attached to shared memory makes the postmaster
+    reset every backend and restart: the extension must come back whole."""
     held = prepare(cluster)
     old = worker_pid(cluster)
-    kill(old, signal.SIGKILL)
+    if victim == "worker":
+        kill(old, signal.SIGKILL)
+    elif victim == "loader":
+        kill(loader_pid(cluster), signal.SIGKILL)
+    else:
+        kill(held[0].get_backend_pid(), signal.SIGKILL)
     # the postmaster treats it as a crash: every backend is reset, the server restarts
     wait_until(lambda: "terminating any other active server processes" in cluster.log_text(),
                timeout=15, what="the crash restart")
