@@ -147,7 +147,9 @@ def test_immediate_stop_and_start(cluster):
 
 
 def test_budget_set_while_loader_is_down_applies_when_it_is_back(cluster):
-    q(cluster, "CREATE ROLE late LOGIN")
+    q(cluster, "CREATE ROLE late LOGIN; CREATE ROLE early LOGIN;"
+               "SELECT warden.set_budget(name => 'early', max_connections => 0, role => 'early')")
+    budget_loaded(cluster, "early", 0)
     wait_until(lambda: loader_pid(cluster), timeout=20, what="the loader")
     for _ in range(3):  # the sampler restarts it ~2 s after it exits
         pid = loader_pid(cluster)
@@ -155,6 +157,8 @@ def test_budget_set_while_loader_is_down_applies_when_it_is_back(cluster):
             break
         kill(pid, signal.SIGTERM)
         wait_until(lambda: loader_pid(cluster) != pid, timeout=10, what="the loader to exit")
+    # what was loaded stays in force while no loader runs
+    assert refused(try_connect(cluster, user="early")[1])
     # the change commits while no loader watches (or before the new one reads it)
     q(cluster, "SELECT warden.set_budget(name => 'late', max_connections => 1, role => 'late')")
     q(cluster, "SELECT warden.add_idle_policy(name => 'late-idle', idle_timeout => '1 s', "
