@@ -124,3 +124,15 @@ TEST(LikeMatch, EscapesAtTheEdges) {
   EXPECT_TRUE(LikeMatch("a", "%%%a%%%"));
   EXPECT_FALSE(LikeMatch("", "\\%"));
 }
+
+// The fuzzer's timeout input (tests/fuzz/corpus/cron/timeout-refmatcher): many
+// '%' and '_' against a long text. It was the fuzz target's first reference
+// matcher that took exponential time; LikeMatch itself (on the login path)
+// must answer at once.
+TEST(LikeMatch, ManyWildcardsAnswerAtOnce) {
+  const std::string text = "* \xff" + std::string(54, '%') + "\x1f* \xff\x01";
+  EXPECT_FALSE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x1e"));
+  EXPECT_TRUE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x01"));
+  const std::string as(200, 'a');
+  EXPECT_FALSE(LikeMatch(as.c_str(), "%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%b"));
+}
