@@ -91,8 +91,10 @@ void LoadAll() {
   const Oid ext = get_extension_oid("pg_warden", true);
   const Oid nsp = OidIsValid(ext) ? get_namespace_oid("warden", true) : InvalidOid;
   if (!OidIsValid(ext) || !OidIsValid(nsp)) {
-    if (!logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
+    /* look again next time: CREATE EXTENSION sends no invalidation we watch */
+    config_stale = true;
+    if (logged_missing_extension) return; /* still missing: nothing changed */
+    ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
                            "idle policies and budgets are not loaded",
                            guc_database),
                     errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
@@ -101,11 +103,11 @@ void LoadAll() {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
-    config_stale = true; /* look again next time: CREATE EXTENSION sends no invalidation we watch */
   } else {
     if (logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
-                           guc_database)));
+      ereport(LOG,
+              (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
+                      guc_database)));
     logged_missing_extension = false;
     /* Know which tables to watch before taking the snapshot the tables are read
        with: a commit after the snapshot then always leaves an invalidation that
@@ -128,6 +130,13 @@ void LoadAll() {
   loader_shared->ready = true;
   LWLockRelease(loader_shared->lock);
   pg_atomic_fetch_add_u64(&loader_shared->generation, 1);
+
+  /* Wake the sampler: it applies the new configuration now, not at its next tick. */
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const int32 sampler_pid = tracking->worker_pid;
+  LWLockRelease(tracking->sample_lock);
+  PGPROC *sampler = sampler_pid != 0 ? BackendPidGetProc(sampler_pid) : nullptr;
+  if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
 
 void LoaderMain() {

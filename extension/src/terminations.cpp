@@ -55,7 +55,8 @@ void SaveRing(int code, Datum) {
     ereport(LOG, (errcode_for_file_access(), errmsg("pg_warden: could not write \"%s\": %m", tmp)));
     return;
   }
-  const uint32 header[3] = {kFileMagic, kFileVersion, static_cast<uint32>(sizeof(TerminationRecord))};
+  const uint32 header[3] = {kFileMagic, kFileVersion,
+                            static_cast<uint32>(sizeof(TerminationRecord))};
   const uint64 appended = ring_shared->appended;
   const pg_crc32c crc = RingChecksum(appended, ring_shared->ring);
   bool ok = fwrite(header, sizeof(header), 1, f) == 1 &&
@@ -161,8 +162,8 @@ WARDEN_FUNCTION(terminations) {
   RequireTracking();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-  TerminationRecord *rows = static_cast<TerminationRecord *>(
-      palloc(sizeof(TerminationRecord) * kTerminationsRing));
+  TerminationRecord *rows =
+      static_cast<TerminationRecord *>(palloc(sizeof(TerminationRecord) * kTerminationsRing));
   LWLockAcquire(ring_shared->lock, LW_SHARED);
   const uint64 appended = ring_shared->appended;
   const uint64 first = appended > kTerminationsRing ? appended - kTerminationsRing : 0;

@@ -63,14 +63,14 @@ TEST(Cron, BothDayFieldsRestrictedMeansEither) {
   EXPECT_FALSE(CronMatches(s, 0, 0, 2, 1, 5));
 }
 
-TEST(Cron, WhitespaceIsFlexible) {
-  EXPECT_NO_THROW(ParseCron("  0   0-5\t* *  * "));
-}
+TEST(Cron, WhitespaceIsFlexible) { EXPECT_NO_THROW(ParseCron("  0   0-5\t* *  * ")); }
 
 TEST(Cron, BadInputNamesTheField) {
   EXPECT_EQ(ErrorOf(""), "expected 5 fields (minute hour day-of-month month day-of-week), got 0");
-  EXPECT_EQ(ErrorOf("* * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
-  EXPECT_EQ(ErrorOf("* * * * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), got 6");
+  EXPECT_EQ(ErrorOf("* * * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
+  EXPECT_EQ(ErrorOf("* * * * * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), got 6");
   EXPECT_EQ(ErrorOf("60 * * * *"), "field 1 (minute) value 60 is out of range 0-59");
   EXPECT_EQ(ErrorOf("* 24 * * *"), "field 2 (hour) value 24 is out of range 0-23");
   EXPECT_EQ(ErrorOf("* * 0 * *"), "field 3 (day of month) value 0 is out of range 1-31");
