@@ -86,7 +86,7 @@ void ClearLoaderPid(int, Datum) {
   LWLockRelease(loader_shared->lock);
 }
 
-/* Inside a transaction with a snapshot. */
+/* Inside a transaction; takes the snapshot it reads the tables with. */
 void LoadAll() {
   const Oid ext = get_extension_oid("pg_warden", true);
   const Oid nsp = OidIsValid(ext) ? get_namespace_oid("warden", true) : InvalidOid;
@@ -109,15 +109,22 @@ void LoadAll() {
               (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
                       guc_database)));
     logged_missing_extension = false;
+    /* Know which tables to watch before taking the snapshot the tables are read
+       with: a commit after the snapshot then always leaves an invalidation that
+       matches (with the snapshot first, one processed while the OIDs were still
+       unknown, e.g. at a new loader's first load, was lost until the next change). */
+    for (int i = 0; i < kNumLoaders; i++)
+      watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
+    PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumLoaders; i++) {
-      watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
       if (OidIsValid(watched[i]))
         kConfigLoaders[i].load();
       else
         kConfigLoaders[i].clear();
     }
     SPI_finish();
+    PopActiveSnapshot();
   }
   LWLockAcquire(loader_shared->lock, LW_EXCLUSIVE);
   loader_shared->ready = true;
@@ -162,9 +169,7 @@ void LoaderMain() {
     if (config_stale) {
       config_stale = false;
       pgstat_report_activity(STATE_RUNNING, "pg_warden: loading configuration");
-      PushActiveSnapshot(GetTransactionSnapshot());
       LoadAll();
-      PopActiveSnapshot();
     }
     CommitTransactionCommand();
     pgstat_report_activity(STATE_IDLE, nullptr);

@@ -114,6 +114,16 @@ bool ValidateText(const char *arg, bool isnull, Datum d, char *out, size_t size)
   return true;
 }
 
+/*
+ * PostgreSQL keeps only printable ASCII in application_name (any other byte
+ * becomes '?'), so a pattern with other characters could never match: refuse it.
+ */
+void ValidateApplicationPattern(const char *arg, const char *pattern) {
+  if (!ApplicationPatternIsAscii(pattern))
+    InvalidArgument(arg, "must be printable ASCII (PostgreSQL replaces any other character "
+                         "of application_name with '?')");
+}
+
 int32 ValidateKeepMin(bool isnull, Datum d) {
   if (isnull) InvalidArgument("keep_min", "must not be NULL");
   const int32 v = DatumGetInt32(d);
@@ -164,6 +174,7 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
   p->idle_timeout_us = ValidateTimeout("idle_timeout", PG_ARGISNULL(1), PG_GETARG_DATUM(1));
   p->any_application = !ValidateText("application", PG_ARGISNULL(2), PG_GETARG_DATUM(2),
                                      p->application, sizeof(p->application));
+  ValidateApplicationPattern("application", p->application);
   p->any_role = !ValidateText("role", PG_ARGISNULL(3), PG_GETARG_DATUM(3), p->role, NAMEDATALEN);
   p->any_database =
       !ValidateText("database", PG_ARGISNULL(4), PG_GETARG_DATUM(4), p->database, NAMEDATALEN);
@@ -606,6 +617,12 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, con
   return deadline;
 }
 
+bool ApplicationPatternIsAscii(const char *s) {
+  for (; *s; s++)
+    if (static_cast<unsigned char>(*s) < 0x20 || static_cast<unsigned char>(*s) > 0x7E) return false;
+  return true;
+}
+
 }  // namespace warden
 
 using namespace warden;
@@ -643,6 +660,7 @@ WARDEN_FUNCTION(terminate_idle) {
   char application[kMaxPatternBytes + 1], role[NAMEDATALEN], database[NAMEDATALEN];
   const bool has_app = ValidateText("application", PG_ARGISNULL(1), PG_GETARG_DATUM(1), application,
                                     sizeof(application));
+  ValidateApplicationPattern("application", application);
   const bool has_role =
       ValidateText("role", PG_ARGISNULL(2), PG_GETARG_DATUM(2), role, NAMEDATALEN);
   const bool has_db =

@@ -111,3 +111,28 @@ TEST(LikeMatch, BacktracksWithoutBlowingUp) {
   EXPECT_TRUE(LikeMatch("ab%cd", "ab\\%%"));
   EXPECT_FALSE(LikeMatch("abxcd", "ab\\%%"));
 }
+
+// The semantics the fuzz target (tests/fuzz/fuzz_cron.cpp) checks against its
+// reference matcher, at the edges: backslashes at the end and escaped.
+TEST(LikeMatch, EscapesAtTheEdges) {
+  EXPECT_TRUE(LikeMatch("back\\", "back\\"));  // a trailing backslash is a literal one
+  EXPECT_FALSE(LikeMatch("back", "back\\"));
+  EXPECT_TRUE(LikeMatch("a\\b", "a\\\\b"));  // an escaped backslash
+  EXPECT_FALSE(LikeMatch("ab", "a\\\\b"));
+  EXPECT_TRUE(LikeMatch("x%y%z", "%\\%%\\%z"));
+  EXPECT_FALSE(LikeMatch("x%yz", "%\\%%\\%z"));
+  EXPECT_TRUE(LikeMatch("a", "%%%a%%%"));
+  EXPECT_FALSE(LikeMatch("", "\\%"));
+}
+
+// The fuzzer's timeout input (tests/fuzz/corpus/cron/timeout-refmatcher): many
+// '%' and '_' against a long text. It was the fuzz target's first reference
+// matcher that took exponential time; LikeMatch itself (on the login path)
+// must answer at once.
+TEST(LikeMatch, ManyWildcardsAnswerAtOnce) {
+  const std::string text = "* \xff" + std::string(54, '%') + "\x1f* \xff\x01";
+  EXPECT_FALSE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x1e"));
+  EXPECT_TRUE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x01"));
+  const std::string as(200, 'a');
+  EXPECT_FALSE(LikeMatch(as.c_str(), "%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%b"));
+}

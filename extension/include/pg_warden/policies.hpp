@@ -22,6 +22,9 @@ Size IdlePoliciesShmemSize();
 void IdlePoliciesShmemInit();
 
 /* Loader callbacks (see loader.hpp). */
+/* Printable ASCII only? (what application_name can hold; patterns with other bytes never match) */
+bool ApplicationPatternIsAscii(const char *pattern);
+
 void LoadIdlePolicies();
 void ClearIdlePolicies();
 
