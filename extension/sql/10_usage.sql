@@ -1,12 +1,21 @@
 -- Usage views over the extension's shared memory.
 -- Usage -------------------------------------------------------------------
 
-CREATE FUNCTION warden.app_usage(
-    OUT database name, OUT role name, OUT application_name text,
-    OUT connections int, OUT active int, OUT idle int, OUT idle_in_transaction int,
-    OUT longest_idle_seconds float8, OUT peak_connections int, OUT peak_at timestamptz,
-    OUT opened bigint, OUT refused bigint, OUT terminated bigint)
-  RETURNS SETOF record
+-- The row type of app_usage is a named composite type rather than OUT
+-- parameters: PostgreSQL rebuilds the result descriptor of an OUT-parameter
+-- function from pg_proc's arrays several times per query (parse, plan,
+-- executor start, the call), while a named row type comes from the type
+-- cache. That is about 25,000 instructions, ~11 % of one `SELECT * FROM
+-- warden.app_usage` (docs/benchmarks.md).
+CREATE TYPE warden.app_usage_row AS (
+    database name, role name, application_name text,
+    connections int, active int, idle int, idle_in_transaction int,
+    longest_idle_seconds float8, peak_connections int, peak_at timestamptz,
+    opened bigint, refused bigint, terminated bigint);
+COMMENT ON TYPE warden.app_usage_row IS 'A row of warden.app_usage.';
+
+CREATE FUNCTION warden.app_usage()
+  RETURNS SETOF warden.app_usage_row
   LANGUAGE C STRICT VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'app_usage';
 COMMENT ON FUNCTION warden.app_usage() IS
   'Connection usage per (database, role, application_name); see the view warden.app_usage.';
