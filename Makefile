@@ -29,8 +29,10 @@ include $(PGXS)
 # Server headers as system headers: their warnings are not ours.
 override CPPFLAGS := $(patsubst -I$(includedir_server),-isystem $(includedir_server),$(patsubst -I$(includedir_internal),-isystem $(includedir_internal),$(CPPFLAGS)))
 
-pg_warden--1.0.sql: $(sort $(wildcard extension/sql/*.sql))
-	cat $^ > $@
+# Always re-assembled (cheap): a renamed or removed part must not leave a stale script.
+pg_warden--1.0.sql: $(sort $(wildcard extension/sql/*.sql)) FORCE
+	cat $(filter-out FORCE,$^) > $@
+FORCE:
 
 .PHONY: test demo bench
 test:

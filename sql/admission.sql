@@ -98,7 +98,7 @@ SELECT warden.open_admission(role => 'regress_app_api');
 RESET ROLE;
 
 -- pg_dump keeps budgets: the table is an extension configuration table
-SELECT extcondition, c.relname
+SELECT c.relname
   FROM pg_extension e, unnest(e.extconfig) AS t(oid) JOIN pg_class c ON c.oid = t.oid
  WHERE e.extname = 'pg_warden' AND c.relname = 'budgets';
 

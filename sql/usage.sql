@@ -63,7 +63,7 @@ SELECT opened, refused, terminated, peak_connections = connections AS peak_reset
 
 -- privileges: nothing for a plain role, reading for pg_monitor members
 CREATE ROLE regress_warden_plain;
-CREATE ROLE regress_warden_monitor IN ROLE pg_monitor;
+CREATE ROLE regress_warden_monitor LOGIN IN ROLE pg_monitor;
 SET ROLE regress_warden_plain;
 SELECT count(*) FROM warden.app_usage;
 SELECT count(*) FROM warden.role_usage;
@@ -73,7 +73,8 @@ SELECT count(*) FROM warden.backends;
 SELECT count(*) FROM warden.app_usage();
 SELECT warden.reset_stats();
 RESET ROLE;
-SET ROLE regress_warden_monitor;
+-- a monitoring login
+\c - regress_warden_monitor
 SELECT count(*) > 0 AS can_read FROM warden.app_usage;
 SELECT count(*) > 0 AS can_read FROM warden.app_usage();
 SELECT count(*) > 0 AS can_read FROM warden.role_usage;
@@ -81,7 +82,7 @@ SELECT count(*) > 0 AS can_read FROM warden.database_usage;
 SELECT count(*) = 1 AS can_read FROM warden.server_usage;
 SELECT count(*) > 0 AS can_read FROM warden.backends;
 SELECT warden.reset_stats();
-RESET ROLE;
+\c - postgres
 
 -- the worker's cost is visible to monitoring
 SELECT samples > 0 AS sampling, tracked_keys >= 2 AS keys, key_capacity FROM warden.worker_stats();

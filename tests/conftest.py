@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "harness"))
 import pgcluster  # noqa: E402
+from pgcluster import wait_until  # noqa: E402
 
 # Thousands of client connections from one process need file descriptors.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -37,3 +38,16 @@ def make_cluster():
 def cluster(make_cluster):
     """One started server with pg_warden preloaded and created in `postgres`."""
     return make_cluster()
+
+
+@pytest.fixture
+def replica_pair(make_cluster):
+    """(primary, standby): a started primary with pg_warden created, and a
+    streaming hot standby of it made with pg_basebackup -R."""
+    primary = make_cluster(conf={"max_connections": "100"})
+    standby = primary.make_standby()
+    standby.start()
+    wait_until(lambda: primary.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == "1",
+               timeout=30, what="streaming replication")
+    yield primary, standby
+    standby.destroy()

@@ -9,6 +9,8 @@
  * the connection is counted in before the lock is released: no
  * check-then-act race. The FATAL is raised after the lock is released.
  */
+#include "pg_warden/cron.hpp"
+
 #include "pg_warden/admission.hpp"
 
 #include "pg_warden/boundary.hpp"
@@ -59,7 +61,7 @@ bool RuleMatches(const AdmissionRule &r, const char *database, const char *role,
                  const char *application) {
   if (r.has_database && strcmp(r.database, database) != 0) return false;
   if (r.has_role && strcmp(r.role, role) != 0) return false;
-  if (r.has_application && !LikeMatch(r.application, application)) return false;
+  if (r.has_application && !LikeMatch(application, r.application)) return false;
   return true;
 }
 
@@ -214,34 +216,6 @@ void CopyName(char *dst, const char *src, bool *has) {
 
 }  // namespace
 
-bool LikeMatch(const char *p, const char *t) {
-  /* Iterative wildcard match with backtracking to the last '%'. */
-  const char *star_p = nullptr;
-  const char *star_t = nullptr;
-  while (*t) {
-    if (*p == '\\' && p[1] != '\0') {
-      if (p[1] == *t) {
-        p += 2;
-        t++;
-        continue;
-      }
-    } else if (*p == '%') {
-      star_p = ++p;
-      star_t = t;
-      continue;
-    } else if (*p == '_' || (*p != '\0' && *p == *t)) {
-      p++;
-      t++;
-      continue;
-    }
-    if (star_p == nullptr) return false;
-    p = star_p;
-    t = ++star_t;
-  }
-  while (*p == '%') p++;
-  return *p == '\0';
-}
-
 Size AdmissionShmemSize() {
   const int32 capacity = guc_max_tracked + Max(16, guc_max_tracked / 4) + 1;
   return add_size(MAXALIGN(sizeof(AdmissionShared)), mul_size(capacity + 1, sizeof(EntryMask)));
@@ -336,6 +310,14 @@ void LoadBudgets() {
   RecountActive();
   LWLockRelease(admission->lock);
   pfree(loaded);
+}
+
+void ClearBudgets() {
+  LWLockAcquire(admission->lock, LW_EXCLUSIVE);
+  for (int r = 0; r < kMaxBudgets; r++) admission->rules[r].in_use = false;
+  admission->budgets_loaded = false;
+  RecountActive();
+  LWLockRelease(admission->lock);
 }
 
 }  // namespace warden

@@ -13,6 +13,8 @@ int guc_degraded_percent = 80;
 int guc_unhealthy_percent = 90;
 bool guc_enforce = true;
 char *guc_exempt_roles = nullptr;
+int guc_history_keys = 256;
+int guc_history_save_interval = 300;
 
 void DefineSettings() {
   DefineCustomStringVariable(
@@ -43,6 +45,17 @@ void DefineSettings() {
                              "Comma-separated roles pg_warden never terminates or refuses.",
                              nullptr, &guc_exempt_roles, "", PGC_SIGHUP, 0, nullptr, nullptr,
                              nullptr);
+  DefineCustomIntVariable(
+      "warden.history_keys", "Keys whose usage history is kept in shared memory.",
+      "A key gets a history slot at its first sampled connection; keys past it have no "
+      "history. 0 turns history off. Each slot costs about 39 kB.",
+      &guc_history_keys, 256, 0, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "warden.history_save_interval", "How often the worker saves the usage history to disk.",
+      "The history is also saved at shutdown; after a crash it comes back as of the last "
+      "save. 0: only at shutdown.",
+      &guc_history_save_interval, 300, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+      nullptr);
   MarkGUCPrefixReserved("warden");
 }
 

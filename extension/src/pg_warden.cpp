@@ -2,11 +2,15 @@
  * pg_warden.cpp — _PG_init and the hooks pg_warden installs. Each hook
  * chains the previous one and enters pg_warden code through Guard().
  * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
- * (worker.cpp), views (views.cpp).
+ * (worker.cpp), views (views.cpp), usage history (history.cpp).
  */
 #include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/history.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
+#include "pg_warden/terminations.hpp"
 #include "pg_warden/tracking.hpp"
 #include "pg_warden/worker.hpp"
 
@@ -34,6 +38,11 @@ struct SharedSubsystem {
 const SharedSubsystem kSubsystems[] = {
     {TrackingShmemSize, TrackingShmemInit},
     {AdmissionShmemSize, AdmissionShmemInit},
+    {LoaderShmemSize, LoaderShmemInit},
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
+    {TerminationsShmemSize, TerminationsShmemInit},
+    /* after tracking: loading the history file maps keys to usage entries */
+    {HistoryShmemSize, HistoryShmemInit},
 };
 
 void ShmemRequest() {

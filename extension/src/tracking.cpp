@@ -103,9 +103,10 @@ const char *SessionStateName(SessionState s) {
   return "starting";
 }
 
+int32 UsageCapacity() { return guc_max_tracked + OtherCapacity(guc_max_tracked) + 1; }
+
 Size TrackingShmemSize() {
-  const int32 other = OtherCapacity(guc_max_tracked);
-  const int32 capacity = guc_max_tracked + other + 1;
+  const int32 capacity = UsageCapacity();
   Size size = MAXALIGN(sizeof(TrackingShared));
   size = add_size(size, MAXALIGN(mul_size(capacity, sizeof(UsageEntry))));
   size = add_size(size, MAXALIGN(mul_size(IndexSize(capacity), sizeof(int32))));

@@ -14,6 +14,9 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/history.hpp"
+#include "pg_warden/loader.hpp"
+#include "pg_warden/policies.hpp"
 #include "pg_warden/tracking.hpp"
 
 namespace warden {
@@ -35,6 +38,7 @@ struct PidMap {
 
 EntrySample *entry_samples = nullptr;
 PidMap pid_map;
+Oid *sampled_roles = nullptr; /* role of each backend in the sample being built */
 
 void ClearWorkerPid(int, Datum) {
   if (tracking == nullptr) return;
@@ -91,7 +95,8 @@ bool ApplicationChanged(const UsageEntry &entry, const char *appname) {
   return strncmp(entry.key.application, appname ? appname : "", NAMEDATALEN - 1) != 0;
 }
 
-void SampleOnce() {
+/* Samples, then enforces idle policies; returns when enforcement must run again (0: no need). */
+TimestampTz SampleOnce() {
   instr_time start;
   INSTR_TIME_SET_CURRENT(start);
   const TimestampTz now = GetCurrentTimestamp();
@@ -160,8 +165,11 @@ void SampleOnce() {
       sb.backend_start = be->st_proc_start_timestamp;
       sb.xact_start = be->st_xact_start_timestamp;
       sb.client_addr = be->st_clientaddr;
+      sampled_roles[nsampled - 1] = be->st_userid;
     }
   }
+
+  const TimestampTz deadline = EnforceIdlePolicies(out, sampled_roles, nsampled, now);
 
   instr_time elapsed;
   INSTR_TIME_SET_CURRENT(elapsed);
@@ -185,7 +193,9 @@ void SampleOnce() {
   tracking->last_sample_ms = ms;
   tracking->total_sample_ms += ms;
   LWLockRelease(tracking->sample_lock);
+  HistoryRecordSample(now);
   pgstat_clear_backend_activity_snapshot();
+  return deadline;
 }
 
 void WorkerMain() {
@@ -206,6 +216,8 @@ void WorkerMain() {
   pid_map.pids = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.slots = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.mask = map_size - 1;
+  sampled_roles =
+      static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(tracking->max_backends)));
 
   on_shmem_exit(ClearWorkerPid, 0);
   LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
@@ -213,7 +225,13 @@ void WorkerMain() {
   LWLockRelease(tracking->sample_lock);
   ereport(LOG, (errmsg("pg_warden worker started (sample interval %d ms)", guc_sample_interval)));
 
+  /*
+   * Two clocks: the sample tick, and the deadline of the next idle-policy
+   * offender (so terminations are on time, not up to a tick late). Waking
+   * for a deadline samples again (fresh states) without moving the tick.
+   */
   TimestampTz next_sample = GetCurrentTimestamp();
+  TimestampTz next_deadline = 0;
   for (;;) {
     CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
@@ -221,12 +239,19 @@ void WorkerMain() {
       ProcessConfigFile(PGC_SIGHUP);
     }
     TimestampTz now = GetCurrentTimestamp();
-    if (now >= next_sample) {
-      SampleOnce();
-      next_sample = now + static_cast<TimestampTz>(guc_sample_interval) * 1000;
-      if (next_sample < now) next_sample = now;
+    const bool tick = now >= next_sample;
+    if (tick || (next_deadline != 0 && now >= next_deadline)) {
+      next_deadline = SampleOnce();
+      if (tick) {
+        ManageLoader(now);
+        next_sample = now + static_cast<TimestampTz>(guc_sample_interval) * 1000;
+        if (next_sample < now) next_sample = now;
+      }
     }
-    long timeout_ms = static_cast<long>((next_sample - GetCurrentTimestamp() + 999) / 1000);
+    TimestampTz wake = next_sample;
+    if (next_deadline != 0 && next_deadline < wake) wake = next_deadline;
+    /* round up: never wake before the deadline */
+    long timeout_ms = static_cast<long>((wake - GetCurrentTimestamp() + 999) / 1000);
     if (timeout_ms < 0) timeout_ms = 0;
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
                     PG_WAIT_EXTENSION);

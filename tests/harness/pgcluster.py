@@ -213,7 +213,7 @@ class Cluster:
                      base_dir=self.base_dir, tcp=self.tcp)
         run(_as_server_user([f"{PG_BIN}/pg_basebackup", "-D", sb.datadir, "-R", "-X", "stream",
                              "-h", self.sockdir, "-p", str(self.port), "-U", "postgres",
-                             "--no-sync"]))
+                             "--no-sync", "--checkpoint=fast"]))
         sb.write_conf({**sb.base_conf(), **sb.conf})
         return sb
 
@@ -284,3 +284,71 @@ def wait_until(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "c
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class PgBouncer:
+    """A throwaway pgbouncer in front of a Cluster (same temp dir, run as the
+    server user). Admin console: dbname=pgbouncer, user postgres."""
+
+    def __init__(self, cluster: Cluster, pool_mode: str = "session", pool_size: int = 2):
+        self.cluster = cluster
+        self.port = free_port()
+        self.dir = cluster.base_dir
+        self.ini = os.path.join(self.dir, f"pgbouncer-{self.port}.ini")
+        self.logfile = os.path.join(self.dir, f"pgbouncer-{self.port}.log")
+        self.userlist = os.path.join(self.dir, f"pgbouncer-{self.port}.users")
+        with open(self.userlist, "w") as f:  # trust still needs the user listed
+            f.write('"postgres" ""\n')
+        with open(self.ini, "w") as f:
+            f.write(f"""[databases]
+postgres = host={cluster.sockdir} port={cluster.port} dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir = {self.dir}
+auth_type = trust
+auth_file = {self.userlist}
+admin_users = postgres
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = 100
+logfile = {self.logfile}
+log_connections = 0
+log_disconnections = 0
+""")
+        uid, gid = server_user()
+        os.chown(self.ini, uid, gid)
+        os.chown(self.userlist, uid, gid)
+        self.proc = None
+
+    def start(self) -> "PgBouncer":
+        self.proc = subprocess.Popen(_as_server_user(["pgbouncer", self.ini]),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sock = os.path.join(self.dir, f".s.PGSQL.{self.port}")
+        wait_until(lambda: os.path.exists(sock) or self.proc.poll() is not None, timeout=10,
+                   what="pgbouncer socket")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"pgbouncer did not start (exit {self.proc.returncode})")
+        return self
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", **kw) -> str:
+        parts = [f"host={self.dir}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        parts += [f"{k}={v}" for k, v in kw.items()]
+        return " ".join(parts)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def wait_replayed(primary: Cluster, standby: Cluster, timeout: float = 20.0) -> None:
+    """Wait until the standby has replayed everything the primary wrote so far."""
+    lsn = primary.psql("SELECT pg_current_wal_insert_lsn()")
+    wait_until(lambda: standby.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") == "t",
+               timeout=timeout, what="replay on the standby")

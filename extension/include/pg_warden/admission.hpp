@@ -31,8 +31,7 @@ void AdmitLogin(const char *database, const char *role, const char *application)
 
 /* Copies warden.budgets into shared memory (SPI connected, in a transaction). */
 void LoadBudgets();
-
-/* SQL LIKE with backslash escape; no allocation (usable under a lock). */
-bool LikeMatch(const char *pattern, const char *text);
+/* The table or the extension is absent: no budgets. */
+void ClearBudgets();
 
 }  // namespace warden

@@ -23,25 +23,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "pg_warden/error.hpp"
 #include "pg_warden/pg.hpp"
 
+static_assert(warden::kInvalidParameterValue == ERRCODE_INVALID_PARAMETER_VALUE,
+              "SqlState() must encode like MAKE_SQLSTATE");
+
 namespace warden {
-
-/* A C++-regime error with a SQLSTATE (built with MAKE_SQLSTATE). */
-class Error : public std::exception {
- public:
-  Error(int sqlstate, std::string message, std::string detail = {}, std::string hint = {})
-      : sqlstate_(sqlstate), message_(std::move(message)), detail_(std::move(detail)),
-        hint_(std::move(hint)) {}
-  const char *what() const noexcept override { return message_.c_str(); }
-  int sqlstate() const noexcept { return sqlstate_; }
-  const std::string &detail() const noexcept { return detail_; }
-  const std::string &hint() const noexcept { return hint_; }
-
- private:
-  int sqlstate_;
-  std::string message_, detail_, hint_;
-};
 
 /* An ereport(ERROR) caught by PgCall, carried through C++ frames. */
 class PgError : public std::exception {

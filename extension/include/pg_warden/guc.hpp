@@ -14,6 +14,8 @@ extern int guc_degraded_percent;  /* warden.degraded_percent */
 extern int guc_unhealthy_percent; /* warden.unhealthy_percent */
 extern bool guc_enforce;          /* warden.enforce */
 extern char *guc_exempt_roles;    /* warden.exempt_roles */
+extern int guc_history_keys;      /* warden.history_keys (postmaster) */
+extern int guc_history_save_interval; /* warden.history_save_interval, s */
 
 void DefineSettings();
 

@@ -13,7 +13,11 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_authid.h"
@@ -37,10 +41,12 @@ extern "C" {
 #include "pgstat.h"
 #include "port/atomics.h"
 #include "port/pg_bitutils.h"
+#include "port/pg_crc32c.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "postmaster/postmaster.h"
 #include "replication/walsender.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -60,6 +66,15 @@ extern "C" {
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/wait_event.h"
+#include "pgtime.h"
+#include "utils/snapmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/inval.h"
+#include "utils/datetime.h"
+#include "storage/fd.h"
+#include "commands/trigger.h"
+#include "commands/extension.h"
+#include "catalog/namespace.h"
 }
 
 /*

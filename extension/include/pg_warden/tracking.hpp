@@ -34,7 +34,11 @@ constexpr const char *kOtherApplication = "<other>";
 enum WardenLWLock : int {
   kKeysLock = 0,
   kSampleLock,
-  kAdmissionLock,
+  kAdmissionLock,    /* admission.hpp: budgets and overrides */
+  kConfigLock,       /* loader.hpp: loader state */
+  kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
+  kTerminationsLock, /* terminations.hpp: the terminations ring */
+  kHistoryLock,      /* history.hpp: usage history */
   kLWLockCount /* keep last */
 };
 
@@ -119,6 +123,8 @@ struct TrackingShared {
 extern TrackingShared *tracking;
 
 Size TrackingShmemSize();
+/* Number of usage entries (entry indexes are below it), from the settings. */
+int32 UsageCapacity();
 void TrackingShmemInit();
 
 /* Entry for key, added if new; folds into <other> when full. Never fails. */

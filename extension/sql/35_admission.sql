@@ -65,6 +65,10 @@ BEGIN
 END $$;
 CREATE TRIGGER budgets_validate BEFORE INSERT OR UPDATE ON warden.budgets
   FOR EACH ROW EXECUTE FUNCTION warden.budgets_validate();
+-- The loader reloads the table into shared memory at commit (relcache
+-- invalidation, replayed on standbys too).
+CREATE TRIGGER budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.budgets
+  FOR EACH STATEMENT EXECUTE FUNCTION warden.config_changed();
 
 CREATE FUNCTION warden.set_budget(
     name text, max_connections int DEFAULT NULL, application text DEFAULT NULL,

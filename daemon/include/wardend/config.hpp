@@ -1,0 +1,96 @@
+// wardend's configuration (TOML), as documented in docs/daemon.md: the typed
+// model, and the parser that names file, line and key for every bad value.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "wardend/duration.hpp"
+
+namespace wardend {
+
+enum class Priority { kLow, kNormal, kCritical };
+enum class LogFormat { kPlain, kJson };
+enum class EmergencyAction { kTerminateIdle, kCloseAdmission };
+
+const char* ToString(Priority p);
+const char* ToString(EmergencyAction a);
+
+struct DaemonConfig {
+  Millis interval{1000};
+  std::string state_file = "/var/lib/pg_warden/wardend.state";
+  std::string http = "127.0.0.1:9187";  // empty: no HTTP server
+  std::string http_token;               // from http_token or http_token_file; empty: none
+  bool dry_run = false;
+  LogFormat log_format = LogFormat::kPlain;
+  std::string log_level = "info";
+  Millis cooldown{60'000};           // a role back under budget this long: admission reopened
+  double hysteresis_percent = 5;     // an emergency step is undone below at_percent - this
+  double degraded_percent = 80;      // health thresholds, as warden.degraded_percent
+  double unhealthy_percent = 90;     // ... and warden.unhealthy_percent
+  Millis reconnect_min{200};         // backoff after a failed connection attempt
+  Millis reconnect_max{30'000};
+  Millis connect_timeout{5000};
+  Millis statement_timeout{5000};
+  int metrics_max_applications = 200;  // per server; the rest fold into application "<other>"
+};
+
+struct ServerConfig {
+  std::string name;
+  std::string dsn;
+  std::string pgbouncer_dsn;  // optional
+};
+
+struct BudgetConfig {
+  std::string role;
+  std::optional<int> max_connections;
+  std::optional<int> max_idle;
+  std::optional<Millis> idle_in_transaction_timeout;
+  Priority priority = Priority::kNormal;
+  std::optional<Millis> cooldown;  // overrides [daemon] cooldown
+};
+
+struct EmergencyConfig {
+  double at_percent = 0;
+  EmergencyAction action = EmergencyAction::kTerminateIdle;
+  Millis older_than{30 * 60'000};                           // terminate_idle
+  std::vector<Priority> skip_priority{Priority::kCritical};  // terminate_idle
+  std::vector<Priority> priorities{Priority::kLow};          // close_admission: whose roles
+};
+
+struct Config {
+  std::string path;
+  DaemonConfig daemon;
+  std::vector<ServerConfig> servers;
+  std::vector<BudgetConfig> budgets;
+  std::vector<EmergencyConfig> emergencies;
+
+  const BudgetConfig* BudgetFor(const std::string& role) const;
+  Priority PriorityOf(const std::string& role) const;  // normal without a budget
+};
+
+// Every configuration problem: what() is "FILE:LINE: key 'K': message".
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, std::string key, const std::string& message);
+  const std::string& file() const { return file_; }
+  int line() const { return line_; }
+  const std::string& key() const { return key_; }
+
+ private:
+  std::string file_;
+  int line_;
+  std::string key_;
+};
+
+// Parses TOML text; `path` is used in messages and to resolve http_token_file.
+Config ParseConfig(const std::string& text, const std::string& path);
+// Reads and parses a file; a missing/unreadable file is a ConfigError too.
+Config LoadConfig(const std::string& path);
+
+// "host=... password=secret" -> "host=... password=********" (also in URIs).
+std::string MaskDsn(const std::string& dsn);
+
+}  // namespace wardend

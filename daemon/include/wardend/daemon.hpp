@@ -1,0 +1,99 @@
+// wardend's main loop: one thread per server (poll, decide, act), the journal,
+// the status board (HTTP, shared memory), signals, reload and shutdown.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "wardend/config.hpp"
+#include "wardend/decide.hpp"
+#include "wardend/journal.hpp"
+#include "wardend/pg.hpp"
+#include "wardend/status.hpp"
+
+namespace wardend {
+
+struct Options {
+  std::string config_path;
+  bool dry_run = false;  // --dry-run (overrides the file)
+  bool once = false;     // --once
+};
+
+// Signal handlers only set these flags; the main loop acts on them.
+void InstallSignalHandlers();
+
+class HttpServer;
+class StatusSegment;
+class InstanceLock;
+
+class Daemon {
+ public:
+  Daemon(Options opts, Config cfg);
+  ~Daemon();
+  int Run();  // returns the process exit code
+
+ private:
+  struct Slot {
+    ServerConfig server;
+    ServerState state;
+    std::unique_ptr<Connection> conn;
+    ConnPtr bouncer;  // pgbouncer's admin console
+    bool recovered = false;  // the journal's leftovers for this server were undone
+    bool in_recovery = false;
+    double backoff_ms = 0;
+    double next_attempt = 0;  // monotonic seconds
+    std::set<std::string> warned;     // one-time warnings
+    std::set<std::string> dry_logged;  // dry-run decisions already logged
+    std::thread thread;
+  };
+
+  std::shared_ptr<const Config> config() const;
+  bool DryRun(const Config& cfg) const { return opts_.dry_run || cfg.daemon.dry_run; }
+  void StartWorkers();
+  void StopWorkers();
+  void Worker(Slot* s);
+  void Step(Slot& s, const Config& cfg);
+  bool EnsureConnected(Slot& s, const Config& cfg);
+  void Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Action& a);
+  void ApplyClose(Slot& s, const Config& cfg, const Snapshot& snap, const Action& a);
+  bool Undo(Slot& s, const JournalEntry& e, const std::string& why);
+  void UndoAll(Slot& s, const Config& cfg, const std::string& why);
+  void PollBouncer(Slot& s, const Config& cfg, ServerStatus& st);
+  void Record(Slot& s, const Action& a, bool dry);
+  void NoteAction(Slot& s, const std::string& kind, const std::string& text);
+  void UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, double poll_seconds);
+  void UpdateStatusError(Slot& s, const Config& cfg, const std::string& error);
+  void RefreshAlerts(const Config& cfg, ServerStatus& st);
+  ServerStatus& StatusOf(const std::string& name);  // status_mu_ held
+  void Publish();                                    // status_mu_ held
+  void Reload();
+  void WaitFor(double seconds);
+  void WarnOnce(Slot& s, const std::string& key, const std::string& msg);
+
+  Options opts_;
+  mutable std::mutex cfg_mu_;
+  std::shared_ptr<const Config> cfg_;
+  std::unique_ptr<Journal> journal_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;  // by server name; survive reloads
+
+  std::mutex status_mu_;
+  DaemonStatus status_;
+  std::unique_ptr<StatusSegment> segment_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<InstanceLock> lock_;
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  std::atomic<bool> stop_workers_{false};
+  std::atomic<bool> shutdown_{false};
+  std::atomic<bool> fast_{false};
+};
+
+}  // namespace wardend

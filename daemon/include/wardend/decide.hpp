@@ -1,0 +1,62 @@
+// The decisions of wardend as pure functions: (config, snapshot, state of the
+// daemon for that server, now) -> actions. No I/O here; the executor applies
+// the actions and records what it applied in ServerState::applied.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "wardend/config.hpp"
+#include "wardend/snapshot.hpp"
+
+namespace wardend {
+
+struct Action {
+  enum class Kind { kTerminate, kCloseAdmission, kOpenAdmission };
+  Kind kind = Kind::kTerminate;
+  std::string role;
+  // kTerminate: the session, re-checked by the executor before terminating.
+  int pid = 0;
+  std::string backend_start;
+  std::string database;
+  std::string application_name;
+  std::string state;
+  double idle_seconds = 0;
+  double min_idle_seconds = 0;  // the session must still be idle at least this long
+  // kCloseAdmission: the cap on the role's connections.
+  int limit = 0;
+  std::string reason;  // "budget app_api: max_idle 10", "emergency 90%: ..."
+};
+
+const char* ToString(Action::Kind k);
+std::string Describe(const Action& a);
+
+struct RoleState {
+  bool budget_closed = false;           // closed because over max_connections
+  std::optional<double> under_since;    // when it went back under its budget
+};
+
+struct ServerState {
+  std::map<std::string, RoleState> roles;
+  std::vector<bool> emergency_active;             // one per [[emergency]]
+  std::map<size_t, std::map<std::string, int>> emergency_caps;  // step -> role -> cap
+  // Admission changes in force on this server (role -> limit), as applied by
+  // the executor (and journaled). decide() only reads it.
+  std::map<std::string, int> applied;
+};
+
+struct Decision {
+  std::vector<Action> actions;
+  std::vector<std::string> events;  // "emergency 90% fired", for the log
+};
+
+// One poll's decisions. Updates state's hysteresis fields (not `applied`).
+Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now);
+
+// The admission limits that should be in force (role -> limit).
+std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState& state);
+
+}  // namespace wardend

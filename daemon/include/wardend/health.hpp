@@ -1,0 +1,28 @@
+// /health, /health/ready, /metrics and /alerts as pure functions of the
+// status (unit-tested without a server or a socket).
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "wardend/config.hpp"
+#include "wardend/status.hpp"
+
+namespace wardend {
+
+// "Healthy" | "Degraded" | "Unhealthy" for one server.
+std::string ServerHealth(const DaemonConfig& d, const ServerStatus& s);
+// The /health document; *http_status is 200 (Healthy, Degraded) or 503.
+nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* http_status);
+// /health/ready: every server polled successfully (last poll ok).
+nlohmann::json ReadyJson(const DaemonStatus& st, int* http_status);
+// Alerts that hold now for one server (key -> severity, message; since left 0).
+std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerStatus& s);
+nlohmann::json AlertsJson(const DaemonStatus& st);
+// Prometheus text exposition format 0.0.4.
+std::string MetricsText(const Config& cfg, const DaemonStatus& st);
+// Escapes a label value (backslash, double quote, newline).
+std::string EscapeLabel(const std::string& v);
+
+}  // namespace wardend

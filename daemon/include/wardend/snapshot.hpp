@@ -1,0 +1,59 @@
+// What one poll of one server returns: value types, discarded after the poll
+// (nothing per backend is kept between polls).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace wardend {
+
+// A client backend that is idle in some way (active ones are only counted).
+struct Backend {
+  int pid = 0;
+  std::string role;
+  std::string database;
+  std::string application_name;
+  std::string state;  // "idle", "idle in transaction", "idle in transaction (aborted)"
+  double state_seconds = 0;
+  std::string backend_start;  // timestamptz as text: identifies the session with pid
+};
+
+struct AppUsage {
+  std::string database;
+  std::string role;
+  std::string application_name;
+  int connections = 0;
+  int active = 0;
+  int idle = 0;
+  int idle_in_transaction = 0;
+  double longest_idle_seconds = 0;
+};
+
+struct RoleCount {
+  int connections = 0;
+  int active = 0;
+  int idle = 0;
+  int idle_in_transaction = 0;
+};
+
+struct Snapshot {
+  int connections = 0;
+  int max_connections = 0;
+  int reserved = 0;
+  double usage_percent = 0;  // of max_connections - reserved, as warden.server_usage
+  bool in_recovery = false;
+  std::optional<double> replay_lag_seconds;
+  int own_pid = 0;  // wardend's own backend: never acted on
+  std::vector<Backend> backends;  // idle backends only
+  std::vector<AppUsage> apps;     // connections > 0 only
+
+  std::map<std::string, RoleCount> Roles() const;
+  int Active() const;
+  int Idle() const;
+  int IdleInTransaction() const;
+  double LongestIdleSeconds() const;
+};
+
+}  // namespace wardend

@@ -1,0 +1,358 @@
+// Parsing and validation of wardend.toml. Every key is checked for type and
+// range, unknown keys are errors (a typo must not silently disable a budget),
+// and every error names the file, the line and the key.
+#include "wardend/config.hpp"
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace wardend {
+
+const char* ToString(Priority p) {
+  switch (p) {
+    case Priority::kLow: return "low";
+    case Priority::kNormal: return "normal";
+    case Priority::kCritical: return "critical";
+  }
+  return "normal";
+}
+
+const char* ToString(EmergencyAction a) {
+  return a == EmergencyAction::kTerminateIdle ? "terminate_idle" : "close_admission";
+}
+
+const BudgetConfig* Config::BudgetFor(const std::string& role) const {
+  for (const auto& b : budgets)
+    if (b.role == role) return &b;
+  return nullptr;
+}
+
+Priority Config::PriorityOf(const std::string& role) const {
+  const BudgetConfig* b = BudgetFor(role);
+  return b ? b->priority : Priority::kNormal;
+}
+
+ConfigError::ConfigError(std::string file, int line, std::string key, const std::string& message)
+    : std::runtime_error(file + ":" + std::to_string(line) + ": key '" + key + "': " + message),
+      file_(std::move(file)),
+      line_(line),
+      key_(std::move(key)) {}
+
+std::string MaskDsn(const std::string& dsn) {
+  static const std::regex kv(R"((password\s*=\s*)('([^'\\]|\\.)*'|\S+))", std::regex::icase);
+  static const std::regex uri(R"((://[^:/@\s]*:)[^@\s]*@)");
+  std::string out = std::regex_replace(dsn, kv, "$1********");
+  return std::regex_replace(out, uri, "$1********@");
+}
+
+namespace {
+
+class Parser {
+ public:
+  explicit Parser(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void Fail(const toml::node* node, const std::string& key, const std::string& msg,
+                         int fallback_line = 1) const {
+    int line = fallback_line;
+    if (node && node->source().begin.line > 0) line = static_cast<int>(node->source().begin.line);
+    throw ConfigError(file_, line, key, msg);
+  }
+
+  // Rejects keys that are not in `known`.
+  void CheckKeys(const toml::table& t, const std::string& prefix,
+                 std::initializer_list<const char*> known) const {
+    for (auto&& [k, v] : t) {
+      bool ok = false;
+      for (const char* name : known) ok = ok || k.str() == name;
+      if (!ok) {
+        int line = k.source().begin.line > 0 ? static_cast<int>(k.source().begin.line) : 1;
+        throw ConfigError(file_, line, prefix + std::string(k.str()), "unknown key");
+      }
+    }
+  }
+
+  std::optional<std::string> String(const toml::table& t, const std::string& prefix,
+                                    const char* key) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_string()) Fail(n, prefix + key, "must be a string");
+    return n->value<std::string>();
+  }
+
+  std::optional<bool> Bool(const toml::table& t, const std::string& prefix, const char* key) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_boolean()) Fail(n, prefix + key, "must be true or false");
+    return n->value<bool>();
+  }
+
+  std::optional<long long> Int(const toml::table& t, const std::string& prefix, const char* key,
+                               long long lo, long long hi) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_integer()) Fail(n, prefix + key, "must be an integer");
+    long long v = *n->value<long long>();
+    if (v < lo || v > hi)
+      Fail(n, prefix + key,
+           "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", not " +
+               std::to_string(v));
+    return v;
+  }
+
+  std::optional<double> Number(const toml::table& t, const std::string& prefix, const char* key,
+                               double lo, double hi) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    double v;
+    if (n->is_integer())
+      v = static_cast<double>(*n->value<long long>());
+    else if (n->is_floating_point())
+      v = *n->value<double>();
+    else
+      Fail(n, prefix + key, "must be a number");
+    if (!(v >= lo && v <= hi)) {
+      std::ostringstream m;
+      m << "must be between " << lo << " and " << hi << ", not " << v;
+      Fail(n, prefix + key, m.str());
+    }
+    return v;
+  }
+
+  std::optional<Millis> Duration(const toml::table& t, const std::string& prefix, const char* key,
+                                 Millis min) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_string())
+      Fail(n, prefix + key, "must be a duration string with a unit, like \"200ms\", \"30s\", \"10m\", \"1h\"");
+    auto d = ParseDuration(*n->value<std::string>());
+    if (!d)
+      Fail(n, prefix + key,
+           "invalid duration \"" + *n->value<std::string>() +
+               "\" (a number and a unit: ms, s, m, h; e.g. \"30s\")");
+    if (*d < min) Fail(n, prefix + key, "must be at least " + FormatDuration(min));
+    return d;
+  }
+
+  Priority ParsePriority(const toml::node* n, const std::string& key) const {
+    if (!n->is_string()) Fail(n, key, "must be \"low\", \"normal\" or \"critical\"");
+    std::string s = *n->value<std::string>();
+    if (s == "low") return Priority::kLow;
+    if (s == "normal") return Priority::kNormal;
+    if (s == "critical") return Priority::kCritical;
+    Fail(n, key, "must be \"low\", \"normal\" or \"critical\", not \"" + s + "\"");
+  }
+
+  std::optional<std::vector<Priority>> Priorities(const toml::table& t, const std::string& prefix,
+                                                  const char* key) const {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    const toml::array* arr = n->as_array();
+    if (!arr) Fail(n, prefix + key, "must be an array of priorities, like [\"critical\"]");
+    std::vector<Priority> out;
+    for (size_t i = 0; i < arr->size(); ++i)
+      out.push_back(ParsePriority(arr->get(i), prefix + key + "[" + std::to_string(i) + "]"));
+    return out;
+  }
+
+  // [[name]] arrays of tables; a single [name] table is an error (says how to write it).
+  std::vector<const toml::table*> Tables(const toml::table& root, const char* name) const {
+    std::vector<const toml::table*> out;
+    const toml::node* n = root.get(name);
+    if (!n) return out;
+    const toml::array* arr = n->as_array();
+    if (!arr) Fail(n, name, std::string("must be an array of tables: write [[") + name + "]]");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::table* t = arr->get(i)->as_table();
+      if (!t) Fail(arr->get(i), std::string(name) + "[" + std::to_string(i) + "]", "must be a table");
+      out.push_back(t);
+    }
+    return out;
+  }
+
+  int LineOf(const toml::table& t) const {
+    return t.source().begin.line > 0 ? static_cast<int>(t.source().begin.line) : 1;
+  }
+
+  Config Parse(const std::string& text) {
+    toml::table root;
+    try {
+      root = toml::parse(text, file_);
+    } catch (const toml::parse_error& e) {
+      throw ConfigError(file_, static_cast<int>(e.source().begin.line), "(syntax)",
+                        std::string(e.description()));
+    }
+    Config cfg;
+    cfg.path = file_;
+    CheckKeys(root, "", {"daemon", "server", "budget", "emergency"});
+
+    if (const toml::node* dn = root.get("daemon")) {
+      const toml::table* d = dn->as_table();
+      if (!d) Fail(dn, "daemon", "must be a table: write [daemon]");
+      ParseDaemon(*d, cfg.daemon);
+    }
+
+    std::set<std::string> names;
+    auto servers = Tables(root, "server");
+    for (size_t i = 0; i < servers.size(); ++i) {
+      const toml::table& t = *servers[i];
+      std::string p = "server[" + std::to_string(i) + "].";
+      CheckKeys(t, p, {"name", "dsn", "pgbouncer_dsn"});
+      ServerConfig s;
+      auto name = String(t, p, "name");
+      if (!name || name->empty()) Fail(t.get("name"), p + "name", "is required (a non-empty string)", LineOf(t));
+      if (name->size() > 63) Fail(t.get("name"), p + "name", "must be at most 63 characters");
+      if (!names.insert(*name).second) Fail(t.get("name"), p + "name", "duplicate server name \"" + *name + "\"");
+      auto dsn = String(t, p, "dsn");
+      if (!dsn || dsn->empty()) Fail(t.get("dsn"), p + "dsn", "is required (a libpq connection string)", LineOf(t));
+      s.name = *name;
+      s.dsn = *dsn;
+      s.pgbouncer_dsn = String(t, p, "pgbouncer_dsn").value_or("");
+      cfg.servers.push_back(std::move(s));
+    }
+    if (cfg.servers.empty()) throw ConfigError(file_, 1, "server", "at least one [[server]] is required");
+
+    std::set<std::string> roles;
+    auto budgets = Tables(root, "budget");
+    for (size_t i = 0; i < budgets.size(); ++i) {
+      const toml::table& t = *budgets[i];
+      std::string p = "budget[" + std::to_string(i) + "].";
+      CheckKeys(t, p, {"role", "max_connections", "max_idle", "idle_in_transaction_timeout",
+                       "priority", "cooldown"});
+      BudgetConfig b;
+      auto role = String(t, p, "role");
+      if (!role || role->empty()) Fail(t.get("role"), p + "role", "is required (a role name)", LineOf(t));
+      if (!roles.insert(*role).second) Fail(t.get("role"), p + "role", "duplicate budget for role \"" + *role + "\"");
+      b.role = *role;
+      if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
+      if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
+      b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
+      if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
+      b.cooldown = Duration(t, p, "cooldown", Millis(0));
+      cfg.budgets.push_back(std::move(b));
+    }
+
+    auto emergencies = Tables(root, "emergency");
+    for (size_t i = 0; i < emergencies.size(); ++i) {
+      const toml::table& t = *emergencies[i];
+      std::string p = "emergency[" + std::to_string(i) + "].";
+      CheckKeys(t, p, {"at_percent", "action", "older_than", "skip_priority", "priorities"});
+      EmergencyConfig e;
+      auto at = Number(t, p, "at_percent", 1, 100);
+      if (!at) Fail(nullptr, p + "at_percent", "is required (server usage percent, 1-100)", LineOf(t));
+      e.at_percent = *at;
+      auto action = String(t, p, "action");
+      if (!action) Fail(nullptr, p + "action", "is required: \"terminate_idle\" or \"close_admission\"", LineOf(t));
+      if (*action == "terminate_idle")
+        e.action = EmergencyAction::kTerminateIdle;
+      else if (*action == "close_admission")
+        e.action = EmergencyAction::kCloseAdmission;
+      else
+        Fail(t.get("action"), p + "action",
+             "must be \"terminate_idle\" or \"close_admission\", not \"" + *action + "\"");
+      if (auto d = Duration(t, p, "older_than", Millis(0))) {
+        if (e.action != EmergencyAction::kTerminateIdle)
+          Fail(t.get("older_than"), p + "older_than", "applies to action \"terminate_idle\" only");
+        e.older_than = *d;
+      }
+      if (auto v = Priorities(t, p, "skip_priority")) {
+        if (e.action != EmergencyAction::kTerminateIdle)
+          Fail(t.get("skip_priority"), p + "skip_priority", "applies to action \"terminate_idle\" only");
+        e.skip_priority = *v;
+      }
+      if (auto v = Priorities(t, p, "priorities")) {
+        if (e.action != EmergencyAction::kCloseAdmission)
+          Fail(t.get("priorities"), p + "priorities", "applies to action \"close_admission\" only");
+        e.priorities = *v;
+      }
+      cfg.emergencies.push_back(std::move(e));
+    }
+    return cfg;
+  }
+
+  void ParseDaemon(const toml::table& d, DaemonConfig& c) {
+    const std::string p = "daemon.";
+    CheckKeys(d, p, {"interval", "state_file", "http", "http_token", "http_token_file", "dry_run",
+                     "log_format", "log_level", "cooldown", "hysteresis_percent",
+                     "degraded_percent", "unhealthy_percent", "reconnect_min", "reconnect_max",
+                     "connect_timeout", "statement_timeout", "metrics_max_applications"});
+    if (auto v = Duration(d, p, "interval", Millis(10))) c.interval = *v;
+    if (auto v = String(d, p, "state_file")) {
+      if (v->empty()) Fail(d.get("state_file"), p + "state_file", "must not be empty");
+      c.state_file = *v;
+    }
+    if (auto v = String(d, p, "http")) {
+      static const std::regex hp(R"(^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$)");
+      std::smatch m;
+      if (!v->empty() && (!std::regex_match(*v, m, hp) || std::stoi(m[2].str()) > 65535))
+        Fail(d.get("http"), p + "http", "must be \"host:port\" (e.g. \"127.0.0.1:9187\") or \"\" for none");
+      c.http = *v;
+    }
+    auto token = String(d, p, "http_token");
+    auto token_file = String(d, p, "http_token_file");
+    if (token && token_file)
+      Fail(d.get("http_token_file"), p + "http_token_file", "set either http_token or http_token_file, not both");
+    if (token) c.http_token = *token;
+    if (token_file) {
+      std::ifstream in(*token_file);
+      if (!in) Fail(d.get("http_token_file"), p + "http_token_file", "cannot read \"" + *token_file + "\"");
+      std::getline(in, c.http_token);
+      while (!c.http_token.empty() && std::isspace(static_cast<unsigned char>(c.http_token.back())))
+        c.http_token.pop_back();
+      if (c.http_token.empty())
+        Fail(d.get("http_token_file"), p + "http_token_file", "\"" + *token_file + "\" is empty");
+    }
+    if (auto v = Bool(d, p, "dry_run")) c.dry_run = *v;
+    if (auto v = String(d, p, "log_format")) {
+      if (*v == "plain")
+        c.log_format = LogFormat::kPlain;
+      else if (*v == "json")
+        c.log_format = LogFormat::kJson;
+      else
+        Fail(d.get("log_format"), p + "log_format", "must be \"plain\" or \"json\", not \"" + *v + "\"");
+    }
+    if (auto v = String(d, p, "log_level")) {
+      static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+      if (!levels.count(*v))
+        Fail(d.get("log_level"), p + "log_level", "must be one of trace, debug, info, warn, error, critical, off");
+      c.log_level = *v;
+    }
+    if (auto v = Duration(d, p, "cooldown", Millis(0))) c.cooldown = *v;
+    if (auto v = Number(d, p, "hysteresis_percent", 0, 50)) c.hysteresis_percent = *v;
+    if (auto v = Number(d, p, "degraded_percent", 1, 100)) c.degraded_percent = *v;
+    if (auto v = Number(d, p, "unhealthy_percent", 1, 100)) c.unhealthy_percent = *v;
+    if (c.unhealthy_percent < c.degraded_percent)
+      Fail(d.get("unhealthy_percent") ? d.get("unhealthy_percent") : d.get("degraded_percent"),
+           p + "unhealthy_percent", "must not be below degraded_percent");
+    if (auto v = Duration(d, p, "reconnect_min", Millis(10))) c.reconnect_min = *v;
+    if (auto v = Duration(d, p, "reconnect_max", Millis(10))) c.reconnect_max = *v;
+    if (c.reconnect_max < c.reconnect_min)
+      Fail(d.get("reconnect_max") ? d.get("reconnect_max") : d.get("reconnect_min"),
+           p + "reconnect_max", "must not be below reconnect_min");
+    if (auto v = Duration(d, p, "connect_timeout", Millis(1000))) c.connect_timeout = *v;
+    if (auto v = Duration(d, p, "statement_timeout", Millis(10))) c.statement_timeout = *v;
+    if (auto v = Int(d, p, "metrics_max_applications", 1, 100000))
+      c.metrics_max_applications = static_cast<int>(*v);
+  }
+
+ private:
+  std::string file_;
+};
+
+}  // namespace
+
+Config ParseConfig(const std::string& text, const std::string& path) {
+  return Parser(path).Parse(text);
+}
+
+Config LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path, 0, "(file)", "cannot read the configuration file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path);
+}
+
+}  // namespace wardend

@@ -1,0 +1,266 @@
+// The budget ladder and the emergency steps (see docs/daemon.md, "Decisions").
+#include "wardend/decide.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+namespace wardend {
+
+std::map<std::string, RoleCount> Snapshot::Roles() const {
+  std::map<std::string, RoleCount> out;
+  for (const auto& a : apps) {
+    RoleCount& r = out[a.role];
+    r.connections += a.connections;
+    r.active += a.active;
+    r.idle += a.idle;
+    r.idle_in_transaction += a.idle_in_transaction;
+  }
+  return out;
+}
+
+int Snapshot::Active() const {
+  int n = 0;
+  for (const auto& a : apps) n += a.active;
+  return n;
+}
+int Snapshot::Idle() const {
+  int n = 0;
+  for (const auto& a : apps) n += a.idle;
+  return n;
+}
+int Snapshot::IdleInTransaction() const {
+  int n = 0;
+  for (const auto& a : apps) n += a.idle_in_transaction;
+  return n;
+}
+double Snapshot::LongestIdleSeconds() const {
+  double m = 0;
+  for (const auto& a : apps) m = std::max(m, a.longest_idle_seconds);
+  return m;
+}
+
+const char* ToString(Action::Kind k) {
+  switch (k) {
+    case Action::Kind::kTerminate: return "terminate";
+    case Action::Kind::kCloseAdmission: return "close_admission";
+    case Action::Kind::kOpenAdmission: return "open_admission";
+  }
+  return "?";
+}
+
+std::string Describe(const Action& a) {
+  switch (a.kind) {
+    case Action::Kind::kTerminate:
+      return fmt::format("terminate pid {} (role {}, database {}, application \"{}\", {} for {:.1f}s): {}",
+                         a.pid, a.role, a.database, a.application_name, a.state, a.idle_seconds,
+                         a.reason);
+    case Action::Kind::kCloseAdmission:
+      return fmt::format("close admission of role {} at {} connections: {}", a.role, a.limit,
+                         a.reason);
+    case Action::Kind::kOpenAdmission:
+      return fmt::format("reopen admission of role {}: {}", a.role, a.reason);
+  }
+  return "?";
+}
+
+namespace {
+
+bool IsIdleInTransaction(const std::string& state) {
+  return state.rfind("idle in transaction", 0) == 0;
+}
+bool IsIdleState(const std::string& state) { return state.rfind("idle", 0) == 0; }
+
+Action Terminate(const Backend& b, double min_idle, std::string reason) {
+  Action a;
+  a.kind = Action::Kind::kTerminate;
+  a.pid = b.pid;
+  a.backend_start = b.backend_start;
+  a.role = b.role;
+  a.database = b.database;
+  a.application_name = b.application_name;
+  a.state = b.state;
+  a.idle_seconds = b.state_seconds;
+  a.min_idle_seconds = min_idle;
+  a.reason = std::move(reason);
+  return a;
+}
+
+// Longest idle first; pid breaks ties so the order is deterministic.
+void SortOldestFirst(std::vector<const Backend*>& v) {
+  std::sort(v.begin(), v.end(), [](const Backend* x, const Backend* y) {
+    if (x->state_seconds != y->state_seconds) return x->state_seconds > y->state_seconds;
+    return x->pid < y->pid;
+  });
+}
+
+}  // namespace
+
+std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState& state) {
+  std::map<std::string, int> want;
+  for (const auto& b : cfg.budgets) {
+    auto it = state.roles.find(b.role);
+    if (b.max_connections && it != state.roles.end() && it->second.budget_closed)
+      want[b.role] = *b.max_connections;
+  }
+  for (const auto& [step, caps] : state.emergency_caps) {
+    if (step >= state.emergency_active.size() || !state.emergency_active[step]) continue;
+    for (const auto& [role, cap] : caps) {
+      auto it = want.find(role);
+      want[role] = it == want.end() ? cap : std::min(it->second, cap);
+    }
+  }
+  return want;
+}
+
+Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now) {
+  Decision d;
+  std::set<int> chosen;  // a session is terminated once, by the first step that picks it
+  const auto roles = snap.Roles();
+
+  // Candidates per role, idle ones only; the daemon's own session is never one.
+  std::map<std::string, std::vector<const Backend*>> by_role;
+  for (const auto& b : snap.backends)
+    if (b.pid != snap.own_pid && IsIdleState(b.state)) by_role[b.role].push_back(&b);
+
+  // 1. Per-role budgets, in ladder order.
+  for (const auto& budget : cfg.budgets) {
+    auto rc = roles.find(budget.role);
+    int held = rc == roles.end() ? 0 : rc->second.connections;
+    int terminated = 0;
+    std::vector<const Backend*>& mine = by_role[budget.role];
+
+    // a. idle in transaction past its timeout, longest first.
+    if (budget.idle_in_transaction_timeout) {
+      double limit = budget.idle_in_transaction_timeout->count() / 1000.0;
+      std::vector<const Backend*> c;
+      for (const Backend* b : mine)
+        if (IsIdleInTransaction(b->state) && b->state_seconds >= limit) c.push_back(b);
+      SortOldestFirst(c);
+      for (const Backend* b : c) {
+        if (!chosen.insert(b->pid).second) continue;
+        d.actions.push_back(Terminate(
+            *b, limit,
+            fmt::format("budget {}: idle_in_transaction_timeout {}", budget.role,
+                        FormatDuration(*budget.idle_in_transaction_timeout))));
+        ++terminated;
+      }
+    }
+    // b. idle beyond max_idle, oldest idle first.
+    if (budget.max_idle) {
+      std::vector<const Backend*> idle;
+      for (const Backend* b : mine)
+        if (b->state == "idle" && !chosen.count(b->pid)) idle.push_back(b);
+      if (static_cast<int>(idle.size()) > *budget.max_idle) {
+        SortOldestFirst(idle);
+        size_t excess = idle.size() - static_cast<size_t>(*budget.max_idle);
+        for (size_t i = 0; i < excess; ++i) {
+          chosen.insert(idle[i]->pid);
+          d.actions.push_back(Terminate(
+              *idle[i], 0, fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
+          ++terminated;
+        }
+      }
+    }
+    // c. still above max_connections: close admission; reopen after the cool-down.
+    if (budget.max_connections) {
+      RoleState& rs = state.roles[budget.role];
+      int remaining = held - terminated;
+      double cooldown = (budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown).count() / 1000.0;
+      if (remaining > *budget.max_connections) {
+        if (!rs.budget_closed)
+          d.events.push_back(fmt::format("role {} over budget: {} connections > max_connections {}",
+                                         budget.role, remaining, *budget.max_connections));
+        rs.budget_closed = true;
+        rs.under_since.reset();
+      } else if (rs.budget_closed) {
+        if (!rs.under_since) rs.under_since = now;
+        if (now - *rs.under_since >= cooldown) {
+          rs.budget_closed = false;
+          rs.under_since.reset();
+          d.events.push_back(fmt::format("role {} back under budget for {}", budget.role,
+                                         FormatDuration(budget.cooldown ? *budget.cooldown
+                                                                        : cfg.daemon.cooldown)));
+        }
+      }
+    }
+  }
+
+  // 2. Emergency steps: fire on the way up, undone on the way down (hysteresis).
+  state.emergency_active.resize(cfg.emergencies.size(), false);
+  for (size_t i = 0; i < cfg.emergencies.size(); ++i) {
+    const EmergencyConfig& e = cfg.emergencies[i];
+    bool active = state.emergency_active[i];
+    if (!active && snap.usage_percent >= e.at_percent) {
+      active = true;
+      d.events.push_back(fmt::format("emergency {}% ({}) fired: server usage {:.1f}%", e.at_percent,
+                                     ToString(e.action), snap.usage_percent));
+      if (e.action == EmergencyAction::kCloseAdmission) {
+        auto& caps = state.emergency_caps[i];
+        caps.clear();
+        for (const auto& b : cfg.budgets)
+          if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) != e.priorities.end()) {
+            auto rc = roles.find(b.role);
+            caps[b.role] = rc == roles.end() ? 0 : rc->second.connections;
+          }
+      }
+    } else if (active && snap.usage_percent < e.at_percent - cfg.daemon.hysteresis_percent) {
+      active = false;
+      state.emergency_caps.erase(i);
+      d.events.push_back(fmt::format("emergency {}% ({}) undone: server usage {:.1f}%", e.at_percent,
+                                     ToString(e.action), snap.usage_percent));
+    }
+    state.emergency_active[i] = active;
+
+    if (active && e.action == EmergencyAction::kTerminateIdle) {
+      double older = e.older_than.count() / 1000.0;
+      std::vector<const Backend*> c;
+      for (auto& [role, list] : by_role) {
+        Priority p = cfg.PriorityOf(role);
+        if (std::find(e.skip_priority.begin(), e.skip_priority.end(), p) != e.skip_priority.end())
+          continue;
+        for (const Backend* b : list)
+          if (b->state_seconds >= older && !chosen.count(b->pid)) c.push_back(b);
+      }
+      SortOldestFirst(c);
+      for (const Backend* b : c) {
+        chosen.insert(b->pid);
+        d.actions.push_back(Terminate(
+            *b, older,
+            fmt::format("emergency {}%: terminate_idle older_than {}", e.at_percent,
+                        FormatDuration(e.older_than))));
+      }
+    }
+  }
+
+  // 3. Admission: bring what is in force to what should be.
+  const auto want = DesiredAdmission(cfg, state);
+  for (const auto& [role, limit] : want) {
+    auto it = state.applied.find(role);
+    if (it != state.applied.end() && it->second == limit) continue;
+    Action a;
+    a.kind = Action::Kind::kCloseAdmission;
+    a.role = role;
+    a.limit = limit;
+    const BudgetConfig* b = cfg.BudgetFor(role);
+    auto rs = state.roles.find(role);
+    if (b && b->max_connections && rs != state.roles.end() && rs->second.budget_closed &&
+        limit == *b->max_connections)
+      a.reason = fmt::format("budget {}: over max_connections {}", role, *b->max_connections);
+    else
+      a.reason = fmt::format("emergency: role {} (priority {}) capped at {}", role,
+                             ToString(cfg.PriorityOf(role)), limit);
+    d.actions.push_back(std::move(a));
+  }
+  for (const auto& [role, limit] : state.applied) {
+    if (want.count(role)) continue;
+    Action a;
+    a.kind = Action::Kind::kOpenAdmission;
+    a.role = role;
+    a.limit = limit;
+    a.reason = "reason gone";
+    d.actions.push_back(std::move(a));
+  }
+  return d;
+}
+
+}  // namespace wardend

@@ -1,0 +1,164 @@
+// The journal of changes in force (see journal.hpp). Lock: Journal::mu_,
+// held while the file is written (a few hundred bytes, once per change).
+#include "wardend/journal.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace wardend {
+
+bool operator==(const JournalEntry& a, const JournalEntry& b) {
+  return a.server == b.server && a.role == b.role && a.mechanism == b.mechanism &&
+         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit;
+}
+
+std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
+  nlohmann::json j;
+  j["version"] = 1;
+  j["pid"] = static_cast<long>(getpid());
+  j["entries"] = nlohmann::json::array();
+  for (const auto& e : entries)
+    j["entries"].push_back({{"server", e.server},
+                            {"role", e.role},
+                            {"mechanism", e.mechanism},
+                            {"original_limit", e.original_limit},
+                            {"applied_limit", e.applied_limit},
+                            {"since", e.since}});
+  return j.dump(2) + "\n";
+}
+
+std::vector<JournalEntry> ParseJournal(const std::string& text) {
+  std::vector<JournalEntry> out;
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return out;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+    if (j.at("version").get<int>() != 1) throw std::runtime_error("unknown journal version");
+    for (const auto& e : j.at("entries")) {
+      JournalEntry x;
+      x.server = e.at("server").get<std::string>();
+      x.role = e.at("role").get<std::string>();
+      x.mechanism = e.at("mechanism").get<std::string>();
+      if (x.mechanism != "alter_role" && x.mechanism != "override")
+        throw std::runtime_error("unknown mechanism \"" + x.mechanism + "\"");
+      x.original_limit = e.at("original_limit").get<int>();
+      x.applied_limit = e.at("applied_limit").get<int>();
+      x.since = e.value("since", 0.0);
+      out.push_back(std::move(x));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("malformed state file: ") + e.what());
+  }
+  return out;
+}
+
+void WriteFileAtomic(const std::string& path, const std::string& data) {
+  const std::string tmp = path + ".tmp";
+  auto fail = [&](const char* what) {
+    throw std::runtime_error(std::string(what) + " " + tmp + ": " + std::strerror(errno));
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) fail("cannot create");
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      fail("cannot write");
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    fail("cannot fsync");
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename");
+  std::string dir = ".";
+  if (auto slash = path.rfind('/'); slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+Journal::Journal(std::string path) : path_(std::move(path)) {}
+
+void Journal::Load() {
+  std::lock_guard<std::mutex> g(mu_);
+  std::ifstream in(path_);
+  if (!in) {
+    entries_.clear();
+    return;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  entries_ = ParseJournal(ss.str());
+}
+
+std::vector<JournalEntry> Journal::Entries() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return entries_;
+}
+
+std::vector<JournalEntry> Journal::EntriesFor(const std::string& server) const {
+  std::lock_guard<std::mutex> g(mu_);
+  std::vector<JournalEntry> out;
+  for (const auto& e : entries_)
+    if (e.server == server) out.push_back(e);
+  return out;
+}
+
+std::optional<JournalEntry> Journal::Find(const std::string& server, const std::string& role) const {
+  std::lock_guard<std::mutex> g(mu_);
+  for (const auto& e : entries_)
+    if (e.server == server && e.role == role) return e;
+  return std::nullopt;
+}
+
+void Journal::Upsert(const JournalEntry& e) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto old = entries_;
+  bool found = false;
+  for (auto& x : entries_)
+    if (x.server == e.server && x.role == e.role) {
+      x = e;
+      found = true;
+    }
+  if (!found) entries_.push_back(e);
+  try {
+    SaveLocked();
+  } catch (...) {
+    entries_ = std::move(old);
+    throw;
+  }
+}
+
+void Journal::Remove(const std::string& server, const std::string& role) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto old = entries_;
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
+                 entries_.end());
+  if (entries_.size() == old.size()) return;
+  try {
+    SaveLocked();
+  } catch (...) {
+    entries_ = std::move(old);
+    throw;
+  }
+}
+
+void Journal::SaveLocked() const { WriteFileAtomic(path_, SerializeJournal(entries_)); }
+
+}  // namespace wardend

@@ -1,0 +1,299 @@
+// libpq edge (see pg.hpp). No locks: a Connection belongs to one server's thread.
+#include "wardend/pg.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace wardend {
+
+namespace {
+
+// The poll with the extension: its views, one statement, one JSON value.
+const char* kPollExtension = R"SQL(
+SELECT json_build_object(
+  'server', (SELECT json_build_array(connections, max_connections, reserved, usage_percent,
+                                     in_recovery) FROM warden.server_usage),
+  'apps', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, connections,
+                                    active, idle, idle_in_transaction,
+                                    coalesce(longest_idle_seconds, 0))), '[]')
+             FROM warden.app_usage WHERE connections > 0),
+  'backends', (SELECT coalesce(json_agg(json_build_array(pid, role, database, application_name,
+                                        state, state_seconds, backend_start::text)), '[]')
+                 FROM warden.backends WHERE state LIKE 'idle%'),
+  'own_pid', pg_backend_pid(),
+  'replay_lag', CASE WHEN pg_is_in_recovery()
+                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+)::text)SQL";
+
+// Degraded mode: the same facts from pg_stat_activity.
+const char* kPollDegraded = R"SQL(
+WITH a AS (
+  SELECT pid, datname::text AS database, usename::text AS role, application_name, state,
+         coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8 AS state_seconds,
+         backend_start
+    FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'),
+s AS (SELECT (SELECT count(*) FROM a)::int AS connections,
+             current_setting('max_connections')::int AS max_connections,
+             current_setting('superuser_reserved_connections')::int AS reserved)
+SELECT json_build_object(
+  'server', (SELECT json_build_array(connections, max_connections, reserved,
+                100.0 * connections / greatest(1, max_connections - reserved),
+                pg_is_in_recovery()) FROM s),
+  'apps', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, n, act, idl,
+                                    iit, lis)), '[]')
+             FROM (SELECT database, role, application_name, count(*) AS n,
+                          count(*) FILTER (WHERE state = 'active') AS act,
+                          count(*) FILTER (WHERE state = 'idle') AS idl,
+                          count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS iit,
+                          coalesce(max(state_seconds) FILTER (WHERE state LIKE 'idle%'), 0) AS lis
+                     FROM a GROUP BY 1, 2, 3) g),
+  'backends', (SELECT coalesce(json_agg(json_build_array(pid, role, database, application_name,
+                                        state, state_seconds, backend_start::text)), '[]')
+                 FROM a WHERE state LIKE 'idle%'),
+  'own_pid', pg_backend_pid(),
+  'replay_lag', CASE WHEN pg_is_in_recovery()
+                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+)::text)SQL";
+
+std::string Str(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : ""; }
+double Num(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : 0.0; }
+int Int(const nlohmann::json& v) { return v.is_number() ? static_cast<int>(v.get<double>()) : 0; }
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::Open(const std::string& dsn, int connect_timeout_s,
+                                             int statement_timeout_ms) {
+  std::string timeout = std::to_string(std::max(1, connect_timeout_s));
+  // dbname first (expanded as the connection string), then our defaults.
+  const char* keys[] = {"dbname", "connect_timeout", "fallback_application_name", nullptr};
+  const char* vals[] = {dsn.c_str(), timeout.c_str(), "wardend", nullptr};
+  ConnPtr c(PQconnectdbParams(keys, vals, 1));
+  if (!c) throw PgError("out of memory", "", true);
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c.get());
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    throw PgError(msg, "", true);
+  }
+  std::unique_ptr<Connection> conn(new Connection(std::move(c)));
+  conn->Exec("SELECT pg_catalog.set_config('statement_timeout', $1, false)",
+             {std::to_string(statement_timeout_ms)});
+  conn->Detect();
+  return conn;
+}
+
+ResultPtr Connection::Exec(const std::string& sql, const std::vector<Param>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  ResultPtr r(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+                           values.data(), nullptr, nullptr, 0));
+  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_.get());
+    if (msg.empty()) msg = PQerrorMessage(conn_.get());
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+    throw PgError(msg, state ? state : "", PQstatus(conn_.get()) != CONNECTION_OK);
+  }
+  return r;
+}
+
+std::string Connection::QuoteIdent(const std::string& name) {
+  char* q = PQescapeIdentifier(conn_.get(), name.c_str(), name.size());
+  if (!q) throw PgError(PQerrorMessage(conn_.get()), "", !ok());
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+void Connection::Detect() {
+  auto r = Exec(R"SQL(
+SELECT pg_catalog.to_regclass('warden.server_usage') IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'warden' AND p.proname = 'close_admission')
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'warden' AND p.proname = 'open_admission'),
+       (SELECT pg_catalog.pg_get_function_identity_arguments(p.oid) FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'warden' AND p.proname = 'record_action' ORDER BY p.oid LIMIT 1),
+       (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user),
+       pg_catalog.pg_is_in_recovery())SQL");
+  bool views = std::string(PQgetvalue(r.get(), 0, 0)) == "t";
+  caps_.close_admission = std::string(PQgetvalue(r.get(), 0, 1)) == "t";
+  caps_.superuser = std::string(PQgetvalue(r.get(), 0, 3)) == "t";
+  caps_.in_recovery = std::string(PQgetvalue(r.get(), 0, 4)) == "t";
+  caps_.record_action = !PQgetisnull(r.get(), 0, 2);
+  if (caps_.record_action) {
+    // "action text, pid integer, ..." -> the argument names, with their types.
+    std::string args = PQgetvalue(r.get(), 0, 2);
+    std::stringstream ss(args);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+      if (item.rfind("IN ", 0) == 0) item.erase(0, 3);
+      caps_.record_action_args.push_back(item);
+    }
+  }
+  caps_.extension = false;
+  if (views) {
+    // The schema may exist on a server that did not preload the library.
+    try {
+      Exec("SELECT 1 FROM warden.server_usage");
+      caps_.extension = true;
+    } catch (const PgError& e) {
+      if (e.connection_lost()) throw;
+    }
+  }
+  if (!caps_.extension) {
+    caps_.close_admission = false;
+    caps_.record_action = false;
+  }
+}
+
+Snapshot Connection::Poll() {
+  auto r = Exec(caps_.extension ? kPollExtension : kPollDegraded);
+  Snapshot s;
+  auto j = nlohmann::json::parse(PQgetvalue(r.get(), 0, 0));
+  r.reset();
+  const auto& sv = j.at("server");
+  s.connections = Int(sv.at(0));
+  s.max_connections = Int(sv.at(1));
+  s.reserved = Int(sv.at(2));
+  s.usage_percent = Num(sv.at(3));
+  s.in_recovery = sv.at(4).is_boolean() && sv.at(4).get<bool>();
+  s.own_pid = Int(j.at("own_pid"));
+  if (j.at("replay_lag").is_number()) s.replay_lag_seconds = std::max(0.0, Num(j.at("replay_lag")));
+  s.apps.reserve(j.at("apps").size());
+  for (const auto& a : j.at("apps"))
+    s.apps.push_back(AppUsage{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Int(a.at(3)), Int(a.at(4)),
+                              Int(a.at(5)), Int(a.at(6)), Num(a.at(7))});
+  s.backends.reserve(j.at("backends").size());
+  for (const auto& b : j.at("backends"))
+    s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)), Str(b.at(4)),
+                                 Num(b.at(5)), Str(b.at(6))});
+  return s;
+}
+
+bool Connection::TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
+                                  double min_idle_seconds) {
+  auto r = Exec(R"SQL(
+SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+ WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
+   AND extract(epoch FROM clock_timestamp() - state_change) >= $4::float8)SQL",
+                {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
+  return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
+}
+
+bool Connection::RecordAction(const std::string& action, int pid, const std::string& database,
+                              const std::string& role, const std::string& application,
+                              const std::string& state, double idle_seconds, const std::string& reason,
+                              bool dry_run) {
+  if (!caps_.record_action) return false;
+  std::vector<std::string> named;
+  std::vector<Param> params;
+  for (const std::string& arg : caps_.record_action_args) {
+    auto sp = arg.find(' ');
+    if (sp == std::string::npos) continue;
+    std::string name = arg.substr(0, sp), type = arg.substr(sp + 1);
+    Param v;
+    if (name == "action" || name == "kind")
+      v = action;
+    else if (name == "pid")
+      v = std::to_string(pid);
+    else if (name == "database" || name == "datname")
+      v = database;
+    else if (name == "role")
+      v = role;
+    else if (name == "application_name" || name == "application")
+      v = application;
+    else if (name == "state")
+      v = state;
+    else if (name == "idle_seconds")
+      v = fmt::format("{:.3f}", idle_seconds);
+    else if (name == "policy" || name == "reason" || name == "detail" || name == "note" ||
+             name == "message")
+      v = "wardend: " + reason;
+    else if (name == "source")
+      v = "daemon";
+    else if (name == "dry_run")
+      v = dry_run ? "true" : "false";
+    else
+      continue;  // left to its default
+    params.push_back(v);
+    named.push_back(fmt::format("{} => ${}::{}", QuoteIdent(name), params.size(), type));
+  }
+  std::string sql = "SELECT warden.record_action(";
+  for (size_t i = 0; i < named.size(); ++i) sql += (i ? ", " : "") + named[i];
+  sql += ")";
+  try {
+    Exec(sql, params);
+    return true;
+  } catch (const PgError& e) {
+    if (e.connection_lost()) throw;
+    caps_.record_action = false;
+    throw;
+  }
+}
+
+// -- admission mechanisms ----------------------------------------------------
+
+namespace {
+
+class AlterRoleAdmission : public Admission {
+ public:
+  const char* mechanism() const override { return "alter_role"; }
+  bool Usable(bool in_recovery) const override { return !in_recovery; }
+  std::optional<int> CurrentLimit(Connection& c, const std::string& role) override {
+    auto r = c.Exec("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    return std::stoi(PQgetvalue(r.get(), 0, 0));
+  }
+  void Close(Connection& c, const std::string& role, int limit, const std::string&) override {
+    c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), limit));
+  }
+  std::string Open(Connection& c, const std::string& role, int original, int applied) override {
+    auto now = CurrentLimit(c, role);
+    if (!now) return "role no longer exists";
+    if (*now == original) return fmt::format("CONNECTION LIMIT already {}", original);
+    if (*now != applied)
+      return fmt::format("CONNECTION LIMIT was changed to {} by someone else: left as is", *now);
+    c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), original));
+    return fmt::format("CONNECTION LIMIT restored to {}", original);
+  }
+};
+
+class OverrideAdmission : public Admission {
+ public:
+  const char* mechanism() const override { return "override"; }
+  bool Usable(bool) const override { return true; }
+  std::optional<int> CurrentLimit(Connection& c, const std::string& role) override {
+    auto r = c.Exec("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    return -1;
+  }
+  void Close(Connection& c, const std::string& role, int limit, const std::string& reason) override {
+    c.Exec("SELECT warden.close_admission(role => $1, application => NULL, max_connections => $2::int, "
+           "reason => $3, expires => NULL)",
+           {role, std::to_string(limit), "wardend: " + reason});
+  }
+  std::string Open(Connection& c, const std::string& role, int, int) override {
+    c.Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});
+    return "admission override removed";
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Admission> MakeAdmission(const std::string& mechanism) {
+  if (mechanism == "override") return std::make_unique<OverrideAdmission>();
+  return std::make_unique<AlterRoleAdmission>();
+}
+
+std::string ChooseAdmission(const Capabilities& caps) {
+  return caps.close_admission ? "override" : "alter_role";
+}
+
+}  // namespace wardend

@@ -1,0 +1,37 @@
+// wardend: the pg_warden daemon. See docs/daemon.md.
+//   wardend --config /etc/pg_warden/wardend.toml [--dry-run] [--once]
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "wardend/config.hpp"
+#include "wardend/daemon.hpp"
+#include "wardend/log.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"wardend: enforces per-role connection budgets and the emergency runbook with pg_warden"};
+  wardend::Options opts;
+  opts.config_path = "/etc/pg_warden/wardend.toml";
+  app.add_option("-c,--config", opts.config_path, "configuration file (TOML)");
+  app.add_flag("--dry-run", opts.dry_run, "decide and log, change nothing");
+  app.add_flag("--once", opts.once, "one poll of every server, act, exit");
+  CLI11_PARSE(app, argc, argv);
+
+  wardend::Config cfg;
+  try {
+    cfg = wardend::LoadConfig(opts.config_path);
+  } catch (const wardend::ConfigError& e) {
+    std::cerr << "wardend: invalid configuration: " << e.what() << "\n";
+    return 2;
+  }
+  wardend::SetupLogging(cfg.daemon.log_format, cfg.daemon.log_level);
+  wardend::InstallSignalHandlers();
+  int rc;
+  {
+    wardend::Daemon daemon(opts, std::move(cfg));
+    rc = daemon.Run();
+  }
+  spdlog::shutdown();
+  return rc;
+}

@@ -1,0 +1,155 @@
+
+-- Idle-termination policies ---------------------------------------------------
+-- Policies live in this table (an extension configuration table: pg_dump
+-- keeps its rows). The loader worker copies the enabled rows into shared
+-- memory at commit (statement trigger -> relcache invalidation); the sampler
+-- worker enforces them.
+
+CREATE FUNCTION warden.validate_idle_policy(
+    name text, idle_timeout interval, application text, role text, database text,
+    state text, keep_min int, schedule text, dry_run bool)
+  RETURNS void
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'validate_idle_policy';
+COMMENT ON FUNCTION warden.validate_idle_policy(text, interval, text, text, text, text, int, text, bool) IS
+  'Raises an error (SQLSTATE 22023, naming the argument) unless the arguments make a valid idle policy.';
+
+CREATE FUNCTION warden.config_changed() RETURNS trigger
+  LANGUAGE C AS 'MODULE_PATHNAME', 'config_changed';
+COMMENT ON FUNCTION warden.config_changed() IS
+  'Statement trigger of pg_warden''s configuration tables: makes the loader worker reload them at commit.';
+
+CREATE TABLE warden.idle_policies (
+  name          text PRIMARY KEY,
+  idle_timeout  interval NOT NULL,
+  application   text,                          -- LIKE pattern; NULL = any
+  role          text,                          -- NULL = any
+  database      text,                          -- NULL = any
+  state         text NOT NULL DEFAULT 'idle',  -- idle | idle in transaction | idle in transaction (aborted) | any idle
+  keep_min      int NOT NULL DEFAULT 0,
+  schedule      text,                          -- 5-field cron in the server's time zone; NULL = always
+  dry_run       bool NOT NULL DEFAULT false,
+  enabled       bool NOT NULL DEFAULT true,
+  owner         name NOT NULL DEFAULT current_user,
+  created_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE warden.idle_policies IS
+  'Idle-termination policies enforced by the pg_warden worker; plain UPDATE/DELETE work and apply at commit.';
+
+-- Every written row is validated like add_idle_policy's arguments. The owner
+-- is the role that wrote the row, unless a superuser writes it (pg_dump's
+-- restore keeps the original owners). Whether a policy may touch superuser
+-- sessions is decided from its owner's attributes when it is loaded.
+CREATE FUNCTION warden.idle_policies_check() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+DECLARE
+  writer_is_super bool := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+BEGIN
+  IF NOT writer_is_super AND NOT pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') THEN
+    RAISE EXCEPTION 'permission denied to write idle policies'
+      USING ERRCODE = '42501',
+            DETAIL = 'Only superusers and members of pg_signal_backend may define idle policies.';
+  END IF;
+  PERFORM warden.validate_idle_policy(NEW.name, NEW.idle_timeout, NEW.application, NEW.role,
+                                      NEW.database, NEW.state, NEW.keep_min, NEW.schedule,
+                                      NEW.dry_run);
+  IF NEW.enabled IS NULL THEN
+    RAISE EXCEPTION 'invalid value for "enabled": must not be NULL' USING ERRCODE = '22023';
+  END IF;
+  IF NOT writer_is_super THEN
+    NEW.owner := current_user;
+  END IF;
+  RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION warden.idle_policies_check() IS
+  'Row trigger of warden.idle_policies: validates the row and records its owner.';
+
+CREATE TRIGGER idle_policies_check BEFORE INSERT OR UPDATE ON warden.idle_policies
+  FOR EACH ROW EXECUTE FUNCTION warden.idle_policies_check();
+CREATE TRIGGER idle_policies_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+  ON warden.idle_policies FOR EACH STATEMENT EXECUTE FUNCTION warden.config_changed();
+
+SELECT pg_catalog.pg_extension_config_dump('warden.idle_policies', '');
+
+CREATE FUNCTION warden.add_idle_policy(
+    name text, idle_timeout interval, application text DEFAULT NULL, role text DEFAULT NULL,
+    database text DEFAULT NULL, state text DEFAULT 'idle', keep_min int DEFAULT 0,
+    schedule text DEFAULT NULL, dry_run bool DEFAULT false)
+  RETURNS void
+  LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM warden.validate_idle_policy(name, idle_timeout, application, role, database, state,
+                                      keep_min, schedule, dry_run);
+  IF EXISTS (SELECT 1 FROM warden.idle_policies p WHERE p.name = add_idle_policy.name) THEN
+    RAISE EXCEPTION 'idle policy "%" already exists', name USING ERRCODE = '23505';
+  END IF;
+  IF (SELECT count(*) FROM warden.idle_policies) >= 64 THEN
+    RAISE EXCEPTION 'too many idle policies' USING ERRCODE = '54000',
+      DETAIL = 'pg_warden holds at most 64 idle policies.';
+  END IF;
+  INSERT INTO warden.idle_policies (name, idle_timeout, application, role, database, state,
+                                    keep_min, schedule, dry_run)
+  VALUES (name, idle_timeout, application, role, database, state, keep_min, schedule, dry_run);
+END
+$$;
+COMMENT ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, text, int, text, bool) IS
+  'Adds an idle-termination policy; it applies at commit. Validates every argument first.';
+
+CREATE FUNCTION warden.drop_idle_policy(name text) RETURNS void
+  LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM warden.idle_policies p WHERE p.name = drop_idle_policy.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'idle policy "%" does not exist', name USING ERRCODE = '42704';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION warden.drop_idle_policy(text) IS 'Removes an idle-termination policy; it stops at commit.';
+
+-- Terminations ----------------------------------------------------------------
+
+CREATE FUNCTION warden.terminations(
+    OUT at timestamptz, OUT pid int, OUT database name, OUT role name,
+    OUT application_name text, OUT client_addr inet, OUT state text,
+    OUT idle_seconds float8, OUT policy text, OUT source text, OUT dry_run bool)
+  RETURNS SETOF record
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'terminations';
+COMMENT ON FUNCTION warden.terminations() IS
+  'The ring of the last 1024 terminations and dry-run decisions; see the view warden.terminations.';
+
+CREATE VIEW warden.terminations AS SELECT * FROM warden.terminations();
+COMMENT ON VIEW warden.terminations IS
+  'Every termination and dry-run decision (policies, terminate_idle, the daemon), oldest first; the last 1024.';
+
+CREATE FUNCTION warden.terminate_idle(
+    older_than interval, application text DEFAULT NULL, role text DEFAULT NULL,
+    database text DEFAULT NULL, state text DEFAULT 'any idle', keep_min int DEFAULT 0,
+    dry_run bool DEFAULT false)
+  RETURNS TABLE (at timestamptz, pid int, database name, role name, application_name text,
+                 client_addr inet, state text, idle_seconds float8, policy text, source text,
+                 dry_run bool)
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'terminate_idle';
+COMMENT ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool) IS
+  'Terminates now the idle sessions a policy with these arguments would; returns the terminations rows.';
+
+CREATE FUNCTION warden.record_action(
+    pid int, database name, role name, application text, state text, idle_seconds float8,
+    action text, dry_run bool DEFAULT false, client_addr inet DEFAULT NULL)
+  RETURNS void
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'record_action';
+COMMENT ON FUNCTION warden.record_action(int, name, name, text, text, float8, text, bool, inet) IS
+  'Records an action of wardend in warden.terminations (source ''daemon''; action goes to the policy column).';
+
+-- Privileges: policies belong to the extension owner and whom it grants;
+-- terminating is for superusers and pg_signal_backend members.
+REVOKE ALL ON warden.idle_policies FROM PUBLIC;
+GRANT SELECT ON warden.idle_policies TO pg_monitor;
+REVOKE ALL ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, text, int, text, bool),
+  warden.drop_idle_policy(text), warden.terminations(),
+  warden.terminate_idle(interval, text, text, text, text, int, bool),
+  warden.record_action(int, name, name, text, text, float8, text, bool, inet),
+  warden.config_changed(), warden.idle_policies_check() FROM PUBLIC;
+REVOKE ALL ON warden.terminations FROM PUBLIC;
+GRANT SELECT ON warden.terminations TO pg_monitor;
+GRANT EXECUTE ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool),
+  warden.record_action(int, name, name, text, text, float8, text, bool, inet) TO pg_signal_backend;

@@ -1,0 +1,200 @@
+// /health, /metrics, /alerts documents and `wardenctl plan` arithmetic.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <sstream>
+
+#include "wardend/health.hpp"
+#include "wardend/http.hpp"
+#include "wardend/plan.hpp"
+
+using namespace wardend;
+
+namespace {
+
+ServerStatus Up(const std::string& name, int conns, int max) {
+  ServerStatus s;
+  s.name = name;
+  s.polled = s.last_poll_ok = s.connected = true;
+  s.mode = "extension";
+  s.connections = conns;
+  s.max_connections = max;
+  s.reserved = 0;
+  s.usage_percent = 100.0 * conns / max;
+  s.active = 1;
+  s.idle = conns - 1;
+  return s;
+}
+
+Config Cfg() {
+  return ParseConfig("[[server]]\nname = \"p\"\ndsn = \"x\"\n[[budget]]\nrole = \"api\"\nmax_connections = 2\n",
+                     "t.toml");
+}
+
+}  // namespace
+
+TEST(Health, ShapeAndStatusTransitions) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("primary", 25, 150));
+  int code = 0;
+  auto j = HealthJson(cfg.daemon, st, &code);
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(j["status"], "Healthy");
+  ASSERT_EQ(j["checks"].size(), 1u);
+  EXPECT_EQ(j["checks"][0]["name"], "primary");
+  EXPECT_EQ(j["checks"][0]["description"], "primary: 25/150 connections in use");
+  for (const char* k : {"connections", "max_connections", "usage_percent", "active", "idle",
+                        "idle_in_transaction", "longest_idle_seconds", "role", "mode"})
+    EXPECT_TRUE(j["checks"][0]["data"].contains(k)) << k;
+  EXPECT_EQ(j["checks"][0]["data"]["role"], "primary");
+
+  st.servers[0] = Up("primary", 120, 150);  // 80%
+  j = HealthJson(cfg.daemon, st, &code);
+  EXPECT_EQ(j["status"], "Degraded");
+  EXPECT_EQ(code, 200);
+  st.servers[0] = Up("primary", 135, 150);  // 90%
+  j = HealthJson(cfg.daemon, st, &code);
+  EXPECT_EQ(j["status"], "Unhealthy");
+  EXPECT_EQ(code, 503);
+}
+
+TEST(Health, AnUnreachableServerIsUnhealthyTheOthersStillReported) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("a", 10, 100));
+  ServerStatus down;
+  down.name = "b";
+  down.error = "connection refused";
+  st.servers.push_back(down);
+  int code = 0;
+  auto j = HealthJson(cfg.daemon, st, &code);
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(j["checks"][0]["status"], "Healthy");
+  EXPECT_EQ(j["checks"][1]["status"], "Unhealthy");
+  EXPECT_NE(j["checks"][1]["description"].get<std::string>().find("unreachable"), std::string::npos);
+  auto r = ReadyJson(st, &code);
+  EXPECT_EQ(code, 503);
+  EXPECT_FALSE(r["ready"]);
+}
+
+TEST(Health, DegradedModeAndStandbyAreShown) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("a", 10, 100));
+  st.servers[0].mode = "degraded";
+  st.servers[0].in_recovery = true;
+  st.servers[0].replay_lag_seconds = 0.5;
+  int code = 0;
+  auto j = HealthJson(cfg.daemon, st, &code);
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(j["checks"][0]["status"], "Degraded");
+  EXPECT_EQ(j["checks"][0]["data"]["mode"], "degraded");
+  EXPECT_EQ(j["checks"][0]["data"]["role"], "standby");
+  EXPECT_DOUBLE_EQ(j["checks"][0]["data"]["replay_lag_seconds"].get<double>(), 0.5);
+}
+
+TEST(Alerts, OverBudgetUnreachableAndUsage) {
+  Config cfg = Cfg();
+  ServerStatus s = Up("a", 95, 100);
+  s.roles["api"] = RoleCount{5, 5, 0, 0};
+  auto a = CurrentAlerts(cfg, s);
+  EXPECT_TRUE(a.count("usage_unhealthy"));
+  EXPECT_TRUE(a.count("role_over_budget:api"));
+  ServerStatus down;
+  down.name = "b";
+  a = CurrentAlerts(cfg, down);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_TRUE(a.count("server_unreachable"));
+}
+
+TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("pri\"mary", 3, 100));
+  st.servers[0].apps.push_back(AppUsage{"db", "api", "we\\ird\n\"app\"", 3, 1, 2, 0, 1.5});
+  st.servers[0].actions_total["terminate"] = 4;
+  std::string text = MetricsText(cfg, st);
+  EXPECT_NE(text.find("application=\"we\\\\ird\\n\\\"app\\\"\""), std::string::npos);
+  EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"), std::string::npos);
+  // Every line: a HELP, a TYPE, or a sample of the family announced last.
+  std::regex help(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$)");
+  std::regex type(R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (gauge|counter)$)");
+  std::regex sample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*")(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*")*\} (-?[0-9.e+-]+|NaN|[+-]Inf)$)");
+  std::istringstream in(text);
+  std::string line, family;
+  int samples = 0;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, help)) {
+      family = m[1];
+    } else if (std::regex_match(line, m, type)) {
+      EXPECT_EQ(m[1], family) << line;
+    } else {
+      ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
+      EXPECT_EQ(m[1], family) << line;
+      ++samples;
+    }
+  }
+  EXPECT_GT(samples, 10);
+}
+
+TEST(Http, TokenComparison) {
+  EXPECT_TRUE(TokenMatches("s3cret", "s3cret"));
+  EXPECT_FALSE(TokenMatches("s3cre", "s3cret"));
+  EXPECT_FALSE(TokenMatches("s3cretX", "s3cret"));
+  EXPECT_FALSE(TokenMatches("", "s3cret"));
+  EXPECT_FALSE(TokenMatches("S3cret", "s3cret"));
+}
+
+TEST(Plan, WorkedExample) {
+  // 500 max_connections, 3 reserved, 10 kept for admins: 487 usable.
+  // api 12 x 10 = 120, worker 30 x 5 = 150, reports 4 x 20 = 80: 350, 137 spare.
+  PlanInput in = ParsePlan(R"(
+max_connections = 500
+reserved = 3
+headroom = 10
+[[service]]
+name = "api"
+instances = 12
+pool_size = 10
+[[service]]
+name = "worker"
+instances = 30
+pool_size = 5
+[[service]]
+name = "reports"
+instances = 4
+pool_size = 20
+)",
+                           "plan.toml");
+  PlanResult r = ComputePlan(in);
+  EXPECT_EQ(r.usable, 487);
+  EXPECT_EQ(r.total, 350);
+  EXPECT_EQ(r.headroom_left, 137);
+  EXPECT_EQ(r.pooler, "not needed");
+  // api: others 230, room 257 -> 25 instances fit (250), the 26th exhausts.
+  EXPECT_EQ(r.services[0].exhausts_at_instances, 26);
+  EXPECT_EQ(r.services[0].spare_instances, 13);
+  // worker: others 200, room 287 -> 57 fit, 58th exhausts.
+  EXPECT_EQ(r.services[1].exhausts_at_instances, 58);
+  // reports: others 270, room 217 -> 10 fit, 11th exhausts.
+  EXPECT_EQ(r.services[2].exhausts_at_instances, 11);
+
+  in.services[1].instances = 80;  // 400 + 200 = 600 > 487
+  r = ComputePlan(in);
+  EXPECT_EQ(r.pooler, "needed");
+  EXPECT_EQ(r.headroom_left, -113);
+  EXPECT_LT(r.services[0].spare_instances, 0);
+}
+
+TEST(Plan, BadFilesNameTheKey) {
+  try {
+    ParsePlan("max_connections = 100\n[[service]]\nname = \"a\"\ninstances = 2\n", "p.toml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "service[0].pool_size");
+  }
+  EXPECT_THROW(ParsePlan("[[service]]\nname = \"a\"\ninstances = 2\npool_size = 1\n", "p.toml"), ConfigError);
+}

@@ -1,0 +1,98 @@
+// The state file: atomic writes, and the replay of a previous run's changes.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "wardend/journal.hpp"
+
+using namespace wardend;
+
+namespace {
+
+std::string TempPath(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("wardend-unit-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST(Journal, SerializeAndParseRoundTrip) {
+  std::vector<JournalEntry> e = {{"primary", "app_api", "alter_role", -1, 40, 1.5},
+                                 {"replica", "batch \"x\"", "override", -1, 3, 2}};
+  auto back = ParseJournal(SerializeJournal(e));
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_TRUE(back[0] == e[0]);
+  EXPECT_TRUE(back[1] == e[1]);
+  EXPECT_TRUE(ParseJournal("").empty());
+}
+
+TEST(Journal, MalformedContentIsAnError) {
+  EXPECT_THROW(ParseJournal("{"), std::runtime_error);
+  EXPECT_THROW(ParseJournal("{\"version\": 2, \"entries\": []}"), std::runtime_error);
+  EXPECT_THROW(ParseJournal("{\"version\": 1, \"entries\": [{\"server\": \"p\"}]}"), std::runtime_error);
+  EXPECT_THROW(ParseJournal("{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"x\","
+                            "\"original_limit\":1,\"applied_limit\":2}]}"),
+               std::runtime_error);
+}
+
+TEST(Journal, EveryChangeIsOnDiskBeforeTheCallReturns) {
+  std::string path = TempPath("j1.state");
+  std::filesystem::remove(path);
+  Journal j(path);
+  j.Load();  // missing file: empty
+  EXPECT_TRUE(j.Entries().empty());
+  j.Upsert({"primary", "api", "alter_role", 25, 10, 1});
+  auto on_disk = ParseJournal(Read(path));
+  ASSERT_EQ(on_disk.size(), 1u);
+  EXPECT_EQ(on_disk[0].original_limit, 25);
+  // Tightening keeps one entry per (server, role).
+  j.Upsert({"primary", "api", "alter_role", 25, 5, 1});
+  on_disk = ParseJournal(Read(path));
+  ASSERT_EQ(on_disk.size(), 1u);
+  EXPECT_EQ(on_disk[0].applied_limit, 5);
+  j.Upsert({"replica", "api", "override", -1, 5, 1});
+  j.Remove("primary", "api");
+  on_disk = ParseJournal(Read(path));
+  ASSERT_EQ(on_disk.size(), 1u);
+  EXPECT_EQ(on_disk[0].server, "replica");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+TEST(Journal, ANewProcessReplaysWhatThePreviousOneLeft) {
+  std::string path = TempPath("j2.state");
+  std::filesystem::remove(path);
+  {
+    Journal crashed(path);
+    crashed.Upsert({"primary", "api", "alter_role", -1, 3, 1});
+    crashed.Upsert({"primary", "batch", "alter_role", 8, 2, 1});
+    crashed.Upsert({"replica", "batch", "override", -1, 2, 1});
+    // ... kill -9: no destructor work is needed, the file is already complete.
+  }
+  Journal next(path);
+  next.Load();
+  auto primary = next.EntriesFor("primary");
+  ASSERT_EQ(primary.size(), 2u);
+  EXPECT_EQ(primary[0].role, "api");
+  EXPECT_EQ(primary[0].original_limit, -1);
+  EXPECT_EQ(primary[1].original_limit, 8);
+  ASSERT_TRUE(next.Find("replica", "batch").has_value());
+  EXPECT_EQ(next.Find("replica", "batch")->mechanism, "override");
+  EXPECT_FALSE(next.Find("replica", "api").has_value());
+}
+
+TEST(Journal, AFailedWriteLeavesTheJournalUnchanged) {
+  Journal j("/nonexistent-dir/wardend.state");
+  EXPECT_THROW(j.Upsert({"p", "r", "alter_role", -1, 1, 1}), std::runtime_error);
+  EXPECT_TRUE(j.Entries().empty());
+}
