@@ -10,7 +10,7 @@ SET warden.no_such_setting = 1;
 -- column names and types, as the design names them
 SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod)
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
- WHERE c.relnamespace = 'warden'::regnamespace AND c.relkind = 'v' AND a.attnum > 0
+ WHERE c.relnamespace = 'warden'::regnamespace AND c.relkind IN ('v', 'f') AND a.attnum > 0
    AND c.relname IN ('app_usage', 'role_usage', 'database_usage', 'server_usage', 'backends')
  ORDER BY c.relname, a.attnum;
 
@@ -86,6 +86,25 @@ SELECT warden.reset_stats();
 
 -- the worker's cost is visible to monitoring
 SELECT samples > 0 AS sampling, tracked_keys >= 2 AS keys, key_capacity FROM warden.worker_stats();
+
+-- warden.app_usage is a foreign table over shared memory: the same rows as
+-- the function, quals checked locally, rescans start over, and the wrapper
+-- refuses a foreign table without app_usage's columns
+SELECT (SELECT count(*) FROM warden.app_usage) = (SELECT count(*) FROM warden.app_usage()) AS same_rows;
+EXPLAIN (COSTS OFF) SELECT * FROM warden.app_usage WHERE connections > 0;
+SET enable_hashjoin = off;
+SET enable_mergejoin = off;
+SET enable_material = off;
+SELECT count(*) = (SELECT count(*) FROM warden.app_usage) AS rescans
+  FROM warden.app_usage a JOIN warden.app_usage b
+       ON a.application_name = b.application_name AND a.role IS NOT DISTINCT FROM b.role
+      AND a.database IS NOT DISTINCT FROM b.database;
+RESET enable_hashjoin;
+RESET enable_mergejoin;
+RESET enable_material;
+CREATE FOREIGN TABLE regress_not_usage (a int) SERVER pg_warden;
+SELECT * FROM regress_not_usage;
+DROP FOREIGN TABLE regress_not_usage;
 
 DROP ROLE regress_warden_plain, regress_warden_monitor;
 DROP EXTENSION pg_warden;

@@ -1,18 +1,45 @@
 -- Usage views over the extension's shared memory.
 -- Usage -------------------------------------------------------------------
 
-CREATE FUNCTION warden.app_usage(
-    OUT database name, OUT role name, OUT application_name text,
-    OUT connections int, OUT active int, OUT idle int, OUT idle_in_transaction int,
-    OUT longest_idle_seconds float8, OUT peak_connections int, OUT peak_at timestamptz,
-    OUT opened bigint, OUT refused bigint, OUT terminated bigint)
-  RETURNS SETOF record
+-- The row type of app_usage is a named composite type rather than OUT
+-- parameters: PostgreSQL rebuilds the result descriptor of an OUT-parameter
+-- function from pg_proc's arrays several times per query (parse, plan,
+-- executor start, the call), while a named row type comes from the type
+-- cache. That is about 25,000 instructions, ~11 % of one `SELECT * FROM
+-- warden.app_usage` (docs/benchmarks.md).
+CREATE TYPE warden.app_usage_row AS (
+    database name, role name, application_name text,
+    connections int, active int, idle int, idle_in_transaction int,
+    longest_idle_seconds float8, peak_connections int, peak_at timestamptz,
+    opened bigint, refused bigint, terminated bigint);
+COMMENT ON TYPE warden.app_usage_row IS 'A row of warden.app_usage.';
+
+CREATE FUNCTION warden.app_usage()
+  RETURNS SETOF warden.app_usage_row
   LANGUAGE C STRICT VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'app_usage';
 COMMENT ON FUNCTION warden.app_usage() IS
   'Connection usage per (database, role, application_name); see the view warden.app_usage.';
 
-CREATE VIEW warden.app_usage AS SELECT * FROM warden.app_usage();
-COMMENT ON VIEW warden.app_usage IS
+-- warden.app_usage is a foreign table over shared memory rather than a view
+-- over warden.app_usage(): a view costs PostgreSQL 15 ~70,000 instructions
+-- per query by itself (rewrite and subquery pull-up), a foreign table is
+-- planned like a plain table (docs/benchmarks.md). Same columns, same rows.
+CREATE FUNCTION warden.usage_fdw_handler() RETURNS fdw_handler
+  LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'usage_fdw_handler';
+COMMENT ON FUNCTION warden.usage_fdw_handler() IS
+  'Foreign data wrapper handler of pg_warden''s usage tables (shared memory, no remote side).';
+CREATE FOREIGN DATA WRAPPER pg_warden HANDLER warden.usage_fdw_handler;
+COMMENT ON FOREIGN DATA WRAPPER pg_warden IS 'pg_warden''s usage tables, read from shared memory.';
+CREATE SERVER pg_warden FOREIGN DATA WRAPPER pg_warden;
+COMMENT ON SERVER pg_warden IS 'pg_warden''s shared memory on this server.';
+
+CREATE FOREIGN TABLE warden.app_usage (
+    database name, role name, application_name text,
+    connections int, active int, idle int, idle_in_transaction int,
+    longest_idle_seconds float8, peak_connections int, peak_at timestamptz,
+    opened bigint, refused bigint, terminated bigint)
+  SERVER pg_warden;
+COMMENT ON FOREIGN TABLE warden.app_usage IS
   'One row per (database, role, application_name): exact connections, sampled states, peaks and counters.';
 
 CREATE FUNCTION warden.server_usage(
@@ -53,7 +80,7 @@ COMMENT ON FUNCTION warden.worker_stats() IS
 
 -- Privileges: monitoring roles read, nobody else by default.
 REVOKE ALL ON FUNCTION warden.app_usage(), warden.server_usage(), warden.backends(),
-  warden.reset_stats(), warden.worker_stats() FROM PUBLIC;
+  warden.reset_stats(), warden.worker_stats(), warden.usage_fdw_handler() FROM PUBLIC;
 REVOKE ALL ON warden.app_usage, warden.server_usage, warden.backends FROM PUBLIC;
 GRANT SELECT ON warden.app_usage, warden.server_usage, warden.backends TO pg_monitor;
 -- Functions in a view run with the caller's EXECUTE privilege.

@@ -144,12 +144,45 @@ class Cluster:
         return self
 
     def stop(self, mode: str = "fast") -> None:
-        if not os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
-            self.running = False
-            return
-        run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", "60",
-                             "stop"]), check=False)
+        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", "60",
+                                 "stop"]), check=False)
         self.running = False
+        proc = getattr(self, "wrapper_proc", None)  # see start_wrapped()
+        if proc is not None:
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.wrapper_proc = None
+
+    def start_wrapped(self, wrapper: list[str], timeout: float = 120.0) -> "Cluster":
+        """Starts the postmaster under a wrapper command (e.g. valgrind) instead of
+        pg_ctl; stop() stops it as usual and then waits for the wrapper to exit."""
+        log = open(self.logfile, "a")
+        os.chown(self.logfile, *server_user())
+        self.wrapper_proc = subprocess.Popen(
+            _as_server_user(wrapper + [f"{PG_BIN}/postgres", "-D", self.datadir]),
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.running = True
+        if self not in _live:
+            _live.append(self)
+        pidfile = os.path.join(self.datadir, "postmaster.pid")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(pidfile) as f:
+                    if "ready" in f.read():
+                        return self
+            except OSError:
+                pass
+            if self.wrapper_proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop("immediate")
+        raise RuntimeError(f"{self.name} did not start under {wrapper[0]}:\n{self.log_tail()}")
 
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)

@@ -1,0 +1,220 @@
+/*
+ * idle_probe — measures when idle sessions are terminated by the server.
+ *
+ *   idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL] [-w WAIT_MS] [-p PARALLEL]
+ *
+ * Opens COUNT connections (application_name APP or APP-NN, NN = i % NAPPS),
+ * runs SQL (default `SELECT 1`; e.g. `SET idle_session_timeout = '2s'; SELECT 1`)
+ * on every one, and notes for each the moment its result arrived: the start of
+ * its idle time as the client sees it (the server went idle a few microseconds
+ * earlier). Then it waits, without sending anything, until each socket becomes
+ * readable — the server's FATAL message or end of file, i.e. the termination —
+ * or until WAIT_MS (default TIMEOUT_MS + 5000) have passed.
+ *
+ * Output, one line each: `L <ms>` per terminated session, its termination time
+ * minus (idle start + TIMEOUT_MS) (negative = early), then
+ * `summary terminated=<n> alive=<n> failed=<n>`.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
+                  " [-w WAIT_MS] [-p PARALLEL]\n");
+  exit(2);
+}
+
+enum { CONNECTING, QUERYING, IDLE, GONE, FAILED };
+
+typedef struct {
+  PGconn *conn;
+  PostgresPollingStatusType poll_status;
+  int state;
+  double idle_at, gone_at;
+} Session;
+
+int main(int argc, char **argv) {
+  const char *conninfo = NULL, *app = "idle-probe", *sql = "SELECT 1";
+  long count = -1;
+  double timeout_ms = -1, wait_ms = -1;
+  int napps = 0, parallel = 16, opt;
+  while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:")) != -1) {
+    switch (opt) {
+      case 'd': conninfo = optarg; break;
+      case 'n': count = strtol(optarg, NULL, 10); break;
+      case 't': timeout_ms = atof(optarg); break;
+      case 'a': app = optarg; break;
+      case 'k': napps = atoi(optarg); break;
+      case 's': sql = optarg; break;
+      case 'w': wait_ms = atof(optarg); break;
+      case 'p': parallel = atoi(optarg); break;
+      default: usage();
+    }
+  }
+  if (!conninfo || count < 1 || timeout_ms < 0 || parallel < 1) usage();
+  if (wait_ms < 0) wait_ms = timeout_ms + 5000;
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  signal(SIGPIPE, SIG_IGN);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)count + 64) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  Session *s = calloc((size_t)count, sizeof(Session));
+  struct pollfd *pfds = calloc((size_t)count, sizeof(struct pollfd));
+  long *idx = calloc((size_t)count, sizeof(long));
+  if (!s || !pfds || !idx) return 1;
+
+  /* Phase 1: connect, PARALLEL attempts in flight. */
+  long next = 0, inflight = 0, failed = 0;
+  char appname[128];
+  while (next < count || inflight > 0) {
+    while (next < count && inflight < parallel) {
+      if (napps > 0)
+        snprintf(appname, sizeof(appname), "%s-%02ld", app, next % napps);
+      else
+        snprintf(appname, sizeof(appname), "%s", app);
+      const char *keys[] = {"dbname", "application_name", NULL};
+      const char *vals[] = {conninfo, appname, NULL};
+      s[next].conn = PQconnectStartParams(keys, vals, 1);
+      s[next].poll_status = PGRES_POLLING_WRITING;
+      if (!s[next].conn || PQstatus(s[next].conn) == CONNECTION_BAD) {
+        s[next].state = FAILED;
+        failed++;
+      } else {
+        s[next].state = CONNECTING;
+        inflight++;
+      }
+      next++;
+    }
+    int n = 0;
+    for (long i = 0; i < next; i++) {
+      if (s[i].state != CONNECTING) continue;
+      pfds[n].fd = PQsocket(s[i].conn);
+      pfds[n].events = s[i].poll_status == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+      pfds[n].revents = 0;
+      idx[n++] = i;
+    }
+    if (n == 0) continue;
+    if (poll(pfds, (nfds_t)n, 1000) < 0 && errno != EINTR) return 1;
+    for (int j = 0; j < n; j++) {
+      if (!pfds[j].revents) continue;
+      Session *x = &s[idx[j]];
+      x->poll_status = PQconnectPoll(x->conn);
+      if (x->poll_status == PGRES_POLLING_OK) {
+        x->state = QUERYING;
+        inflight--;
+      } else if (x->poll_status == PGRES_POLLING_FAILED) {
+        fprintf(stderr, "idle_probe: connection %ld: %s", idx[j], PQerrorMessage(x->conn));
+        x->state = FAILED;
+        failed++;
+        inflight--;
+      }
+    }
+  }
+
+  /* Phase 2: run SQL everywhere; a session is idle from the moment its results are in. */
+  long querying = 0;
+  for (long i = 0; i < count; i++) {
+    if (s[i].state != QUERYING) continue;
+    if (!PQsendQuery(s[i].conn, sql)) {
+      fprintf(stderr, "idle_probe: %s", PQerrorMessage(s[i].conn));
+      s[i].state = FAILED;
+      failed++;
+      continue;
+    }
+    querying++;
+  }
+  while (querying > 0) {
+    int n = 0;
+    for (long i = 0; i < count; i++) {
+      if (s[i].state != QUERYING) continue;
+      pfds[n].fd = PQsocket(s[i].conn);
+      pfds[n].events = POLLIN;
+      pfds[n].revents = 0;
+      idx[n++] = i;
+    }
+    if (poll(pfds, (nfds_t)n, 1000) < 0 && errno != EINTR) return 1;
+    for (int j = 0; j < n; j++) {
+      if (!pfds[j].revents) continue;
+      Session *x = &s[idx[j]];
+      if (!PQconsumeInput(x->conn)) {
+        x->state = FAILED;
+        failed++;
+        querying--;
+        continue;
+      }
+      int bad = 0;
+      while (!PQisBusy(x->conn)) {
+        PGresult *r = PQgetResult(x->conn);
+        if (!r) break;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+          fprintf(stderr, "idle_probe: %s", PQresultErrorMessage(r));
+          bad = 1;
+        }
+        PQclear(r);
+      }
+      if (PQisBusy(x->conn)) continue;
+      x->idle_at = now_ms();
+      x->state = bad ? FAILED : IDLE;
+      failed += bad;
+      querying--;
+    }
+  }
+  fprintf(stderr, "idle_probe: %ld sessions idle, %ld failed\n", count - failed, failed);
+
+  /* Phase 3: wait for terminations, sending nothing. */
+  double deadline = now_ms() + wait_ms;
+  long idle = 0;
+  for (long i = 0; i < count; i++) idle += (s[i].state == IDLE);
+  while (idle > 0) {
+    double left = deadline - now_ms();
+    if (left <= 0) break;
+    int n = 0;
+    for (long i = 0; i < count; i++) {
+      if (s[i].state != IDLE) continue;
+      pfds[n].fd = PQsocket(s[i].conn);
+      pfds[n].events = POLLIN;
+      pfds[n].revents = 0;
+      idx[n++] = i;
+    }
+    int rc = poll(pfds, (nfds_t)n, left > 100 ? 100 : (int)left + 1);
+    double t = now_ms();
+    if (rc < 0 && errno != EINTR) return 1;
+    for (int j = 0; j < n && rc > 0; j++) {
+      if (!pfds[j].revents) continue;
+      s[idx[j]].state = GONE;
+      s[idx[j]].gone_at = t;
+      idle--;
+    }
+  }
+
+  long gone = 0;
+  for (long i = 0; i < count; i++) {
+    if (s[i].state != GONE) continue;
+    gone++;
+    printf("L %.3f\n", s[i].gone_at - s[i].idle_at - timeout_ms);
+  }
+  printf("summary terminated=%ld alive=%ld failed=%ld\n", gone, idle, failed);
+  fflush(stdout);
+  for (long i = 0; i < count; i++)
+    if (s[i].conn) PQfinish(s[i].conn);
+  return 0;
+}
