@@ -429,7 +429,20 @@ void Daemon::ApplyClose(Slot& s, const Config&, const Snapshot& snap, const Acti
   if (existing)
     e.previous_limit =
         existing->applied_limit == a.limit ? existing->previous_limit : existing->applied_limit;
-  journal_->Upsert(e);  // before the change: a crash right after still knows what to undo
+  try {
+    journal_->Upsert(e);  // before the change: a crash right after still knows what to undo
+  } catch (const std::exception& ex) {
+    // Never change what could not be journaled: it might never be undone.
+    std::string msg = fmt::format("state file {}: {}", journal_->path(), ex.what());
+    spdlog::error("[{}] admission of role {} NOT closed: {}", s.server.name, a.role, msg);
+    std::lock_guard<std::mutex> g(status_mu_);
+    StatusOf(s.server.name).journal_error = msg;
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> g(status_mu_);
+    StatusOf(s.server.name).journal_error.clear();
+  }
   mech->Close(*s.conn, a.role, a.limit, a.reason);
   s.state.applied[a.role] = a.limit;
   std::string how = mechname == "alter_role"

@@ -126,6 +126,9 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
   for (double at : s.emergency_active)
     out[fmt::format("emergency:{}", at)] = {
         "critical", fmt::format("{}: emergency step at {}% in force", s.name, at), 0};
+  if (!s.journal_error.empty())
+    out["state_file_unwritable"] = {
+        "critical", fmt::format("{}: changes withheld: {}", s.name, s.journal_error), 0};
   if (s.mode == "degraded")
     out["degraded_mode"] = {
         "warning", fmt::format("{}: pg_warden extension absent (degraded mode)", s.name), 0};

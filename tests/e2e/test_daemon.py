@@ -667,6 +667,14 @@ def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
         waiter.close()
         wait_until(lambda: w.health()[1]["checks"][0]["status"] == "Healthy", timeout=10,
                    what="no more waiting clients")
+        # pgbouncer down: reported, the server itself still served.
+        bouncer.stop()
+        wait_until(lambda: 'pg_warden_pgbouncer_up{server="primary"} 0' in w.get("/metrics")[1],
+                   timeout=10, what="pgbouncer down in /metrics")
+        code, h = w.health()
+        assert code == 200 and h["checks"][0]["status"] == "Degraded"
+        assert h["checks"][0]["data"]["pgbouncer"]["reachable"] is False
+        assert h["checks"][0]["data"]["reachable"] is True
         assert w.stop() == 0
     finally:
         bouncer.stop()
@@ -796,3 +804,26 @@ def test_extension_created_while_running_is_noticed(make_cluster, wardend):
                what="extension mode")
     assert w.health()[1]["checks"][0]["status"] == "Healthy"
     assert w.stop() == 0
+
+
+def test_unwritable_state_file_withholds_changes(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_u LOGIN CONNECTION LIMIT 40")
+    held = connect(c, "app_u", "api", 3)
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_u"\nmax_connections = 1\n')
+    os.mkdir(w.state_file + ".tmp")  # the journal's temp file cannot be created (even as root)
+    w.start()
+    w.wait_log("admission of role app_u NOT closed")
+    w.wait_http()
+    alerts = wait_until(lambda: [a for a in json.loads(w.get("/alerts")[1])["alerts"]
+                                 if a["name"] == "state_file_unwritable"], timeout=10,
+                        what="state_file_unwritable alert")
+    assert alerts[0]["severity"] == "critical"
+    assert restored(c, "app_u", 40), "nothing changed that could not be journaled"
+    os.rmdir(w.state_file + ".tmp")
+    wait_until(lambda: admission_cap(c, "app_u") == 1, timeout=10, what="closed once journaled")
+    wait_until(lambda: not [a for a in json.loads(w.get("/alerts")[1])["alerts"]
+                            if a["name"] == "state_file_unwritable"], timeout=10, what="alert cleared")
+    assert w.stop() == 0
+    assert restored(c, "app_u", 40)
+    close_all(held)

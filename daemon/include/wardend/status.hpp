@@ -54,6 +54,7 @@ struct ServerStatus {
   std::vector<double> emergency_active;           // at_percent of each active step
   std::map<std::string, uint64_t> actions_total;  // kind -> count
   std::map<std::string, AlertState> alerts;       // key -> state
+  std::string journal_error;  // the state file could not be written: changes withheld
   bool pgbouncer_configured = false, pgbouncer_ok = false;
   std::string pgbouncer_error;
   std::vector<PoolStat> pools;
