@@ -111,7 +111,13 @@ int Daemon::Run() {
   for (const auto& sc : cfg->servers) spdlog::info("[{}] dsn: {}", sc.name, MaskDsn(sc.dsn));
 
   if (opts_.once) {
-    for (auto& [name, slot] : slots_) Step(*slot, *cfg);
+    for (auto& [name, slot] : slots_) {
+      try {
+        Step(*slot, *cfg);
+      } catch (const std::exception& e) {
+        spdlog::error("[{}] unexpected error: {}", name, MaskDsn(e.what()));
+      }
+    }
     bool ok = true;
     for (const auto& st : status_.servers) ok = ok && st.last_poll_ok;
     spdlog::info("--once: done");
@@ -201,11 +207,22 @@ void Daemon::Worker(Slot* s) {
   while (!stop_workers_) {
     auto cfg = config();
     double t0 = Mono();
-    Step(*s, *cfg);
+    try {
+      Step(*s, *cfg);
+    } catch (const std::exception& e) {  // a bug must not take the other servers down
+      spdlog::error("[{}] unexpected error, reconnecting: {}", s->server.name, MaskDsn(e.what()));
+      s->conn.reset();
+    }
     double left = cfg->daemon.interval.count() / 1000.0 - (Mono() - t0);
     if (left > 0) WaitFor(left);
   }
-  if (shutdown_ && !fast_) UndoAll(*s, *config(), "wardend stopping");
+  if (shutdown_ && !fast_) {
+    try {
+      UndoAll(*s, *config(), "wardend stopping");
+    } catch (const std::exception& e) {
+      spdlog::error("[{}] undo at stop failed: {}", s->server.name, MaskDsn(e.what()));
+    }
+  }
 }
 
 bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
@@ -487,6 +504,10 @@ bool Daemon::Undo(Slot& s, const JournalEntry& e, const std::string& why) {
     spdlog::error("[{}] cannot reopen admission of role {}: {}", s.server.name, e.role, ex.what());
     if (ex.connection_lost()) s.conn.reset();
     return false;
+  } catch (const std::exception& ex) {  // the state file: undone, but still journaled
+    spdlog::error("[{}] admission of role {}: state file {}: {} (undone; entry kept)",
+                  s.server.name, e.role, journal_->path(), ex.what());
+    return false;
   }
 }
 
@@ -740,7 +761,13 @@ void Daemon::Reload() {
     next[sc.name] = std::move(slot);
   }
   // Servers removed from the file: undo what is in force there, then let go.
-  for (auto& [name, slot] : slots_) UndoAll(*slot, *old, "server removed from the configuration");
+  for (auto& [name, slot] : slots_) {
+    try {
+      UndoAll(*slot, *old, "server removed from the configuration");
+    } catch (const std::exception& e) {
+      spdlog::error("[{}] undo failed: {}", name, MaskDsn(e.what()));
+    }
+  }
   slots_ = std::move(next);
   {
     std::lock_guard<std::mutex> g(cfg_mu_);
