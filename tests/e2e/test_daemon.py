@@ -827,3 +827,29 @@ def test_unwritable_state_file_withholds_changes(make_cluster, wardend):
     assert w.stop() == 0
     assert restored(c, "app_u", 40)
     close_all(held)
+
+
+def test_metrics_cardinality_is_bounded(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_many LOGIN")
+    conns = []
+    for i in range(12):
+        conns += connect(c, "app_many", f"svc-{i:02d}", 1 + (i == 0))
+    w = wardend([("primary", c)], daemon_extra="metrics_max_applications = 5").start()
+    w.wait_http()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def apps():
+        fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
+        fam = fams.get("pg_warden_connections")
+        return {(s.labels["role"], s.labels["application"]) for s in fam.samples} if fam else set()
+
+    wait_until(lambda: ("<other>", "<other>") in apps(), timeout=10, what="<other> row")
+    got = apps()
+    assert len(got) == 5
+    assert ("app_many", "svc-00") in got  # the largest application (2 connections) kept
+    fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
+    total = sum(s.value for s in fams["pg_warden_connections"].samples)
+    assert total == sum(s.value for s in fams["pg_warden_server_connections"].samples)
+    close_all(conns)
+    assert w.stop() == 0
