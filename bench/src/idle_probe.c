@@ -11,9 +11,14 @@
  * readable — the server's FATAL message or end of file, i.e. the termination —
  * or until WAIT_MS (default TIMEOUT_MS + 5000) have passed.
  *
- * Output, one line each: `L <ms>` per terminated session, its termination time
- * minus (idle start + TIMEOUT_MS) (negative = early), then
- * `summary terminated=<n> alive=<n> failed=<n>`.
+ * Output, one line each: `idle` once every session is idle (the caller may
+ * then read the server's own idle start, pg_stat_activity.state_change, of
+ * each pid); `L <ms>` per terminated session, its termination time minus
+ * (idle start as the client stamped it + TIMEOUT_MS); `G <pid> <epoch ms>`
+ * per terminated session, the wall-clock time its socket became readable;
+ * then `summary terminated=<n> alive=<n> failed=<n>`. With many sessions the
+ * client's stamp lags the server's idle start (it handles one result at a
+ * time), so `L` can look early: judge with `G` and state_change.
  */
 #include <errno.h>
 #include <poll.h>
@@ -34,6 +39,12 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+static double epoch_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static void usage(void) {
   fprintf(stderr, "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
                   " [-w WAIT_MS] [-p PARALLEL]\n");
@@ -46,7 +57,7 @@ typedef struct {
   PGconn *conn;
   PostgresPollingStatusType poll_status;
   int state;
-  double idle_at, gone_at;
+  double idle_at, gone_at, gone_epoch;
 } Session;
 
 int main(int argc, char **argv) {
@@ -179,6 +190,8 @@ int main(int argc, char **argv) {
     }
   }
   fprintf(stderr, "idle_probe: %ld sessions idle, %ld failed\n", count - failed, failed);
+  printf("idle\n");
+  fflush(stdout);
 
   /* Phase 3: wait for terminations, sending nothing. */
   double deadline = now_ms() + wait_ms;
@@ -196,12 +209,13 @@ int main(int argc, char **argv) {
       idx[n++] = i;
     }
     int rc = poll(pfds, (nfds_t)n, left > 100 ? 100 : (int)left + 1);
-    double t = now_ms();
+    double t = now_ms(), te = epoch_ms();
     if (rc < 0 && errno != EINTR) return 1;
     for (int j = 0; j < n && rc > 0; j++) {
       if (!pfds[j].revents) continue;
       s[idx[j]].state = GONE;
       s[idx[j]].gone_at = t;
+      s[idx[j]].gone_epoch = te;
       idle--;
     }
   }
@@ -211,6 +225,7 @@ int main(int argc, char **argv) {
     if (s[i].state != GONE) continue;
     gone++;
     printf("L %.3f\n", s[i].gone_at - s[i].idle_at - timeout_ms);
+    printf("G %d %.3f\n", PQbackendPID(s[i].conn), s[i].gone_epoch);
   }
   printf("summary terminated=%ld alive=%ld failed=%ld\n", gone, idle, failed);
   fflush(stdout);
