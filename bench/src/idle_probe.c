@@ -1,11 +1,14 @@
 /*
  * idle_probe — measures when idle sessions are terminated by the server.
  *
- *   idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL] [-w WAIT_MS] [-p PARALLEL]
+ *   idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL] [-w WAIT_MS]
+ *              [-p PARALLEL] [-g SPREAD_MS]
  *
  * Opens COUNT connections (application_name APP or APP-NN, NN = i % NAPPS),
  * runs SQL (default `SELECT 1`; e.g. `SET idle_session_timeout = '2s'; SELECT 1`)
- * on every one, and notes for each the moment its result arrived: the start of
+ * on every one (spread evenly over SPREAD_MS, default 0: all at once, so that
+ * the sessions go idle, and expire, at different moments), and notes for each
+ * the moment its result arrived: the start of
  * its idle time as the client sees it (the server went idle a few microseconds
  * earlier). Then it waits, without sending anything, until each socket becomes
  * readable — the server's FATAL message or end of file, i.e. the termination —
@@ -47,7 +50,7 @@ static double epoch_ms(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
-                  " [-w WAIT_MS] [-p PARALLEL]\n");
+                  " [-w WAIT_MS] [-p PARALLEL] [-g SPREAD_MS]\n");
   exit(2);
 }
 
@@ -56,16 +59,16 @@ enum { CONNECTING, QUERYING, IDLE, GONE, FAILED };
 typedef struct {
   PGconn *conn;
   PostgresPollingStatusType poll_status;
-  int state;
+  int state, sent;
   double idle_at, gone_at, gone_epoch;
 } Session;
 
 int main(int argc, char **argv) {
   const char *conninfo = NULL, *app = "idle-probe", *sql = "SELECT 1";
   long count = -1;
-  double timeout_ms = -1, wait_ms = -1;
+  double timeout_ms = -1, wait_ms = -1, spread_ms = 0;
   int napps = 0, parallel = 16, opt;
-  while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:")) != -1) {
+  while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:g:")) != -1) {
     switch (opt) {
       case 'd': conninfo = optarg; break;
       case 'n': count = strtol(optarg, NULL, 10); break;
@@ -75,6 +78,7 @@ int main(int argc, char **argv) {
       case 's': sql = optarg; break;
       case 'w': wait_ms = atof(optarg); break;
       case 'p': parallel = atoi(optarg); break;
+      case 'g': spread_ms = atof(optarg); break;
       default: usage();
     }
   }
@@ -141,28 +145,32 @@ int main(int argc, char **argv) {
     }
   }
 
-  /* Phase 2: run SQL everywhere; a session is idle from the moment its results are in. */
-  long querying = 0;
-  for (long i = 0; i < count; i++) {
-    if (s[i].state != QUERYING) continue;
-    if (!PQsendQuery(s[i].conn, sql)) {
-      fprintf(stderr, "idle_probe: %s", PQerrorMessage(s[i].conn));
-      s[i].state = FAILED;
-      failed++;
-      continue;
+  /* Phase 2: run SQL everywhere (the k-th session at k * SPREAD_MS / COUNT); a
+   * session is idle from the moment its results are in. */
+  long querying = 0, next_send = 0;
+  const double t_send0 = now_ms();
+  while (querying > 0 || next_send < count) {
+    while (next_send < count && now_ms() >= t_send0 + (double)next_send * spread_ms / (double)count) {
+      Session *x = &s[next_send++];
+      if (x->state != QUERYING) continue;
+      if (!PQsendQuery(x->conn, sql)) {
+        fprintf(stderr, "idle_probe: %s", PQerrorMessage(x->conn));
+        x->state = FAILED;
+        failed++;
+        continue;
+      }
+      x->sent = 1;
+      querying++;
     }
-    querying++;
-  }
-  while (querying > 0) {
     int n = 0;
     for (long i = 0; i < count; i++) {
-      if (s[i].state != QUERYING) continue;
+      if (s[i].state != QUERYING || !s[i].sent) continue;
       pfds[n].fd = PQsocket(s[i].conn);
       pfds[n].events = POLLIN;
       pfds[n].revents = 0;
       idx[n++] = i;
     }
-    if (poll(pfds, (nfds_t)n, 1000) < 0 && errno != EINTR) return 1;
+    if (poll(pfds, (nfds_t)n, next_send < count ? 1 : 1000) < 0 && errno != EINTR) return 1;
     for (int j = 0; j < n; j++) {
       if (!pfds[j].revents) continue;
       Session *x = &s[idx[j]];
