@@ -2,13 +2,16 @@
  * idle_probe — measures when idle sessions are terminated by the server.
  *
  *   idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL] [-w WAIT_MS]
- *              [-p PARALLEL] [-g SPREAD_MS]
+ *              [-p PARALLEL] [-g SPREAD_MS] [-A APP2]
  *
  * Opens COUNT connections (application_name APP or APP-NN, NN = i % NAPPS),
  * runs SQL (default `SELECT 1`; e.g. `SET idle_session_timeout = '2s'; SELECT 1`)
  * on every one (spread evenly over SPREAD_MS, default 0: all at once, so that
  * the sessions go idle, and expire, at different moments), and notes for each
- * the moment its result arrived: the start of
+ * the moment its result arrived. With -A, sessions log in as APP and take
+ * the application_name APP2 (APP2-NN) in that statement, so that the time
+ * they wait, idle, for their turn does not count against an idle policy on
+ * APP2%; NAPPS then applies to APP2: the start of
  * its idle time as the client sees it (the server went idle a few microseconds
  * earlier). Then it waits, without sending anything, until each socket becomes
  * readable — the server's FATAL message or end of file, i.e. the termination —
@@ -50,7 +53,7 @@ static double epoch_ms(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
-                  " [-w WAIT_MS] [-p PARALLEL] [-g SPREAD_MS]\n");
+                  " [-w WAIT_MS] [-p PARALLEL] [-g SPREAD_MS] [-A APP2]\n");
   exit(2);
 }
 
@@ -64,11 +67,11 @@ typedef struct {
 } Session;
 
 int main(int argc, char **argv) {
-  const char *conninfo = NULL, *app = "idle-probe", *sql = "SELECT 1";
+  const char *conninfo = NULL, *app = "idle-probe", *sql = "SELECT 1", *app2 = NULL;
   long count = -1;
   double timeout_ms = -1, wait_ms = -1, spread_ms = 0;
   int napps = 0, parallel = 16, opt;
-  while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:g:")) != -1) {
+  while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:g:A:")) != -1) {
     switch (opt) {
       case 'd': conninfo = optarg; break;
       case 'n': count = strtol(optarg, NULL, 10); break;
@@ -79,6 +82,7 @@ int main(int argc, char **argv) {
       case 'w': wait_ms = atof(optarg); break;
       case 'p': parallel = atoi(optarg); break;
       case 'g': spread_ms = atof(optarg); break;
+      case 'A': app2 = optarg; break;
       default: usage();
     }
   }
@@ -153,7 +157,17 @@ int main(int argc, char **argv) {
     while (next_send < count && now_ms() >= t_send0 + (double)next_send * spread_ms / (double)count) {
       Session *x = &s[next_send++];
       if (x->state != QUERYING) continue;
-      if (!PQsendQuery(x->conn, sql)) {
+      const char *q = sql;
+      char qbuf[1024];
+      if (app2) { /* take the measured application_name only now: idle until here was not "idle" */
+        if (napps > 0)
+          snprintf(qbuf, sizeof(qbuf), "SET application_name = '%s-%02ld'; %s", app2,
+                   (next_send - 1) % napps, sql);
+        else
+          snprintf(qbuf, sizeof(qbuf), "SET application_name = '%s'; %s", app2, sql);
+        q = qbuf;
+      }
+      if (!PQsendQuery(x->conn, q)) {
         fprintf(stderr, "idle_probe: %s", PQerrorMessage(x->conn));
         x->state = FAILED;
         failed++;
