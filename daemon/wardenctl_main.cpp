@@ -3,7 +3,6 @@
 //   wardenctl top    [--config FILE | --state-file FILE] [--interval 1s] [--count N]
 //   wardenctl check-config FILE
 //   wardenctl plan FILE [--json]
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +10,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -40,7 +40,9 @@ std::string Ago(double t) {
   return fmt::format("{:.1f}h ago", d / 3600);
 }
 
-std::string Clip(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 1) + "~"; }
+std::string Clip(const std::string& s, size_t n) {
+  return s.size() <= n ? s : s.substr(0, n - 1) + "~";
+}
 
 // The segment name from --state-file, or from the state_file of --config.
 std::string SegmentFor(const std::string& config, const std::string& state_file, int* rc) {
@@ -86,9 +88,14 @@ nlohmann::json StatusJson(const StatusCopy& s) {
                        {"applications", apps}});
   }
   nlohmann::json actions = nlohmann::json::array();
-  for (const auto& a : s.actions) actions.push_back({{"at", a.at}, {"server", a.server}, {"action", a.text}});
-  return {{"pid", s.pid},        {"started", s.started}, {"updated", s.updated},
-          {"dry_run", s.dry_run}, {"config", s.config_path}, {"servers", servers},
+  for (const auto& a : s.actions)
+    actions.push_back({{"at", a.at}, {"server", a.server}, {"action", a.text}});
+  return {{"pid", s.pid},
+          {"started", s.started},
+          {"updated", s.updated},
+          {"dry_run", s.dry_run},
+          {"config", s.config_path},
+          {"servers", servers},
           {"recent_actions", actions}};
 }
 
@@ -97,17 +104,20 @@ void PrintStatus(const StatusCopy& s) {
                            Ago(s.started).substr(0, Ago(s.started).size() - 4), Ago(s.updated),
                            s.dry_run ? " (DRY RUN)" : "");
   std::cout << fmt::format("config {}\n\n", s.config_path);
-  std::cout << fmt::format("{:<16} {:<8} {:<9} {:>11} {:>6} {:>6} {:>5} {:>4} {:<12}\n", "server", "state",
-                           "mode", "conns/max", "usage", "active", "idle", "iit", "last poll");
+  std::cout << fmt::format("{:<16} {:<8} {:<9} {:>11} {:>6} {:>6} {:>5} {:>4} {:<12}\n", "server",
+                           "state", "mode", "conns/max", "usage", "active", "idle", "iit",
+                           "last poll");
   for (const auto& x : s.servers) {
     std::string state = !x.last_poll_ok ? "DOWN" : x.in_recovery ? "standby" : "primary";
-    std::cout << fmt::format("{:<16} {:<8} {:<9} {:>11} {:>5.1f}% {:>6} {:>5} {:>4} {:<12}\n", Clip(x.name, 16),
-                             state, x.mode, fmt::format("{}/{}", x.connections, x.max_connections),
-                             x.usage_percent, x.active, x.idle, x.idle_in_transaction, Ago(x.last_ok_unix));
+    std::cout << fmt::format(
+        "{:<16} {:<8} {:<9} {:>11} {:>5.1f}% {:>6} {:>5} {:>4} {:<12}\n", Clip(x.name, 16), state,
+        x.mode, fmt::format("{}/{}", x.connections, x.max_connections), x.usage_percent, x.active,
+        x.idle, x.idle_in_transaction, Ago(x.last_ok_unix));
     if (!x.last_poll_ok && x.error[0]) std::cout << "  error: " << Clip(x.error, 72) << "\n";
     if (x.admission_closed || x.emergencies_active || x.alerts)
-      std::cout << fmt::format("  admission closed for {} role(s), {} emergency step(s), {} alert(s)\n",
-                               x.admission_closed, x.emergencies_active, x.alerts);
+      std::cout << fmt::format(
+          "  admission closed for {} role(s), {} emergency step(s), {} alert(s)\n",
+          x.admission_closed, x.emergencies_active, x.alerts);
   }
   if (!s.actions.empty()) {
     std::cout << "\nrecent actions:\n";
@@ -127,27 +137,28 @@ void PrintStatus(const StatusCopy& s) {
 // One screen of `top`, at most `width` columns.
 std::string TopScreen(const StatusCopy& s, int width, int height) {
   std::ostringstream o;
-  o << Clip(fmt::format("wardenctl top - wardend pid {}{} - updated {}", s.pid, s.dry_run ? " DRY RUN" : "",
-                        Ago(s.updated)),
-                static_cast<size_t>(width))
+  o << Clip(fmt::format("wardenctl top - wardend pid {}{} - updated {}", s.pid,
+                        s.dry_run ? " DRY RUN" : "", Ago(s.updated)),
+            static_cast<size_t>(width))
     << "\n";
   int lines = 1;
   for (const auto& x : s.servers) {
-    std::string head = !x.last_poll_ok
-                           ? fmt::format("{}: DOWN {}", x.name, x.error)
-                           : fmt::format("{} ({}, {}): {}/{} conns {:.1f}%  active {} idle {} iit {}", x.name,
-                                         x.in_recovery ? "standby" : "primary", x.mode, x.connections,
-                                         x.max_connections, x.usage_percent, x.active, x.idle,
-                                         x.idle_in_transaction);
+    std::string head =
+        !x.last_poll_ok ? fmt::format("{}: DOWN {}", x.name, x.error)
+                        : fmt::format("{} ({}, {}): {}/{} conns {:.1f}%  active {} idle {} iit {}",
+                                      x.name, x.in_recovery ? "standby" : "primary", x.mode,
+                                      x.connections, x.max_connections, x.usage_percent, x.active,
+                                      x.idle, x.idle_in_transaction);
     o << "\n" << Clip(head, static_cast<size_t>(width)) << "\n";
     o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7}\n", "database", "role",
                      "application", "conns", "active", "idle", "iit", "idle s");
     lines += 3;
     for (int i = 0; i < x.napps && lines < height - 1; ++i, ++lines) {
       const ShmApp& a = x.apps[i];
-      o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7.0f}\n", Clip(a.database, 14),
-                       Clip(a.role, 12), Clip(a.application, 20), a.connections, a.active, a.idle,
-                       a.idle_in_transaction, a.longest_idle_seconds);
+      o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7.0f}\n",
+                       Clip(a.database, 14), Clip(a.role, 12), Clip(a.application, 20),
+                       a.connections, a.active, a.idle, a.idle_in_transaction,
+                       a.longest_idle_seconds);
     }
   }
   return o.str();
@@ -178,7 +189,9 @@ int Top(const std::string& segment, double interval, int count) {
     if (!tty) std::cout << "\n";
     if (!s) rc = 1;
     if (count > 0 && n + 1 >= count) break;
-    struct pollfd p {STDIN_FILENO, POLLIN, 0};
+    struct pollfd p {
+      STDIN_FILENO, POLLIN, 0
+    };
     if (raw && ::poll(&p, 1, static_cast<int>(interval * 1000)) > 0) {
       char c = 0;
       if (::read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q')) break;
@@ -200,7 +213,8 @@ int main(int argc, char** argv) {
   bool json = false;
   int count = 0;
 
-  auto* status = app.add_subcommand("status", "the running daemon's status (shared memory, no network)");
+  auto* status =
+      app.add_subcommand("status", "the running daemon's status (shared memory, no network)");
   status->add_option("-c,--config", config, "wardend's configuration (to find its state_file)");
   status->add_option("--state-file", state_file, "wardend's state_file (instead of --config)");
   status->add_flag("--json", json, "JSON output");
@@ -215,7 +229,8 @@ int main(int argc, char** argv) {
   check->add_option("file", file, "the file")->required();
 
   auto* plan = app.add_subcommand("plan", "capacity arithmetic: services x instances x pool size");
-  plan->add_option("file", file, "the plan (TOML: max_connections, [[service]] name, instances, pool_size)")
+  plan->add_option("file", file,
+                   "the plan (TOML: max_connections, [[service]] name, instances, pool_size)")
       ->required();
   plan->add_flag("--json", json, "JSON output");
 
@@ -282,7 +297,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (kill(s->pid, 0) != 0 && errno == ESRCH) {
-      std::cerr << "wardenctl: the status segment belongs to pid " << s->pid << ", which is not running\n";
+      std::cerr << "wardenctl: the status segment belongs to pid " << s->pid
+                << ", which is not running\n";
       return 1;
     }
     if (json)

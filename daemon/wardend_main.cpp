@@ -1,8 +1,8 @@
 // wardend: the pg_warden daemon. See docs/daemon.md.
 //   wardend --config /etc/pg_warden/wardend.toml [--dry-run] [--once]
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "wardend/config.hpp"
@@ -10,7 +10,8 @@
 #include "wardend/log.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"wardend: enforces per-role connection budgets and the emergency runbook with pg_warden"};
+  CLI::App app{
+      "wardend: enforces per-role connection budgets and the emergency runbook with pg_warden"};
   wardend::Options opts;
   opts.config_path = "/etc/pg_warden/wardend.toml";
   app.add_option("-c,--config", opts.config_path, "configuration file (TOML)");

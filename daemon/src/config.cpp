@@ -3,19 +3,23 @@
 // and every error names the file, the line and the key.
 #include "wardend/config.hpp"
 
+#include <toml++/toml.h>
+
 #include <fstream>
 #include <regex>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace wardend {
 
 const char* ToString(Priority p) {
   switch (p) {
-    case Priority::kLow: return "low";
-    case Priority::kNormal: return "normal";
-    case Priority::kCritical: return "critical";
+    case Priority::kLow:
+      return "low";
+    case Priority::kNormal:
+      return "normal";
+    case Priority::kCritical:
+      return "critical";
   }
   return "normal";
 }
@@ -126,7 +130,8 @@ class Parser {
     const toml::node* n = t.get(key);
     if (!n) return std::nullopt;
     if (!n->is_string())
-      Fail(n, prefix + key, "must be a duration string with a unit, like \"200ms\", \"30s\", \"10m\", \"1h\"");
+      Fail(n, prefix + key,
+           "must be a duration string with a unit, like \"200ms\", \"30s\", \"10m\", \"1h\"");
     auto d = ParseDuration(*n->value<std::string>());
     if (!d)
       Fail(n, prefix + key,
@@ -166,7 +171,8 @@ class Parser {
     if (!arr) Fail(n, name, std::string("must be an array of tables: write [[") + name + "]]");
     for (size_t i = 0; i < arr->size(); ++i) {
       const toml::table* t = arr->get(i)->as_table();
-      if (!t) Fail(arr->get(i), std::string(name) + "[" + std::to_string(i) + "]", "must be a table");
+      if (!t)
+        Fail(arr->get(i), std::string(name) + "[" + std::to_string(i) + "]", "must be a table");
       out.push_back(t);
     }
     return out;
@@ -202,31 +208,39 @@ class Parser {
       CheckKeys(t, p, {"name", "dsn", "pgbouncer_dsn"});
       ServerConfig s;
       auto name = String(t, p, "name");
-      if (!name || name->empty()) Fail(t.get("name"), p + "name", "is required (a non-empty string)", LineOf(t));
+      if (!name || name->empty())
+        Fail(t.get("name"), p + "name", "is required (a non-empty string)", LineOf(t));
       if (name->size() > 63) Fail(t.get("name"), p + "name", "must be at most 63 characters");
-      if (!names.insert(*name).second) Fail(t.get("name"), p + "name", "duplicate server name \"" + *name + "\"");
+      if (!names.insert(*name).second)
+        Fail(t.get("name"), p + "name", "duplicate server name \"" + *name + "\"");
       auto dsn = String(t, p, "dsn");
-      if (!dsn || dsn->empty()) Fail(t.get("dsn"), p + "dsn", "is required (a libpq connection string)", LineOf(t));
+      if (!dsn || dsn->empty())
+        Fail(t.get("dsn"), p + "dsn", "is required (a libpq connection string)", LineOf(t));
       s.name = *name;
       s.dsn = *dsn;
       s.pgbouncer_dsn = String(t, p, "pgbouncer_dsn").value_or("");
       cfg.servers.push_back(std::move(s));
     }
-    if (cfg.servers.empty()) throw ConfigError(file_, 1, "server", "at least one [[server]] is required");
+    if (cfg.servers.empty())
+      throw ConfigError(file_, 1, "server", "at least one [[server]] is required");
 
     std::set<std::string> roles;
     auto budgets = Tables(root, "budget");
     for (size_t i = 0; i < budgets.size(); ++i) {
       const toml::table& t = *budgets[i];
       std::string p = "budget[" + std::to_string(i) + "].";
-      CheckKeys(t, p, {"role", "max_connections", "max_idle", "idle_in_transaction_timeout",
-                       "priority", "cooldown"});
+      CheckKeys(t, p,
+                {"role", "max_connections", "max_idle", "idle_in_transaction_timeout", "priority",
+                 "cooldown"});
       BudgetConfig b;
       auto role = String(t, p, "role");
-      if (!role || role->empty()) Fail(t.get("role"), p + "role", "is required (a role name)", LineOf(t));
-      if (!roles.insert(*role).second) Fail(t.get("role"), p + "role", "duplicate budget for role \"" + *role + "\"");
+      if (!role || role->empty())
+        Fail(t.get("role"), p + "role", "is required (a role name)", LineOf(t));
+      if (!roles.insert(*role).second)
+        Fail(t.get("role"), p + "role", "duplicate budget for role \"" + *role + "\"");
       b.role = *role;
-      if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
+      if (auto v = Int(t, p, "max_connections", 0, 262143))
+        b.max_connections = static_cast<int>(*v);
       if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
       b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
       if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
@@ -241,10 +255,13 @@ class Parser {
       CheckKeys(t, p, {"at_percent", "action", "older_than", "skip_priority", "priorities"});
       EmergencyConfig e;
       auto at = Number(t, p, "at_percent", 1, 100);
-      if (!at) Fail(nullptr, p + "at_percent", "is required (server usage percent, 1-100)", LineOf(t));
+      if (!at)
+        Fail(nullptr, p + "at_percent", "is required (server usage percent, 1-100)", LineOf(t));
       e.at_percent = *at;
       auto action = String(t, p, "action");
-      if (!action) Fail(nullptr, p + "action", "is required: \"terminate_idle\" or \"close_admission\"", LineOf(t));
+      if (!action)
+        Fail(nullptr, p + "action", "is required: \"terminate_idle\" or \"close_admission\"",
+             LineOf(t));
       if (*action == "terminate_idle")
         e.action = EmergencyAction::kTerminateIdle;
       else if (*action == "close_admission")
@@ -259,7 +276,8 @@ class Parser {
       }
       if (auto v = Priorities(t, p, "skip_priority")) {
         if (e.action != EmergencyAction::kTerminateIdle)
-          Fail(t.get("skip_priority"), p + "skip_priority", "applies to action \"terminate_idle\" only");
+          Fail(t.get("skip_priority"), p + "skip_priority",
+               "applies to action \"terminate_idle\" only");
         e.skip_priority = *v;
       }
       if (auto v = Priorities(t, p, "priorities")) {
@@ -274,10 +292,11 @@ class Parser {
 
   void ParseDaemon(const toml::table& d, DaemonConfig& c) {
     const std::string p = "daemon.";
-    CheckKeys(d, p, {"interval", "state_file", "http", "http_token", "http_token_file", "dry_run",
-                     "log_format", "log_level", "cooldown", "hysteresis_percent",
-                     "degraded_percent", "unhealthy_percent", "reconnect_min", "reconnect_max",
-                     "connect_timeout", "statement_timeout", "metrics_max_applications"});
+    CheckKeys(d, p,
+              {"interval", "state_file", "http", "http_token", "http_token_file", "dry_run",
+               "log_format", "log_level", "cooldown", "hysteresis_percent", "degraded_percent",
+               "unhealthy_percent", "reconnect_min", "reconnect_max", "connect_timeout",
+               "statement_timeout", "metrics_max_applications"});
     if (auto v = Duration(d, p, "interval", Millis(10))) c.interval = *v;
     if (auto v = String(d, p, "state_file")) {
       if (v->empty()) Fail(d.get("state_file"), p + "state_file", "must not be empty");
@@ -287,17 +306,21 @@ class Parser {
       static const std::regex hp(R"(^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$)");
       std::smatch m;
       if (!v->empty() && (!std::regex_match(*v, m, hp) || std::stoi(m[2].str()) > 65535))
-        Fail(d.get("http"), p + "http", "must be \"host:port\" (e.g. \"127.0.0.1:9187\") or \"\" for none");
+        Fail(d.get("http"), p + "http",
+             "must be \"host:port\" (e.g. \"127.0.0.1:9187\") or \"\" for none");
       c.http = *v;
     }
     auto token = String(d, p, "http_token");
     auto token_file = String(d, p, "http_token_file");
     if (token && token_file)
-      Fail(d.get("http_token_file"), p + "http_token_file", "set either http_token or http_token_file, not both");
+      Fail(d.get("http_token_file"), p + "http_token_file",
+           "set either http_token or http_token_file, not both");
     if (token) c.http_token = *token;
     if (token_file) {
       std::ifstream in(*token_file);
-      if (!in) Fail(d.get("http_token_file"), p + "http_token_file", "cannot read \"" + *token_file + "\"");
+      if (!in)
+        Fail(d.get("http_token_file"), p + "http_token_file",
+             "cannot read \"" + *token_file + "\"");
       std::getline(in, c.http_token);
       while (!c.http_token.empty() && std::isspace(static_cast<unsigned char>(c.http_token.back())))
         c.http_token.pop_back();
@@ -311,18 +334,22 @@ class Parser {
       else if (*v == "json")
         c.log_format = LogFormat::kJson;
       else
-        Fail(d.get("log_format"), p + "log_format", "must be \"plain\" or \"json\", not \"" + *v + "\"");
+        Fail(d.get("log_format"), p + "log_format",
+             "must be \"plain\" or \"json\", not \"" + *v + "\"");
     }
     if (auto v = String(d, p, "log_level")) {
-      static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+      static const std::set<std::string> levels{"trace", "debug",    "info", "warn",
+                                                "error", "critical", "off"};
       if (!levels.count(*v))
-        Fail(d.get("log_level"), p + "log_level", "must be one of trace, debug, info, warn, error, critical, off");
+        Fail(d.get("log_level"), p + "log_level",
+             "must be one of trace, debug, info, warn, error, critical, off");
       c.log_level = *v;
     }
     if (auto v = Duration(d, p, "cooldown", Millis(0))) c.cooldown = *v;
     if (auto v = Number(d, p, "hysteresis_percent", 0, 50)) c.hysteresis_percent = *v;
     if (auto v = Number(d, p, "degraded_percent", 1, 100)) c.degraded_percent = *v;
     if (auto v = Number(d, p, "unhealthy_percent", 1, 100)) c.unhealthy_percent = *v;
+    c.thresholds_set = d.get("degraded_percent") || d.get("unhealthy_percent");
     if (c.unhealthy_percent < c.degraded_percent)
       Fail(d.get("unhealthy_percent") ? d.get("unhealthy_percent") : d.get("degraded_percent"),
            p + "unhealthy_percent", "must not be below degraded_percent");

@@ -8,16 +8,17 @@
 // thread while no worker runs.
 #include "wardend/daemon.hpp"
 
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <fmt/format.h>
 #include <random>
-#include <spdlog/spdlog.h>
 
+#include "wardend/backoff.hpp"
 #include "wardend/health.hpp"
 #include "wardend/http.hpp"
 #include "wardend/log.hpp"
@@ -86,9 +87,10 @@ int Daemon::Run() {
     return 1;
   }
   for (const auto& e : journal_->Entries())
-    spdlog::warn("state file: change left in force by a previous run: server {}, role {} ({}, "
-                 "limit {} -> {}); it will be undone",
-                 e.server, e.role, e.mechanism, e.original_limit, e.applied_limit);
+    spdlog::warn(
+        "state file: change left in force by a previous run: server {}, role {} ({}, "
+        "limit {} -> {}); it will be undone",
+        e.server, e.role, e.mechanism, e.original_limit, e.applied_limit);
 
   status_.pid = static_cast<int>(getpid());
   status_.started = Wall();
@@ -102,11 +104,11 @@ int Daemon::Run() {
     slot->server = sc;
     slots_[sc.name] = std::move(slot);
   }
-  spdlog::info("wardend {} starting: {} server(s), {} budget(s), {} emergency step(s), interval {}{}",
-               getpid(), cfg->servers.size(), cfg->budgets.size(), cfg->emergencies.size(),
-               FormatDuration(cfg->daemon.interval), DryRun(*cfg) ? ", DRY RUN" : "");
-  for (const auto& sc : cfg->servers)
-    spdlog::info("[{}] dsn: {}", sc.name, MaskDsn(sc.dsn));
+  spdlog::info(
+      "wardend {} starting: {} server(s), {} budget(s), {} emergency step(s), interval {}{}",
+      getpid(), cfg->servers.size(), cfg->budgets.size(), cfg->emergencies.size(),
+      FormatDuration(cfg->daemon.interval), DryRun(*cfg) ? ", DRY RUN" : "");
+  for (const auto& sc : cfg->servers) spdlog::info("[{}] dsn: {}", sc.name, MaskDsn(sc.dsn));
 
   if (opts_.once) {
     for (auto& [name, slot] : slots_) Step(*slot, *cfg);
@@ -117,16 +119,18 @@ int Daemon::Run() {
   }
 
   try {
-    segment_ = std::make_unique<StatusSegment>(SegmentName(cfg->daemon.state_file), opts_.config_path);
+    segment_ =
+        std::make_unique<StatusSegment>(SegmentName(cfg->daemon.state_file), opts_.config_path);
   } catch (const std::exception& e) {
     spdlog::warn("no shared-memory status segment (wardenctl status will not work): {}", e.what());
   }
   if (!cfg->daemon.http.empty()) {
-    http_ = std::make_unique<HttpServer>([this](std::shared_ptr<const Config>* c, DaemonStatus* st) {
-      *c = config();
-      std::lock_guard<std::mutex> g(status_mu_);
-      *st = status_;
-    });
+    http_ =
+        std::make_unique<HttpServer>([this](std::shared_ptr<const Config>* c, DaemonStatus* st) {
+          *c = config();
+          std::lock_guard<std::mutex> g(status_mu_);
+          *st = status_;
+        });
     try {
       http_->Start(cfg->daemon.http);
       spdlog::info("HTTP on {} (/health /health/ready /metrics /alerts){}", cfg->daemon.http,
@@ -164,8 +168,9 @@ int Daemon::Run() {
   if (http_) http_->Stop();
   size_t left = journal_->Entries().size();
   if (left)
-    spdlog::warn("{} change(s) could not be undone now; they stay in {} and are undone at the next start",
-                 left, cfg_->daemon.state_file);
+    spdlog::warn(
+        "{} change(s) could not be undone now; they stay in {} and are undone at the next start",
+        left, cfg_->daemon.state_file);
   segment_.reset();
   spdlog::info("stopped");
   return 0;
@@ -188,7 +193,8 @@ void Daemon::StopWorkers() {
 
 void Daemon::WaitFor(double seconds) {
   std::unique_lock<std::mutex> lk(wake_mu_);
-  wake_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return stop_workers_.load(); });
+  wake_.wait_for(lk, std::chrono::duration<double>(seconds),
+                 [this] { return stop_workers_.load(); });
 }
 
 void Daemon::Worker(Slot* s) {
@@ -211,36 +217,42 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   double now = Mono();
   if (now < s.next_attempt) return false;
   try {
-    s.conn = Connection::Open(s.server.dsn, static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
+    s.conn = Connection::Open(s.server.dsn,
+                              static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
                               static_cast<int>(cfg.daemon.statement_timeout.count()));
   } catch (const PgError& e) {
-    // Decorrelated jitter: next = min(cap, random(base, 3 * previous)).
     static thread_local std::mt19937 rng{std::random_device{}()};
-    double base = static_cast<double>(cfg.daemon.reconnect_min.count());
-    double cap = static_cast<double>(cfg.daemon.reconnect_max.count());
-    double hi = std::max(base, s.backoff_ms * 3);
-    s.backoff_ms = std::min(cap, std::uniform_real_distribution<double>(base, hi)(rng));
+    s.backoff_ms =
+        NextBackoffMs(s.backoff_ms, static_cast<double>(cfg.daemon.reconnect_min.count()),
+                      static_cast<double>(cfg.daemon.reconnect_max.count()),
+                      std::uniform_real_distribution<double>(0, 1)(rng));
     s.next_attempt = now + s.backoff_ms / 1000.0;
     std::string msg = MaskDsn(e.what());
-    spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg, s.backoff_ms);
+    spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg,
+                 s.backoff_ms);
     UpdateStatusError(s, cfg, msg);
     return false;
   }
   s.backoff_ms = 0;
   s.next_attempt = 0;
   s.in_recovery = s.conn->caps().in_recovery;
+  s.detected_at = Mono();
+  s.redetect = false;
   const auto& caps = s.conn->caps();
   if (caps.extension)
-    spdlog::info("[{}] connected (pid {}, {}, mode extension, admission via {})", s.server.name,
-                 s.conn->backend_pid(), s.in_recovery ? "standby" : "primary",
-                 caps.close_admission ? "warden.close_admission" : "ALTER ROLE (no warden.close_admission)");
+    spdlog::info(
+        "[{}] connected (pid {}, {}, mode extension, admission via {})", s.server.name,
+        s.conn->backend_pid(), s.in_recovery ? "standby" : "primary",
+        caps.close_admission ? "warden.close_admission" : "ALTER ROLE (no warden.close_admission)");
   else
-    spdlog::warn("[{}] connected (pid {}, {}); the pg_warden extension is absent: DEGRADED MODE "
-                 "(pg_stat_activity, pg_terminate_backend, ALTER ROLE)",
-                 s.server.name, s.conn->backend_pid(), s.in_recovery ? "standby" : "primary");
+    spdlog::warn(
+        "[{}] connected (pid {}, {}); the pg_warden extension is absent: DEGRADED MODE "
+        "(pg_stat_activity, pg_terminate_backend, ALTER ROLE)",
+        s.server.name, s.conn->backend_pid(), s.in_recovery ? "standby" : "primary");
   if (!caps.superuser)
-    WarnOnce(s, "nosuper", "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
-                           "of superusers will fail");
+    WarnOnce(s, "nosuper",
+             "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
+             "of superusers will fail");
   {
     std::lock_guard<std::mutex> g(status_mu_);
     ServerStatus& st = StatusOf(s.server.name);
@@ -263,6 +275,32 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
 
 void Daemon::Step(Slot& s, const Config& cfg) {
   if (!EnsureConnected(s, cfg)) return;
+  // The extension may be created or dropped while wardend runs: look again
+  // every minute and after SIGHUP, on the open connection.
+  if (s.redetect || Mono() - s.detected_at > 60) {
+    bool had = s.conn->caps().extension;
+    try {
+      s.conn->Detect();
+    } catch (const PgError& e) {
+      spdlog::warn("[{}] capability detection failed: {}", s.server.name, e.what());
+      if (e.connection_lost() || !s.conn->ok()) s.conn.reset();
+      UpdateStatusError(s, cfg, MaskDsn(e.what()));
+      return;
+    }
+    s.detected_at = Mono();
+    s.redetect = false;
+    const auto& caps = s.conn->caps();
+    if (caps.extension != had) {
+      if (caps.extension)
+        spdlog::info("[{}] the pg_warden extension is now present: mode extension", s.server.name);
+      else
+        spdlog::warn("[{}] the pg_warden extension is gone: DEGRADED MODE", s.server.name);
+    }
+    std::lock_guard<std::mutex> g(status_mu_);
+    ServerStatus& st = StatusOf(s.server.name);
+    st.mode = caps.extension ? "extension" : "degraded";
+    st.admission = ChooseAdmission(caps);
+  }
   Snapshot snap;
   double t0 = Mono();
   try {
@@ -284,8 +322,9 @@ void Daemon::Step(Slot& s, const Config& cfg) {
     if (stop_workers_ && fast_) break;
     try {
       if (DryRun(cfg)) {
-        std::string key = a.kind == Action::Kind::kTerminate ? fmt::format("t{}", a.pid)
-                                                             : fmt::format("a{}:{}", a.role, a.limit);
+        std::string key = a.kind == Action::Kind::kTerminate
+                              ? fmt::format("t{}", a.pid)
+                              : fmt::format("a{}:{}", a.role, a.limit);
         dry_now.insert(key);
         if (!s.dry_logged.count(key)) {
           spdlog::info("[{}] dry-run: would {}", s.server.name, Describe(a));
@@ -325,8 +364,9 @@ void Daemon::Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Act
     case Action::Kind::kTerminate: {
       if (s.conn->TerminateIfStill(a.pid, a.backend_start, a.state, a.min_idle_seconds)) {
         NoteAction(s, "terminate", Describe(a));
-        spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}", s.server.name,
-                     a.pid, a.role, a.application_name, a.state, a.idle_seconds, a.reason);
+        spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}",
+                     s.server.name, a.pid, a.role, a.application_name, a.state, a.idle_seconds,
+                     a.reason);
         Record(s, a, false);
       } else {
         spdlog::debug("[{}] pid {} no longer qualifies: left alone", s.server.name, a.pid);
@@ -340,7 +380,8 @@ void Daemon::Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Act
       auto e = journal_->Find(s.server.name, a.role);
       if (!e) {
         s.state.applied.erase(a.role);
-        spdlog::info("[{}] admission of role {}: nothing to reopen ({})", s.server.name, a.role, a.reason);
+        spdlog::info("[{}] admission of role {}: nothing to reopen ({})", s.server.name, a.role,
+                     a.reason);
         break;
       }
       if (Undo(s, *e, a.reason)) s.state.applied.erase(a.role);
@@ -366,20 +407,28 @@ void Daemon::ApplyClose(Slot& s, const Config&, const Snapshot& snap, const Acti
   } else {
     auto cur = mech->CurrentLimit(*s.conn, a.role);
     if (!cur) {
-      WarnOnce(s, "norole:" + a.role, fmt::format("role {} does not exist: admission not closed", a.role));
+      WarnOnce(s, "norole:" + a.role,
+               fmt::format("role {} does not exist: admission not closed", a.role));
       return;
     }
     original = *cur;
   }
   if (mechname == "alter_role" && original >= 0 && original <= a.limit) {
     // Its own CONNECTION LIMIT is already as tight: nothing to lower.
-    if (existing) Undo(s, *existing, fmt::format("its own CONNECTION LIMIT {} is tight enough", original));
+    if (existing)
+      Undo(s, *existing, fmt::format("its own CONNECTION LIMIT {} is tight enough", original));
     s.state.applied[a.role] = a.limit;
     WarnOnce(s, fmt::format("tight:{}:{}", a.role, a.limit),
-             fmt::format("role {} already has CONNECTION LIMIT {} <= {}: left as is", a.role, original, a.limit));
+             fmt::format("role {} already has CONNECTION LIMIT {} <= {}: left as is", a.role,
+                         original, a.limit));
     return;
   }
-  JournalEntry e{s.server.name, a.role, mechname, original, a.limit, existing ? existing->since : Wall()};
+  JournalEntry e{s.server.name, a.role,  mechname,
+                 original,      a.limit, existing ? existing->since : Wall()};
+  // A retry of the same limit keeps what was known to be in force before it.
+  if (existing)
+    e.previous_limit =
+        existing->applied_limit == a.limit ? existing->previous_limit : existing->applied_limit;
   journal_->Upsert(e);  // before the change: a crash right after still knows what to undo
   mech->Close(*s.conn, a.role, a.limit, a.reason);
   s.state.applied[a.role] = a.limit;
@@ -397,16 +446,19 @@ bool Daemon::Undo(Slot& s, const JournalEntry& e, const std::string& why) {
   if (!s.conn || !s.conn->ok()) return false;
   try {
     if (e.mechanism == "alter_role" && s.in_recovery) {
-      WarnOnce(s, "standby-undo:" + e.role,
-               fmt::format("cannot restore CONNECTION LIMIT of role {} on a standby; kept in the state file",
-                           e.role));
+      WarnOnce(
+          s, "standby-undo:" + e.role,
+          fmt::format(
+              "cannot restore CONNECTION LIMIT of role {} on a standby; kept in the state file",
+              e.role));
       return false;
     }
     std::string note;
     if (e.mechanism == "override" && !s.conn->caps().close_admission) {
       note = "the extension is gone, and its overrides with it";
     } else {
-      note = MakeAdmission(e.mechanism)->Open(*s.conn, e.role, e.original_limit, e.applied_limit);
+      note = MakeAdmission(e.mechanism)
+                 ->Open(*s.conn, e.role, e.original_limit, e.applied_limit, e.previous_limit);
     }
     journal_->Remove(e.server, e.role);
     NoteAction(s, "open_admission", fmt::format("reopen admission of role {}: {}", e.role, why));
@@ -439,12 +491,17 @@ void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
 void Daemon::Record(Slot& s, const Action& a, bool dry) {
   if (!s.conn || !s.conn->caps().record_action) return;
   try {
-    s.conn->RecordAction(ToString(a.kind), a.pid, a.database, a.role, a.application_name, a.state,
+    // The extension keeps the action in its 63-byte policy column: keep it short.
+    std::string what = a.kind == Action::Kind::kTerminate
+                           ? "wardend " + a.rule
+                           : fmt::format("wardend {} {}", ToString(a.kind), a.limit);
+    s.conn->RecordAction(what, a.pid, a.database, a.role, a.application_name, a.state,
                          a.idle_seconds, a.reason, dry);
   } catch (const PgError& e) {
-    WarnOnce(s, "record_action", fmt::format("warden.record_action failed, not used again on this "
-                                             "connection: {}",
-                                             e.what()));
+    WarnOnce(s, "record_action",
+             fmt::format("warden.record_action failed, not used again on this "
+                         "connection: {}",
+                         e.what()));
     if (e.connection_lost()) s.conn.reset();
   }
 }
@@ -495,6 +552,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
   st.max_connections = snap.max_connections;
   st.reserved = snap.reserved;
   st.usage_percent = snap.usage_percent;
+  st.degraded_percent = snap.degraded_percent;
+  st.unhealthy_percent = snap.unhealthy_percent;
   st.in_recovery = snap.in_recovery;
   st.replay_lag_seconds = snap.replay_lag_seconds;
   st.active = snap.Active();
@@ -506,7 +565,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
   std::vector<AppUsage> apps = snap.apps;
   std::sort(apps.begin(), apps.end(), [](const AppUsage& x, const AppUsage& y) {
     if (x.connections != y.connections) return x.connections > y.connections;
-    return std::tie(x.database, x.role, x.application_name) < std::tie(y.database, y.role, y.application_name);
+    return std::tie(x.database, x.role, x.application_name) <
+           std::tie(y.database, y.role, y.application_name);
   });
   if (apps.size() > cap) {
     AppUsage other{"<other>", "<other>", "<other>", 0, 0, 0, 0, 0};
@@ -515,7 +575,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
       other.active += apps[i].active;
       other.idle += apps[i].idle;
       other.idle_in_transaction += apps[i].idle_in_transaction;
-      other.longest_idle_seconds = std::max(other.longest_idle_seconds, apps[i].longest_idle_seconds);
+      other.longest_idle_seconds =
+          std::max(other.longest_idle_seconds, apps[i].longest_idle_seconds);
     }
     apps.resize(cap - 1);
     apps.push_back(other);
@@ -540,7 +601,8 @@ void Daemon::UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, do
     if (s.state.emergency_active[i]) st.emergency_active.push_back(cfg.emergencies[i].at_percent);
   if (!was_ok)
     spdlog::info("[{}] polled: {}/{} connections ({:.1f}%), {}", s.server.name, snap.connections,
-                 snap.max_connections, snap.usage_percent, snap.in_recovery ? "standby" : "primary");
+                 snap.max_connections, snap.usage_percent,
+                 snap.in_recovery ? "standby" : "primary");
   RefreshAlerts(cfg, st);
   Publish();
 }
@@ -603,7 +665,8 @@ void Daemon::PollBouncer(Slot& s, const Config&, ServerStatus& st) {
       throw std::runtime_error("SHOW STATS: " + msg);
     }
     int sdb = PQfnumber(stats.get(), "database"), sx = PQfnumber(stats.get(), "total_xact_count"),
-        sq = PQfnumber(stats.get(), "total_query_count"), sw = PQfnumber(stats.get(), "total_wait_time");
+        sq = PQfnumber(stats.get(), "total_query_count"),
+        sw = PQfnumber(stats.get(), "total_wait_time");
     for (int i = 0; i < PQntuples(stats.get()) && i < 256; ++i) {
       BouncerDbStat b;
       b.database = sdb >= 0 ? PQgetvalue(stats.get(), i, sdb) : "";
@@ -637,10 +700,12 @@ void Daemon::Reload() {
     spdlog::warn("reload: state_file changes need a restart; keeping {}", old->daemon.state_file);
   fresh.daemon.state_file = old->daemon.state_file;
   if (fresh.daemon.http != old->daemon.http)
-    spdlog::warn("reload: http address changes need a restart; still listening on {}", old->daemon.http);
+    spdlog::warn("reload: http address changes need a restart; still listening on {}",
+                 old->daemon.http);
   fresh.daemon.http = old->daemon.http;
-  SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   StopWorkers();
+  // The logger is replaced only while no server thread logs (the HTTP threads do not).
+  SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   std::map<std::string, std::unique_ptr<Slot>> next;
   for (const auto& sc : fresh.servers) {
     auto it = slots_.find(sc.name);
@@ -654,6 +719,7 @@ void Daemon::Reload() {
       slot = std::make_unique<Slot>();
     }
     slot->server = sc;
+    slot->redetect = true;
     if (fresh.emergencies.size() != old->emergencies.size()) {
       slot->state.emergency_active.clear();
       slot->state.emergency_caps.clear();

@@ -1,8 +1,9 @@
 // The budget ladder and the emergency steps (see docs/daemon.md, "Decisions").
 #include "wardend/decide.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace wardend {
 
@@ -41,9 +42,12 @@ double Snapshot::LongestIdleSeconds() const {
 
 const char* ToString(Action::Kind k) {
   switch (k) {
-    case Action::Kind::kTerminate: return "terminate";
-    case Action::Kind::kCloseAdmission: return "close_admission";
-    case Action::Kind::kOpenAdmission: return "open_admission";
+    case Action::Kind::kTerminate:
+      return "terminate";
+    case Action::Kind::kCloseAdmission:
+      return "close_admission";
+    case Action::Kind::kOpenAdmission:
+      return "open_admission";
   }
   return "?";
 }
@@ -51,9 +55,9 @@ const char* ToString(Action::Kind k) {
 std::string Describe(const Action& a) {
   switch (a.kind) {
     case Action::Kind::kTerminate:
-      return fmt::format("terminate pid {} (role {}, database {}, application \"{}\", {} for {:.1f}s): {}",
-                         a.pid, a.role, a.database, a.application_name, a.state, a.idle_seconds,
-                         a.reason);
+      return fmt::format(
+          "terminate pid {} (role {}, database {}, application \"{}\", {} for {:.1f}s): {}", a.pid,
+          a.role, a.database, a.application_name, a.state, a.idle_seconds, a.reason);
     case Action::Kind::kCloseAdmission:
       return fmt::format("close admission of role {} at {} connections: {}", a.role, a.limit,
                          a.reason);
@@ -70,7 +74,7 @@ bool IsIdleInTransaction(const std::string& state) {
 }
 bool IsIdleState(const std::string& state) { return state.rfind("idle", 0) == 0; }
 
-Action Terminate(const Backend& b, double min_idle, std::string reason) {
+Action Terminate(const Backend& b, double min_idle, std::string rule, std::string reason) {
   Action a;
   a.kind = Action::Kind::kTerminate;
   a.pid = b.pid;
@@ -82,6 +86,7 @@ Action Terminate(const Backend& b, double min_idle, std::string reason) {
   a.idle_seconds = b.state_seconds;
   a.min_idle_seconds = min_idle;
   a.reason = std::move(reason);
+  a.rule = std::move(rule);
   return a;
 }
 
@@ -118,9 +123,15 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
   const auto roles = snap.Roles();
 
   // Candidates per role, idle ones only; the daemon's own session is never one.
+  // warden.exempt_roles are never acted on, by wardend either.
+  auto exempt = [&](const std::string& role) {
+    return std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), role) !=
+           snap.exempt_roles.end();
+  };
   std::map<std::string, std::vector<const Backend*>> by_role;
   for (const auto& b : snap.backends)
-    if (b.pid != snap.own_pid && IsIdleState(b.state)) by_role[b.role].push_back(&b);
+    if (b.pid != snap.own_pid && IsIdleState(b.state) && !exempt(b.role))
+      by_role[b.role].push_back(&b);
 
   // 1. Per-role budgets, in ladder order.
   for (const auto& budget : cfg.budgets) {
@@ -138,10 +149,10 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       SortOldestFirst(c);
       for (const Backend* b : c) {
         if (!chosen.insert(b->pid).second) continue;
-        d.actions.push_back(Terminate(
-            *b, limit,
-            fmt::format("budget {}: idle_in_transaction_timeout {}", budget.role,
-                        FormatDuration(*budget.idle_in_transaction_timeout))));
+        d.actions.push_back(
+            Terminate(*b, limit, "idle_in_transaction_timeout",
+                      fmt::format("budget {}: idle_in_transaction_timeout {}", budget.role,
+                                  FormatDuration(*budget.idle_in_transaction_timeout))));
         ++terminated;
       }
     }
@@ -155,14 +166,15 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
         size_t excess = idle.size() - static_cast<size_t>(*budget.max_idle);
         for (size_t i = 0; i < excess; ++i) {
           chosen.insert(idle[i]->pid);
-          d.actions.push_back(Terminate(
-              *idle[i], 0, fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
+          d.actions.push_back(
+              Terminate(*idle[i], 0, "max_idle",
+                        fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
           ++terminated;
         }
       }
     }
     // c. still above max_connections: close admission; reopen after the cool-down.
-    if (budget.max_connections) {
+    if (budget.max_connections && !exempt(budget.role)) {
       RoleState& rs = state.roles[budget.role];
       int remaining = held - terminated;
       double cooldown = (budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown).count() / 1000.0;
@@ -177,9 +189,9 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
         if (now - *rs.under_since >= cooldown) {
           rs.budget_closed = false;
           rs.under_since.reset();
-          d.events.push_back(fmt::format("role {} back under budget for {}", budget.role,
-                                         FormatDuration(budget.cooldown ? *budget.cooldown
-                                                                        : cfg.daemon.cooldown)));
+          d.events.push_back(fmt::format(
+              "role {} back under budget for {}", budget.role,
+              FormatDuration(budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown)));
         }
       }
     }
@@ -198,7 +210,9 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
         auto& caps = state.emergency_caps[i];
         caps.clear();
         for (const auto& b : cfg.budgets)
-          if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) != e.priorities.end()) {
+          if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) !=
+                  e.priorities.end() &&
+              !exempt(b.role)) {
             auto rc = roles.find(b.role);
             caps[b.role] = rc == roles.end() ? 0 : rc->second.connections;
           }
@@ -206,8 +220,8 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
     } else if (active && snap.usage_percent < e.at_percent - cfg.daemon.hysteresis_percent) {
       active = false;
       state.emergency_caps.erase(i);
-      d.events.push_back(fmt::format("emergency {}% ({}) undone: server usage {:.1f}%", e.at_percent,
-                                     ToString(e.action), snap.usage_percent));
+      d.events.push_back(fmt::format("emergency {}% ({}) undone: server usage {:.1f}%",
+                                     e.at_percent, ToString(e.action), snap.usage_percent));
     }
     state.emergency_active[i] = active;
 
@@ -224,10 +238,9 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       SortOldestFirst(c);
       for (const Backend* b : c) {
         chosen.insert(b->pid);
-        d.actions.push_back(Terminate(
-            *b, older,
-            fmt::format("emergency {}%: terminate_idle older_than {}", e.at_percent,
-                        FormatDuration(e.older_than))));
+        d.actions.push_back(Terminate(*b, older, fmt::format("emergency {}%", e.at_percent),
+                                      fmt::format("emergency {}%: terminate_idle older_than {}",
+                                                  e.at_percent, FormatDuration(e.older_than))));
       }
     }
   }

@@ -13,8 +13,7 @@ std::optional<Millis> ParseDuration(std::string_view text) {
     ++i;
   if (i == 0 || i == text.size()) return std::nullopt;
   std::string number(text.substr(0, i));
-  if (number.front() == '.' || number.back() == '.' ||
-      number.find('.') != number.rfind('.'))
+  if (number.front() == '.' || number.back() == '.' || number.find('.') != number.rfind('.'))
     return std::nullopt;
   std::string_view unit = text.substr(i);
   double factor;

@@ -19,10 +19,17 @@ std::string Num(double v) {
 
 }  // namespace
 
+std::pair<double, double> Thresholds(const DaemonConfig& d, const ServerStatus& s) {
+  if (d.thresholds_set) return {d.degraded_percent, d.unhealthy_percent};
+  return {s.degraded_percent.value_or(d.degraded_percent),
+          s.unhealthy_percent.value_or(d.unhealthy_percent)};
+}
+
 std::string ServerHealth(const DaemonConfig& d, const ServerStatus& s) {
   if (!s.last_poll_ok) return "Unhealthy";
-  if (s.usage_percent >= d.unhealthy_percent) return "Unhealthy";
-  if (s.usage_percent >= d.degraded_percent) return "Degraded";
+  auto [degraded, unhealthy] = Thresholds(d, s);
+  if (s.usage_percent >= unhealthy) return "Unhealthy";
+  if (s.usage_percent >= degraded) return "Degraded";
   if (s.mode == "degraded") return "Degraded";
   for (const auto& p : s.pools)
     if (p.cl_waiting > 0) return "Degraded";
@@ -38,10 +45,12 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
     if (Rank(status) > Rank(overall)) overall = status;
     std::string desc;
     if (!s.last_poll_ok)
-      desc = fmt::format("{}: unreachable: {}", s.name, s.error.empty() ? "not polled yet" : s.error);
+      desc =
+          fmt::format("{}: unreachable: {}", s.name, s.error.empty() ? "not polled yet" : s.error);
     else
       desc = fmt::format("{}: {}/{} connections in use", s.name, s.connections, s.max_connections);
-    if (s.last_poll_ok && s.mode == "degraded") desc += " (degraded mode: pg_warden extension absent)";
+    if (s.last_poll_ok && s.mode == "degraded")
+      desc += " (degraded mode: pg_warden extension absent)";
     nlohmann::json data = {
         {"connections", s.connections},
         {"max_connections", s.max_connections},
@@ -57,8 +66,8 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"last_poll", s.last_ok_unix},
     };
     if (s.in_recovery)
-      data["replay_lag_seconds"] = s.replay_lag_seconds ? nlohmann::json(*s.replay_lag_seconds)
-                                                         : nlohmann::json(nullptr);
+      data["replay_lag_seconds"] =
+          s.replay_lag_seconds ? nlohmann::json(*s.replay_lag_seconds) : nlohmann::json(nullptr);
     if (!s.admission_closed.empty()) data["admission_closed"] = s.admission_closed;
     if (s.pgbouncer_configured) {
       int waiting = 0;
@@ -91,24 +100,25 @@ nlohmann::json ReadyJson(const DaemonStatus& st, int* http_status) {
 std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerStatus& s) {
   std::map<std::string, AlertState> out;
   if (!s.last_poll_ok) {
-    out["server_unreachable"] = {"critical", fmt::format("{} is unreachable: {}", s.name, s.error), 0};
+    out["server_unreachable"] = {"critical", fmt::format("{} is unreachable: {}", s.name, s.error),
+                                 0};
     return out;
   }
-  if (s.usage_percent >= cfg.daemon.unhealthy_percent)
-    out["usage_unhealthy"] = {"critical",
-                              fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent,
-                                          cfg.daemon.unhealthy_percent), 0};
-  else if (s.usage_percent >= cfg.daemon.degraded_percent)
-    out["usage_degraded"] = {"warning",
-                             fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent,
-                                         cfg.daemon.degraded_percent), 0};
+  auto [degraded, unhealthy] = Thresholds(cfg.daemon, s);
+  if (s.usage_percent >= unhealthy)
+    out["usage_unhealthy"] = {
+        "critical", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, unhealthy), 0};
+  else if (s.usage_percent >= degraded)
+    out["usage_degraded"] = {
+        "warning", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, degraded), 0};
   for (const auto& b : cfg.budgets) {
     auto it = s.roles.find(b.role);
     if (b.max_connections && it != s.roles.end() && it->second.connections > *b.max_connections)
       out["role_over_budget:" + b.role] = {
           "warning",
           fmt::format("{}: role {} holds {} connections, budget {}", s.name, b.role,
-                      it->second.connections, *b.max_connections), 0};
+                      it->second.connections, *b.max_connections),
+          0};
   }
   for (const auto& [role, limit] : s.admission_closed)
     out["admission_closed:" + role] = {
@@ -117,14 +127,15 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
     out[fmt::format("emergency:{}", at)] = {
         "critical", fmt::format("{}: emergency step at {}% in force", s.name, at), 0};
   if (s.mode == "degraded")
-    out["degraded_mode"] = {"warning",
-                            fmt::format("{}: pg_warden extension absent (degraded mode)", s.name), 0};
+    out["degraded_mode"] = {
+        "warning", fmt::format("{}: pg_warden extension absent (degraded mode)", s.name), 0};
   for (const auto& p : s.pools)
     if (p.cl_waiting > 0)
       out["pgbouncer_waiting:" + p.database + "/" + p.user] = {
           "warning",
           fmt::format("{}: pgbouncer pool {}/{} has {} waiting clients", s.name, p.database, p.user,
-                      p.cl_waiting), 0};
+                      p.cl_waiting),
+          0};
   return out;
 }
 
@@ -167,11 +178,14 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   auto sample = [&](const char* name, const std::string& labels, double v) {
     out += fmt::format("{}{{{}}} {}\n", name, labels, Num(v));
   };
-  auto L = [](const std::string& server) { return fmt::format("server=\"{}\"", EscapeLabel(server)); };
+  auto L = [](const std::string& server) {
+    return fmt::format("server=\"{}\"", EscapeLabel(server));
+  };
 
   family("pg_warden_up", "gauge", "1 if the last poll of the server succeeded.");
   for (const auto& s : st.servers) sample("pg_warden_up", L(s.name), s.last_poll_ok ? 1 : 0);
-  family("pg_warden_extension", "gauge", "1 if the server has the pg_warden extension, 0 in degraded mode.");
+  family("pg_warden_extension", "gauge",
+         "1 if the server has the pg_warden extension, 0 in degraded mode.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_extension", L(s.name), s.mode == "extension" ? 1 : 0);
   family("pg_warden_server_connections", "gauge", "Client connections on the server.");
@@ -187,7 +201,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   family("pg_warden_server_in_recovery", "gauge", "1 for a standby.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_server_in_recovery", L(s.name), s.in_recovery ? 1 : 0);
-  family("pg_warden_replay_lag_seconds", "gauge", "Seconds since the last replayed transaction (standby).");
+  family("pg_warden_replay_lag_seconds", "gauge",
+         "Seconds since the last replayed transaction (standby).");
   for (const auto& s : st.servers)
     if (s.polled && s.in_recovery && s.replay_lag_seconds)
       sample("pg_warden_replay_lag_seconds", L(s.name), *s.replay_lag_seconds);
@@ -202,25 +217,27 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
       int other = a.connections - a.active - a.idle - a.idle_in_transaction;
       sample("pg_warden_connections", base + ",state=\"active\"", a.active);
       sample("pg_warden_connections", base + ",state=\"idle\"", a.idle);
-      sample("pg_warden_connections", base + ",state=\"idle_in_transaction\"", a.idle_in_transaction);
+      sample("pg_warden_connections", base + ",state=\"idle_in_transaction\"",
+             a.idle_in_transaction);
       sample("pg_warden_connections", base + ",state=\"other\"", other > 0 ? other : 0);
     }
   family("pg_warden_role_connections", "gauge", "Client connections per role.");
   for (const auto& s : st.servers)
     for (const auto& [role, rc] : s.roles)
-      sample("pg_warden_role_connections", fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)),
-             rc.connections);
+      sample("pg_warden_role_connections",
+             fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), rc.connections);
   family("pg_warden_role_budget", "gauge", "max_connections of the role's [[budget]].");
   for (const auto& s : st.servers)
     for (const auto& b : cfg.budgets)
       if (b.max_connections)
-        sample("pg_warden_role_budget", fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(b.role)),
-               *b.max_connections);
-  family("pg_warden_admission_closed", "gauge", "Connection cap wardend has put on a role (present while closed).");
+        sample("pg_warden_role_budget",
+               fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(b.role)), *b.max_connections);
+  family("pg_warden_admission_closed", "gauge",
+         "Connection cap wardend has put on a role (present while closed).");
   for (const auto& s : st.servers)
     for (const auto& [role, limit] : s.admission_closed)
-      sample("pg_warden_admission_closed", fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)),
-             limit);
+      sample("pg_warden_admission_closed",
+             fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), limit);
   family("pg_warden_emergency_active", "gauge", "1 for each [[emergency]] step in force.");
   for (const auto& s : st.servers)
     for (const auto& e : cfg.emergencies) {
@@ -244,31 +261,42 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   family("pg_warden_last_successful_poll_timestamp_seconds", "gauge",
          "Unix time of the last successful poll.");
   for (const auto& s : st.servers)
-    if (s.polled) sample("pg_warden_last_successful_poll_timestamp_seconds", L(s.name), s.last_ok_unix);
+    if (s.polled)
+      sample("pg_warden_last_successful_poll_timestamp_seconds", L(s.name), s.last_ok_unix);
   family("pg_warden_alerts", "gauge", "Active alerts by name.");
   for (const auto& s : st.servers) {
     std::map<std::string, int> n;
     for (const auto& [key, a] : s.alerts) n[key.substr(0, key.find(':'))]++;
     for (const auto& [name, count] : n)
-      sample("pg_warden_alerts", fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)), count);
+      sample("pg_warden_alerts", fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)),
+             count);
   }
   bool any_bouncer = false;
   for (const auto& s : st.servers) any_bouncer = any_bouncer || s.pgbouncer_configured;
   if (any_bouncer) {
     family("pg_warden_pgbouncer_up", "gauge", "1 if pgbouncer's admin console answered.");
     for (const auto& s : st.servers)
-      if (s.pgbouncer_configured) sample("pg_warden_pgbouncer_up", L(s.name), s.pgbouncer_ok ? 1 : 0);
+      if (s.pgbouncer_configured)
+        sample("pg_warden_pgbouncer_up", L(s.name), s.pgbouncer_ok ? 1 : 0);
     struct Col {
       const char* name;
       const char* help;
       int PoolStat::*field;
     };
     const Col cols[] = {
-        {"pg_warden_pgbouncer_clients_active", "Client connections linked to a server connection (SHOW POOLS cl_active).", &PoolStat::cl_active},
-        {"pg_warden_pgbouncer_clients_waiting", "Client connections waiting for a server connection (SHOW POOLS cl_waiting).", &PoolStat::cl_waiting},
-        {"pg_warden_pgbouncer_servers_active", "Server connections linked to a client (SHOW POOLS sv_active).", &PoolStat::sv_active},
-        {"pg_warden_pgbouncer_servers_idle", "Idle server connections (SHOW POOLS sv_idle).", &PoolStat::sv_idle},
-        {"pg_warden_pgbouncer_servers_used", "Server connections idle long enough to need a check (SHOW POOLS sv_used).", &PoolStat::sv_used},
+        {"pg_warden_pgbouncer_clients_active",
+         "Client connections linked to a server connection (SHOW POOLS cl_active).",
+         &PoolStat::cl_active},
+        {"pg_warden_pgbouncer_clients_waiting",
+         "Client connections waiting for a server connection (SHOW POOLS cl_waiting).",
+         &PoolStat::cl_waiting},
+        {"pg_warden_pgbouncer_servers_active",
+         "Server connections linked to a client (SHOW POOLS sv_active).", &PoolStat::sv_active},
+        {"pg_warden_pgbouncer_servers_idle", "Idle server connections (SHOW POOLS sv_idle).",
+         &PoolStat::sv_idle},
+        {"pg_warden_pgbouncer_servers_used",
+         "Server connections idle long enough to need a check (SHOW POOLS sv_used).",
+         &PoolStat::sv_used},
     };
     for (const auto& c : cols) {
       family(c.name, "gauge", c.help);
@@ -279,7 +307,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
                              EscapeLabel(p.user)),
                  p.*(c.field));
     }
-    family("pg_warden_pgbouncer_max_wait_seconds", "gauge", "Longest client wait in the pool (SHOW POOLS maxwait).");
+    family("pg_warden_pgbouncer_max_wait_seconds", "gauge",
+           "Longest client wait in the pool (SHOW POOLS maxwait).");
     for (const auto& s : st.servers)
       for (const auto& p : s.pools)
         sample("pg_warden_pgbouncer_max_wait_seconds",
@@ -292,15 +321,22 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
       double BouncerDbStat::*field;
     };
     const StatCol stat_cols[] = {
-        {"pg_warden_pgbouncer_transactions_total", "Transactions pooled by pgbouncer (SHOW STATS total_xact_count).", &BouncerDbStat::xact_count},
-        {"pg_warden_pgbouncer_queries_total", "Queries pooled by pgbouncer (SHOW STATS total_query_count).", &BouncerDbStat::query_count},
-        {"pg_warden_pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server (SHOW STATS total_wait_time).", &BouncerDbStat::wait_seconds},
+        {"pg_warden_pgbouncer_transactions_total",
+         "Transactions pooled by pgbouncer (SHOW STATS total_xact_count).",
+         &BouncerDbStat::xact_count},
+        {"pg_warden_pgbouncer_queries_total",
+         "Queries pooled by pgbouncer (SHOW STATS total_query_count).",
+         &BouncerDbStat::query_count},
+        {"pg_warden_pgbouncer_client_wait_seconds_total",
+         "Time clients spent waiting for a server (SHOW STATS total_wait_time).",
+         &BouncerDbStat::wait_seconds},
     };
     for (const auto& c : stat_cols) {
       family(c.name, "counter", c.help);
       for (const auto& s : st.servers)
         for (const auto& b : s.bouncer_stats)
-          sample(c.name, fmt::format("{},database=\"{}\"", L(s.name), EscapeLabel(b.database)), b.*(c.field));
+          sample(c.name, fmt::format("{},database=\"{}\"", L(s.name), EscapeLabel(b.database)),
+                 b.*(c.field));
     }
   }
   return out;

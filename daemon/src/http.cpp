@@ -47,22 +47,24 @@ void HttpServer::Start(const std::string& host_port) {
     res.set_content("{\"error\":\"a valid bearer token is required\"}\n", "application/json");
     return false;
   };
-  auto handle = [this, authorized](const httplib::Request& req, httplib::Response& res,
-                                   const std::function<void(const Config&, const DaemonStatus&,
-                                                            httplib::Response&)>& body) {
-    std::shared_ptr<const Config> cfg;
-    DaemonStatus st;
-    provider_(&cfg, &st);
-    if (!authorized(req, res, *cfg)) return;
-    body(*cfg, st, res);
-  };
+  auto handle =
+      [this, authorized](
+          const httplib::Request& req, httplib::Response& res,
+          const std::function<void(const Config&, const DaemonStatus&, httplib::Response&)>& body) {
+        std::shared_ptr<const Config> cfg;
+        DaemonStatus st;
+        provider_(&cfg, &st);
+        if (!authorized(req, res, *cfg)) return;
+        body(*cfg, st, res);
+      };
 
   srv.Get("/health", [handle](const httplib::Request& req, httplib::Response& res) {
     handle(req, res, [](const Config& cfg, const DaemonStatus& st, httplib::Response& r) {
       int code = 200;
       auto j = HealthJson(cfg.daemon, st, &code);
       r.status = code;
-      r.set_content(j.dump() + "\n", "application/json");
+      r.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                    "application/json");
     });
   });
   srv.Get("/health/ready", [handle](const httplib::Request& req, httplib::Response& res) {
@@ -70,7 +72,8 @@ void HttpServer::Start(const std::string& host_port) {
       int code = 200;
       auto j = ReadyJson(st, &code);
       r.status = code;
-      r.set_content(j.dump() + "\n", "application/json");
+      r.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                    "application/json");
     });
   });
   srv.Get("/metrics", [handle](const httplib::Request& req, httplib::Response& res) {
@@ -80,7 +83,9 @@ void HttpServer::Start(const std::string& host_port) {
   });
   srv.Get("/alerts", [handle](const httplib::Request& req, httplib::Response& res) {
     handle(req, res, [](const Config&, const DaemonStatus& st, httplib::Response& r) {
-      r.set_content(AlertsJson(st).dump() + "\n", "application/json");
+      r.set_content(
+          AlertsJson(st).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          "application/json");
     });
   });
 

@@ -17,7 +17,8 @@ namespace wardend {
 
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
   return a.server == b.server && a.role == b.role && a.mechanism == b.mechanism &&
-         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit;
+         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit &&
+         a.previous_limit == b.previous_limit;
 }
 
 std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
@@ -31,6 +32,7 @@ std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
                             {"mechanism", e.mechanism},
                             {"original_limit", e.original_limit},
                             {"applied_limit", e.applied_limit},
+                            {"previous_limit", e.previous_limit},
                             {"since", e.since}});
   return j.dump(2) + "\n";
 }
@@ -51,6 +53,7 @@ std::vector<JournalEntry> ParseJournal(const std::string& text) {
         throw std::runtime_error("unknown mechanism \"" + x.mechanism + "\"");
       x.original_limit = e.at("original_limit").get<int>();
       x.applied_limit = e.at("applied_limit").get<int>();
+      x.previous_limit = e.value("previous_limit", -1);
       x.since = e.value("since", 0.0);
       out.push_back(std::move(x));
     }
@@ -84,7 +87,8 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename");
   std::string dir = ".";
-  if (auto slash = path.rfind('/'); slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+  if (auto slash = path.rfind('/'); slash != std::string::npos)
+    dir = slash == 0 ? "/" : path.substr(0, slash);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
@@ -119,7 +123,8 @@ std::vector<JournalEntry> Journal::EntriesFor(const std::string& server) const {
   return out;
 }
 
-std::optional<JournalEntry> Journal::Find(const std::string& server, const std::string& role) const {
+std::optional<JournalEntry> Journal::Find(const std::string& server,
+                                          const std::string& role) const {
   std::lock_guard<std::mutex> g(mu_);
   for (const auto& e : entries_)
     if (e.server == server && e.role == role) return e;
@@ -147,9 +152,10 @@ void Journal::Upsert(const JournalEntry& e) {
 void Journal::Remove(const std::string& server, const std::string& role) {
   std::lock_guard<std::mutex> g(mu_);
   auto old = entries_;
-  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
-                 entries_.end());
+  entries_.erase(
+      std::remove_if(entries_.begin(), entries_.end(),
+                     [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
+      entries_.end());
   if (entries_.size() == old.size()) return;
   try {
     SaveLocked();

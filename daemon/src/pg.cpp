@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,7 +26,10 @@ SELECT json_build_object(
                  FROM warden.backends WHERE state LIKE 'idle%'),
   'own_pid', pg_backend_pid(),
   'replay_lag', CASE WHEN pg_is_in_recovery()
-                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+  'settings', json_build_array(current_setting('warden.degraded_percent', true),
+                               current_setting('warden.unhealthy_percent', true),
+                               current_setting('warden.exempt_roles', true))
 )::text)SQL";
 
 // Degraded mode: the same facts from pg_stat_activity.
@@ -166,31 +170,52 @@ Snapshot Connection::Poll() {
   s.in_recovery = sv.at(4).is_boolean() && sv.at(4).get<bool>();
   s.own_pid = Int(j.at("own_pid"));
   if (j.at("replay_lag").is_number()) s.replay_lag_seconds = std::max(0.0, Num(j.at("replay_lag")));
+  if (j.contains("settings")) {
+    const auto& st = j.at("settings");
+    auto pct = [](const nlohmann::json& v) -> std::optional<double> {
+      if (!v.is_string()) return std::nullopt;
+      char* end = nullptr;
+      double d = std::strtod(v.get<std::string>().c_str(), &end);
+      return end && *end == '\0' && d > 0 ? std::optional<double>(d) : std::nullopt;
+    };
+    s.degraded_percent = pct(st.at(0));
+    s.unhealthy_percent = pct(st.at(1));
+    if (st.at(2).is_string()) {
+      std::stringstream list(st.at(2).get<std::string>());
+      std::string role;
+      while (std::getline(list, role, ',')) {
+        role.erase(0, role.find_first_not_of(" \t\""));
+        role.erase(role.find_last_not_of(" \t\"") + 1);
+        if (!role.empty()) s.exempt_roles.push_back(role);
+      }
+    }
+  }
   s.apps.reserve(j.at("apps").size());
   for (const auto& a : j.at("apps"))
     s.apps.push_back(AppUsage{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Int(a.at(3)), Int(a.at(4)),
                               Int(a.at(5)), Int(a.at(6)), Num(a.at(7))});
   s.backends.reserve(j.at("backends").size());
   for (const auto& b : j.at("backends"))
-    s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)), Str(b.at(4)),
-                                 Num(b.at(5)), Str(b.at(6))});
+    s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),
+                                 Str(b.at(4)), Num(b.at(5)), Str(b.at(6))});
   return s;
 }
 
-bool Connection::TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
-                                  double min_idle_seconds) {
-  auto r = Exec(R"SQL(
+bool Connection::TerminateIfStill(int pid, const std::string& backend_start,
+                                  const std::string& state, double min_idle_seconds) {
+  auto r =
+      Exec(R"SQL(
 SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
  WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
    AND extract(epoch FROM clock_timestamp() - state_change) >= $4::float8)SQL",
-                {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
+           {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
   return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
 }
 
 bool Connection::RecordAction(const std::string& action, int pid, const std::string& database,
                               const std::string& role, const std::string& application,
-                              const std::string& state, double idle_seconds, const std::string& reason,
-                              bool dry_run) {
+                              const std::string& state, double idle_seconds,
+                              const std::string& reason, bool dry_run) {
   if (!caps_.record_action) return false;
   std::vector<std::string> named;
   std::vector<Param> params;
@@ -204,13 +229,13 @@ bool Connection::RecordAction(const std::string& action, int pid, const std::str
     else if (name == "pid")
       v = std::to_string(pid);
     else if (name == "database" || name == "datname")
-      v = database;
+      v = database.empty() ? Param() : Param(database);
     else if (name == "role")
       v = role;
     else if (name == "application_name" || name == "application")
       v = application;
     else if (name == "state")
-      v = state;
+      v = state.empty() ? Param() : Param(state);
     else if (name == "idle_seconds")
       v = fmt::format("{:.3f}", idle_seconds);
     else if (name == "policy" || name == "reason" || name == "detail" || name == "note" ||
@@ -254,11 +279,12 @@ class AlterRoleAdmission : public Admission {
   void Close(Connection& c, const std::string& role, int limit, const std::string&) override {
     c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), limit));
   }
-  std::string Open(Connection& c, const std::string& role, int original, int applied) override {
+  std::string Open(Connection& c, const std::string& role, int original, int applied,
+                   int previous) override {
     auto now = CurrentLimit(c, role);
     if (!now) return "role no longer exists";
     if (*now == original) return fmt::format("CONNECTION LIMIT already {}", original);
-    if (*now != applied)
+    if (*now != applied && !(previous >= 0 && *now == previous))
       return fmt::format("CONNECTION LIMIT was changed to {} by someone else: left as is", *now);
     c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), original));
     return fmt::format("CONNECTION LIMIT restored to {}", original);
@@ -274,12 +300,15 @@ class OverrideAdmission : public Admission {
     if (PQntuples(r.get()) == 0) return std::nullopt;
     return -1;
   }
-  void Close(Connection& c, const std::string& role, int limit, const std::string& reason) override {
-    c.Exec("SELECT warden.close_admission(role => $1, application => NULL, max_connections => $2::int, "
-           "reason => $3, expires => NULL)",
-           {role, std::to_string(limit), "wardend: " + reason});
+  void Close(Connection& c, const std::string& role, int limit,
+             const std::string& reason) override {
+    c.Exec(
+        "SELECT warden.close_admission(role => $1, application => NULL, max_connections => "
+        "$2::int, "
+        "reason => $3, expires => NULL)",
+        {role, std::to_string(limit), "wardend: " + reason});
   }
-  std::string Open(Connection& c, const std::string& role, int, int) override {
+  std::string Open(Connection& c, const std::string& role, int, int, int) override {
     c.Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});
     return "admission override removed";
   }

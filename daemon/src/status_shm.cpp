@@ -78,7 +78,8 @@ void StatusSegment::Publish(const DaemonStatus& d) {
   std::atomic_thread_fence(std::memory_order_release);
   st->started = d.started;
   st->dry_run = d.dry_run;
-  st->updated = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  st->updated =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   st->nservers = static_cast<int32_t>(std::min<size_t>(d.servers.size(), kShmServers));
   for (int i = 0; i < st->nservers; ++i) {
     const ServerStatus& s = d.servers[static_cast<size_t>(i)];
@@ -140,7 +141,8 @@ std::optional<StatusCopy> ReadStatusSegment(const std::string& name, std::string
     bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_only);
     bip::offset_t size = 0;
     if (!shm.get_size(size) || size < static_cast<bip::offset_t>(sizeof(ShmStatus))) {
-      if (error) *error = "status segment " + name + " has the wrong size (another version of wardend?)";
+      if (error)
+        *error = "status segment " + name + " has the wrong size (another version of wardend?)";
       return std::nullopt;
     }
     bip::mapped_region region(shm, bip::read_only);
@@ -163,8 +165,10 @@ std::optional<StatusCopy> ReadStatusSegment(const std::string& name, std::string
           out.started = c->started;
           out.updated = c->updated;
           out.config_path = c->config_path;
-          for (int i = 0; i < std::min(c->nservers, kShmServers); ++i) out.servers.push_back(c->servers[i]);
-          for (int i = 0; i < std::min(c->nactions, kShmActions); ++i) out.actions.push_back(c->actions[i]);
+          for (int i = 0; i < std::min(c->nservers, kShmServers); ++i)
+            out.servers.push_back(c->servers[i]);
+          for (int i = 0; i < std::min(c->nactions, kShmActions); ++i)
+            out.actions.push_back(c->actions[i]);
           return out;
         }
       }
@@ -172,7 +176,9 @@ std::optional<StatusCopy> ReadStatusSegment(const std::string& name, std::string
     }
     if (error) *error = "status segment " + name + " kept changing while read";
   } catch (const bip::interprocess_exception& e) {
-    if (error) *error = "no status segment " + name + " (is wardend running with this state file?): " + e.what();
+    if (error)
+      *error =
+          "no status segment " + name + " (is wardend running with this state file?): " + e.what();
   }
   return std::nullopt;
 }
@@ -184,7 +190,8 @@ struct InstanceLock::Impl {
 InstanceLock::InstanceLock(const std::string& state_file) : impl_(std::make_unique<Impl>()) {
   std::string path = state_file + ".lock";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) throw std::runtime_error("cannot create lock file " + path + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error("cannot create lock file " + path + ": " + std::strerror(errno));
   ::close(fd);
   try {
     impl_->lock = bip::file_lock(path.c_str());

@@ -98,6 +98,9 @@ COMMENT ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, tex
 CREATE FUNCTION warden.drop_idle_policy(name text) RETURNS void
   LANGUAGE plpgsql AS $$
 BEGIN
+  IF name IS NULL THEN
+    RAISE EXCEPTION 'invalid value for "name": must not be NULL' USING ERRCODE = '22023';
+  END IF;
   DELETE FROM warden.idle_policies p WHERE p.name = drop_idle_policy.name;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'idle policy "%" does not exist', name USING ERRCODE = '42704';
@@ -149,7 +152,12 @@ REVOKE ALL ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, 
   warden.terminate_idle(interval, text, text, text, text, int, bool),
   warden.record_action(int, name, name, text, text, float8, text, bool, inet),
   warden.config_changed(), warden.idle_policies_check() FROM PUBLIC;
+-- warden.validate_idle_policy() stays executable by everyone: it only
+-- validates arguments (no effect, reads nothing), and add_idle_policy() calls
+-- it before the row trigger says who may write policies.
 REVOKE ALL ON warden.terminations FROM PUBLIC;
 GRANT SELECT ON warden.terminations TO pg_monitor;
+-- A view calls its function with the reader's privileges: pg_monitor needs both.
+GRANT EXECUTE ON FUNCTION warden.terminations() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool),
   warden.record_action(int, name, name, text, text, float8, text, bool, inet) TO pg_signal_backend;

@@ -51,6 +51,12 @@ BEGIN
     RAISE EXCEPTION 'application pattern is too long' USING ERRCODE = '22023',
       DETAIL = 'At most 63 bytes are allowed.';
   END IF;
+  -- application_name holds printable ASCII only (PostgreSQL turns any other
+  -- byte into '?'): a pattern with other characters would never match.
+  IF NEW.application ~ '[^ -~]' THEN
+    RAISE EXCEPTION 'application pattern must be printable ASCII' USING ERRCODE = '22023',
+      DETAIL = 'PostgreSQL replaces any other character of application_name with ''?''.';
+  END IF;
   IF octet_length(NEW.role) > 63 THEN
     RAISE EXCEPTION 'role is too long' USING ERRCODE = '22023';
   END IF;

@@ -15,6 +15,7 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/policies.hpp"
 #include "pg_warden/tracking.hpp"
 
 namespace warden {
@@ -395,6 +396,10 @@ WARDEN_FUNCTION(close_admission) {
                     errhint("An admission override applies to a role, an application pattern, or both.")));
   CheckName(role, "role");
   CheckName(application, "application");
+  if (application != nullptr && !ApplicationPatternIsAscii(application))
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("application must be printable ASCII"),
+                    errdetail("PostgreSQL replaces any other character of application_name with '?'.")));
   if (role != nullptr && !OidIsValid(get_role_oid(role, true)))
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"%s\" does not exist", role)));
   if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) < 0)

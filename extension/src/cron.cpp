@@ -14,9 +14,11 @@ struct FieldSpec {
   const char *name;
   int min, max;
 };
-constexpr FieldSpec kFields[5] = {
-    {"minute", 0, 59}, {"hour", 0, 23}, {"day of month", 1, 31}, {"month", 1, 12},
-    {"day of week", 0, 7}};
+constexpr FieldSpec kFields[5] = {{"minute", 0, 59},
+                                  {"hour", 0, 23},
+                                  {"day of month", 1, 31},
+                                  {"month", 1, 12},
+                                  {"day of week", 0, 7}};
 
 [[noreturn]] void Fail(int field, const std::string &why) {
   std::string msg = "field ";
@@ -52,8 +54,8 @@ uint64_t ParseField(int field, const std::string &text, bool *restricted) {
   size_t start = 0;
   while (true) {
     const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos
-                                                                           : comma - start);
+    const std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (item.empty()) Fail(field, "has an empty list item");
     std::string range = item;
     int step = 1;
@@ -81,8 +83,7 @@ uint64_t ParseField(int field, const std::string &text, bool *restricted) {
       } else {
         lo = ParseNumber(field, range.substr(0, dash));
         hi = ParseNumber(field, range.substr(dash + 1));
-        if (lo > hi)
-          Fail(field, "range " + range + " is backwards");
+        if (lo > hi) Fail(field, "range " + range + " is backwards");
       }
     }
     for (int v = lo; v <= hi; v += step) bits |= (uint64_t{1} << v);

@@ -86,13 +86,15 @@ void ClearLoaderPid(int, Datum) {
   LWLockRelease(loader_shared->lock);
 }
 
-/* Inside a transaction with a snapshot. */
+/* Inside a transaction; takes the snapshot it reads the tables with. */
 void LoadAll() {
   const Oid ext = get_extension_oid("pg_warden", true);
   const Oid nsp = OidIsValid(ext) ? get_namespace_oid("warden", true) : InvalidOid;
   if (!OidIsValid(ext) || !OidIsValid(nsp)) {
-    if (!logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
+    /* look again next time: CREATE EXTENSION sends no invalidation we watch */
+    config_stale = true;
+    if (logged_missing_extension) return; /* still missing: nothing changed */
+    ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
                            "idle policies and budgets are not loaded",
                            guc_database),
                     errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
@@ -101,26 +103,40 @@ void LoadAll() {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
-    config_stale = true; /* look again next time: CREATE EXTENSION sends no invalidation we watch */
   } else {
     if (logged_missing_extension)
-      ereport(LOG, (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
-                           guc_database)));
+      ereport(LOG,
+              (errmsg("pg_warden: extension found in database \"%s\"; loading its configuration",
+                      guc_database)));
     logged_missing_extension = false;
+    /* Know which tables to watch before taking the snapshot the tables are read
+       with: a commit after the snapshot then always leaves an invalidation that
+       matches (with the snapshot first, one processed while the OIDs were still
+       unknown, e.g. at a new loader's first load, was lost until the next change). */
+    for (int i = 0; i < kNumLoaders; i++)
+      watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
+    PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumLoaders; i++) {
-      watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
       if (OidIsValid(watched[i]))
         kConfigLoaders[i].load();
       else
         kConfigLoaders[i].clear();
     }
     SPI_finish();
+    PopActiveSnapshot();
   }
   LWLockAcquire(loader_shared->lock, LW_EXCLUSIVE);
   loader_shared->ready = true;
   LWLockRelease(loader_shared->lock);
   pg_atomic_fetch_add_u64(&loader_shared->generation, 1);
+
+  /* Wake the sampler: it applies the new configuration now, not at its next tick. */
+  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  const int32 sampler_pid = tracking->worker_pid;
+  LWLockRelease(tracking->sample_lock);
+  PGPROC *sampler = sampler_pid != 0 ? BackendPidGetProc(sampler_pid) : nullptr;
+  if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
 
 void LoaderMain() {
@@ -153,9 +169,7 @@ void LoaderMain() {
     if (config_stale) {
       config_stale = false;
       pgstat_report_activity(STATE_RUNNING, "pg_warden: loading configuration");
-      PushActiveSnapshot(GetTransactionSnapshot());
       LoadAll();
-      PopActiveSnapshot();
     }
     CommitTransactionCommand();
     pgstat_report_activity(STATE_IDLE, nullptr);

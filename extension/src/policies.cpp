@@ -17,6 +17,7 @@
  * RecordTermination; ProcArrayLock through BackendPidGetProc.
  */
 #include "pg_warden/cron.hpp"
+#include "pg_warden/idle_select.hpp"
 
 #include "pg_warden/policies.hpp"
 
@@ -113,6 +114,16 @@ bool ValidateText(const char *arg, bool isnull, Datum d, char *out, size_t size)
   return true;
 }
 
+/*
+ * PostgreSQL keeps only printable ASCII in application_name (any other byte
+ * becomes '?'), so a pattern with other characters could never match: refuse it.
+ */
+void ValidateApplicationPattern(const char *arg, const char *pattern) {
+  if (!ApplicationPatternIsAscii(pattern))
+    InvalidArgument(arg, "must be printable ASCII (PostgreSQL replaces any other character "
+                         "of application_name with '?')");
+}
+
 int32 ValidateKeepMin(bool isnull, Datum d) {
   if (isnull) InvalidArgument("keep_min", "must not be NULL");
   const int32 v = DatumGetInt32(d);
@@ -163,6 +174,7 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
   p->idle_timeout_us = ValidateTimeout("idle_timeout", PG_ARGISNULL(1), PG_GETARG_DATUM(1));
   p->any_application = !ValidateText("application", PG_ARGISNULL(2), PG_GETARG_DATUM(2),
                                      p->application, sizeof(p->application));
+  ValidateApplicationPattern("application", p->application);
   p->any_role = !ValidateText("role", PG_ARGISNULL(3), PG_GETARG_DATUM(3), p->role, NAMEDATALEN);
   p->any_database =
       !ValidateText("database", PG_ARGISNULL(4), PG_GETARG_DATUM(4), p->database, NAMEDATALEN);
@@ -174,51 +186,7 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
 
 /* -- selection ---------------------------------------------------------------- */
 
-struct Candidate {
-  int32 index; /* into the caller's session array */
-  int64 group;
-  TimestampTz state_start;
-};
-
-/* group ascending, then most recently idle first */
-int CompareByGroupNewestFirst(const void *a, const void *b) {
-  const Candidate *x = static_cast<const Candidate *>(a);
-  const Candidate *y = static_cast<const Candidate *>(b);
-  if (x->group != y->group) return x->group < y->group ? -1 : 1;
-  if (x->state_start != y->state_start) return x->state_start > y->state_start ? -1 : 1;
-  return 0;
-}
-
-int CompareOldestFirst(const void *a, const void *b) {
-  const Candidate *x = static_cast<const Candidate *>(a);
-  const Candidate *y = static_cast<const Candidate *>(b);
-  if (x->state_start != y->state_start) return x->state_start < y->state_start ? -1 : 1;
-  return 0;
-}
-
-/*
- * Keeps the keep_min newest of each group; moves the others idle for at
- * least timeout to the front of cands, oldest first, and returns how many.
- * *deadline becomes the earliest time a waiting candidate reaches timeout.
- */
-int SelectVictims(Candidate *cands, int n, int32 keep_min, int64 timeout_us, TimestampTz now,
-                  TimestampTz *deadline) {
-  if (n == 0) return 0;
-  qsort(cands, n, sizeof(Candidate), CompareByGroupNewestFirst);
-  int nvictims = 0;
-  int rank = 0;
-  for (int i = 0; i < n; i++) {
-    rank = (i > 0 && cands[i].group == cands[i - 1].group) ? rank + 1 : 0;
-    if (rank < keep_min) continue;
-    const TimestampTz due = cands[i].state_start + timeout_us;
-    if (now >= due)
-      cands[nvictims++] = cands[i]; /* nvictims <= i: overwrites only visited slots */
-    else if (*deadline == 0 || due < *deadline)
-      *deadline = due;
-  }
-  qsort(cands, nvictims, sizeof(Candidate), CompareOldestFirst);
-  return nvictims;
-}
+using Candidate = IdleCandidate;
 
 SessionState StateOf(BackendState st) {
   switch (st) {
@@ -274,25 +242,30 @@ IdlePolicy local_policies[kMaxIdlePolicies];
 int local_count = 0;
 uint64 local_generation = PG_UINT64_MAX;
 
-/* Recent decisions, so a session is recorded once per idle period and policy. */
-struct Acted {
+/*
+ * Decisions already taken, per backend slot, so that a session is terminated
+ * once and recorded once per idle period (and, for dry runs, per policy):
+ * killed[slot] and dry[slot * kMaxIdlePolicies + policy] hold the pid and
+ * the state start of the idle period decided on. Exact (no hashing), sized
+ * for MaxBackends, allocated in the worker on first use.
+ */
+struct Decided {
   int32 pid;
-  int32 policy; /* -1: terminated (by any policy) */
   TimestampTz state_start;
 };
-constexpr uint32 kActedSize = 4096;
-Acted acted[kActedSize];
+Decided *killed = nullptr;
+Decided *dry_decided = nullptr;
 
-uint32 ActedSlot(int32 pid, int32 policy) {
-  return (static_cast<uint32>(pid) * 2654435761u + static_cast<uint32>(policy + 1) * 40503u) %
-         kActedSize;
+void AllocateDecided() {
+  if (killed != nullptr) return;
+  const Size m = static_cast<Size>(tracking->max_backends);
+  killed = static_cast<Decided *>(MemoryContextAllocZero(TopMemoryContext, sizeof(Decided) * m));
+  dry_decided = static_cast<Decided *>(
+      MemoryContextAllocZero(TopMemoryContext, sizeof(Decided) * m * kMaxIdlePolicies));
 }
-bool WasActed(int32 pid, int32 policy, TimestampTz state_start) {
-  const Acted &a = acted[ActedSlot(pid, policy)];
-  return a.pid == pid && a.policy == policy && a.state_start == state_start;
-}
-void MarkActed(int32 pid, int32 policy, TimestampTz state_start) {
-  acted[ActedSlot(pid, policy)] = Acted{pid, policy, state_start};
+
+bool Same(const Decided &d, const SampledBackend &sb) {
+  return d.pid == sb.pid && d.state_start == sb.state_start;
 }
 
 void RefreshPolicies() {
@@ -303,6 +276,10 @@ void RefreshPolicies() {
   memcpy(local_policies, idle_policies->policies, sizeof(IdlePolicy) * local_count);
   LWLockRelease(idle_policies->lock);
   local_generation = gen;
+  /* policy indexes may have moved: a dry run records its decisions afresh */
+  if (dry_decided != nullptr)
+    memset(dry_decided, 0,
+           sizeof(Decided) * static_cast<Size>(tracking->max_backends) * kMaxIdlePolicies);
 }
 
 bool KeyMatches(const IdlePolicy &p, const UsageKey &key) {
@@ -335,6 +312,7 @@ SuperuserCache superusers;
 
 struct Victim {
   int32 index;
+  int32 slot;
   int32 policy;
   bool confirmed;
 };
@@ -389,16 +367,16 @@ void ConfirmVictims(const SampledBackend *s, int nvictims) {
   pgstat_clear_backend_activity_snapshot();
 }
 
-void ActOn(const SampledBackend &sb, Oid roleid, int32 policy_index) {
+void ActOn(const SampledBackend &sb, Oid roleid, int32 slot, int32 policy_index) {
   const IdlePolicy &p = local_policies[policy_index];
   const bool dry = p.dry_run || !guc_enforce;
-  if (dry ? WasActed(sb.pid, policy_index, sb.state_start) : WasActed(sb.pid, -1, sb.state_start))
-    return;
-  if (!dry && !SignalTerminate(sb.pid, roleid)) return;
-  MarkActed(sb.pid, dry ? policy_index : -1, sb.state_start);
+  Decided &decided = dry ? dry_decided[slot * kMaxIdlePolicies + policy_index] : killed[slot];
+  if (Same(killed[slot], sb) || Same(decided, sb)) return;
   TerminationRecord rec;
   memset(&rec, 0, sizeof(rec));
-  rec.at = GetCurrentTimestamp();
+  rec.at = GetCurrentTimestamp(); /* before the signal: idle_seconds proves it was not early */
+  if (!dry && !SignalTerminate(sb.pid, roleid)) return;
+  decided = Decided{sb.pid, sb.state_start};
   rec.pid = sb.pid;
   const UsageKey &key = tracking->entries[sb.entry].key;
   strlcpy(rec.database, key.database, NAMEDATALEN);
@@ -491,7 +469,8 @@ void LoadIdlePolicies() {
     strlcpy(p.name, name, NAMEDATALEN);
     p.idle_timeout_us = isnull[1] ? 0 : IntervalUsecs(DatumGetIntervalP(v[1]));
     p.any_application = isnull[2];
-    if (!isnull[2]) text_to_cstring_buffer(DatumGetTextPP(v[2]), p.application, sizeof(p.application));
+    if (!isnull[2])
+      text_to_cstring_buffer(DatumGetTextPP(v[2]), p.application, sizeof(p.application));
     p.any_role = isnull[3];
     if (!isnull[3]) text_to_cstring_buffer(DatumGetTextPP(v[3]), p.role, NAMEDATALEN);
     p.any_database = isnull[4];
@@ -518,13 +497,17 @@ void LoadIdlePolicies() {
   idle_policies->count = count;
   LWLockRelease(idle_policies->lock);
   pfree(loaded);
-  ereport(LOG, (errmsg("pg_warden: loaded %d idle policies", count)));
+  /* LOG when the number changed; a reload for a role change stays quiet */
+  static int previous_count = -1;
+  ereport(count != previous_count ? LOG : DEBUG1,
+          (errmsg("pg_warden: loaded %d idle policies", count)));
+  previous_count = count;
 }
 
 /* -- enforcement by the worker -------------------------------------------------------- */
 
-TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int32 n,
-                                TimestampTz now) {
+TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, const int32 *slots,
+                                int32 n, TimestampTz now) {
   RefreshPolicies();
   if (local_count == 0 || n == 0) return 0;
 
@@ -548,6 +531,7 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
       any_scheduled ? now + (60 - tm.tm_sec) * USECS_PER_SEC - static_cast<int64>(fsec) : 0;
   if (!any_active) return deadline;
 
+  AllocateDecided();
   if (buffers_for < tracking->max_backends) {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     const Size m = static_cast<Size>(tracking->max_backends);
@@ -583,12 +567,14 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
       }
       cands[nc++] = Candidate{i, sb.entry, sb.state_start};
     }
-    const int nv = SelectVictims(cands, nc, pol.keep_min, pol.idle_timeout_us, now, &deadline);
+    int64 due = deadline;
+    const int nv = SelectIdleVictims(cands, nc, pol.keep_min, pol.idle_timeout_us, now, &due);
+    deadline = due;
     for (int v = 0; v < nv; v++) {
       const int32 idx = cands[v].index;
       if (victim_of[idx] >= 0) continue; /* an earlier policy has it */
       victim_of[idx] = static_cast<int16>(p);
-      victims[nvictims++] = Victim{idx, p, false};
+      victims[nvictims++] = Victim{idx, slots[idx], p, false};
     }
   }
 
@@ -598,8 +584,9 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
     const SampledBackend &sb = s[victims[v].index];
     const IdlePolicy &pol = local_policies[victims[v].policy];
     const bool dry = pol.dry_run || !guc_enforce;
-    if (WasActed(sb.pid, -1, sb.state_start) ||
-        (dry && WasActed(sb.pid, victims[v].policy, sb.state_start)))
+    const int32 slot = victims[v].slot;
+    if (Same(killed[slot], sb) ||
+        (dry && Same(dry_decided[slot * kMaxIdlePolicies + victims[v].policy], sb)))
       continue;
     victims[keep++] = victims[v];
   }
@@ -608,16 +595,18 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
   if (nvictims > 0) {
     ConfirmVictims(s, nvictims);
     /* oldest idle first */
-    qsort_arg(victims, nvictims, sizeof(Victim),
-              [](const void *a, const void *b, void *arg) -> int {
-                const SampledBackend *ss = static_cast<const SampledBackend *>(arg);
-                const TimestampTz x = ss[static_cast<const Victim *>(a)->index].state_start;
-                const TimestampTz y = ss[static_cast<const Victim *>(b)->index].state_start;
-                return x < y ? -1 : x > y ? 1 : 0;
-              },
-              const_cast<SampledBackend *>(s));
+    qsort_arg(
+        victims, nvictims, sizeof(Victim),
+        [](const void *a, const void *b, void *arg) -> int {
+          const SampledBackend *ss = static_cast<const SampledBackend *>(arg);
+          const TimestampTz x = ss[static_cast<const Victim *>(a)->index].state_start;
+          const TimestampTz y = ss[static_cast<const Victim *>(b)->index].state_start;
+          return x < y ? -1 : x > y ? 1 : 0;
+        },
+        const_cast<SampledBackend *>(s));
     for (int v = 0; v < nvictims; v++)
-      if (victims[v].confirmed) ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].policy);
+      if (victims[v].confirmed)
+        ActOn(s[victims[v].index], roleids[victims[v].index], victims[v].slot, victims[v].policy);
   }
   if (in_transaction) {
     CommitTransactionCommand();
@@ -626,6 +615,12 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, int
   const TimestampTz after = GetCurrentTimestamp();
   if (deadline != 0 && deadline <= after) deadline = after + 1000; /* never spin */
   return deadline;
+}
+
+bool ApplicationPatternIsAscii(const char *s) {
+  for (; *s; s++)
+    if (static_cast<unsigned char>(*s) < 0x20 || static_cast<unsigned char>(*s) > 0x7E) return false;
+  return true;
 }
 
 }  // namespace warden
@@ -663,9 +658,11 @@ WARDEN_FUNCTION(terminate_idle) {
                               "warden.terminate_idle().")));
   const int64 timeout_us = ValidateTimeout("older_than", PG_ARGISNULL(0), PG_GETARG_DATUM(0));
   char application[kMaxPatternBytes + 1], role[NAMEDATALEN], database[NAMEDATALEN];
-  const bool has_app =
-      ValidateText("application", PG_ARGISNULL(1), PG_GETARG_DATUM(1), application, sizeof(application));
-  const bool has_role = ValidateText("role", PG_ARGISNULL(2), PG_GETARG_DATUM(2), role, NAMEDATALEN);
+  const bool has_app = ValidateText("application", PG_ARGISNULL(1), PG_GETARG_DATUM(1), application,
+                                    sizeof(application));
+  ValidateApplicationPattern("application", application);
+  const bool has_role =
+      ValidateText("role", PG_ARGISNULL(2), PG_GETARG_DATUM(2), role, NAMEDATALEN);
   const bool has_db =
       ValidateText("database", PG_ARGISNULL(3), PG_GETARG_DATUM(3), database, NAMEDATALEN);
   const uint8 states = ValidateState(PG_ARGISNULL(4), PG_GETARG_DATUM(4));
@@ -682,7 +679,8 @@ WARDEN_FUNCTION(terminate_idle) {
   const TimestampTz now = GetCurrentTimestamp();
   const int n = pgstat_fetch_stat_numbackends();
   Candidate *c = static_cast<Candidate *>(palloc(sizeof(Candidate) * Max(n, 1)));
-  PgBackendStatus *bes = static_cast<PgBackendStatus *>(palloc(sizeof(PgBackendStatus) * Max(n, 1)));
+  PgBackendStatus *bes =
+      static_cast<PgBackendStatus *>(palloc(sizeof(PgBackendStatus) * Max(n, 1)));
   int nc = 0;
   for (int i = 1; i <= n; i++) {
     LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
@@ -704,19 +702,20 @@ WARDEN_FUNCTION(terminate_idle) {
     gk.role = be->st_userid;
     strlcpy(gk.application, app, NAMEDATALEN);
     bes[nc] = *be;
-    c[nc] = Candidate{nc, static_cast<int64>(hash_bytes_extended(
-                              reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
+    c[nc] = Candidate{nc,
+                      static_cast<int64>(hash_bytes_extended(
+                          reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
                       be->st_state_start_timestamp};
     nc++;
   }
-  TimestampTz unused = 0;
-  const int nv = SelectVictims(c, nc, keep_min, timeout_us, now, &unused);
+  int64_t unused = 0;
+  const int nv = SelectIdleVictims(c, nc, keep_min, timeout_us, now, &unused);
   for (int v = 0; v < nv; v++) {
     const PgBackendStatus &be = bes[c[v].index];
-    if (!dry_run && !SignalTerminate(be.st_procpid, be.st_userid)) continue;
     TerminationRecord rec;
     memset(&rec, 0, sizeof(rec));
     rec.at = GetCurrentTimestamp();
+    if (!dry_run && !SignalTerminate(be.st_procpid, be.st_userid)) continue;
     rec.pid = be.st_procpid;
     const char *dbname = get_database_name(be.st_databaseid);
     const char *rolename = GetUserNameFromId(be.st_userid, true);

@@ -55,7 +55,8 @@ void SaveRing(int code, Datum) {
     ereport(LOG, (errcode_for_file_access(), errmsg("pg_warden: could not write \"%s\": %m", tmp)));
     return;
   }
-  const uint32 header[3] = {kFileMagic, kFileVersion, static_cast<uint32>(sizeof(TerminationRecord))};
+  const uint32 header[3] = {kFileMagic, kFileVersion,
+                            static_cast<uint32>(sizeof(TerminationRecord))};
   const uint64 appended = ring_shared->appended;
   const pg_crc32c crc = RingChecksum(appended, ring_shared->ring);
   bool ok = fwrite(header, sizeof(header), 1, f) == 1 &&
@@ -161,8 +162,8 @@ WARDEN_FUNCTION(terminations) {
   RequireTracking();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-  TerminationRecord *rows = static_cast<TerminationRecord *>(
-      palloc(sizeof(TerminationRecord) * kTerminationsRing));
+  TerminationRecord *rows =
+      static_cast<TerminationRecord *>(palloc(sizeof(TerminationRecord) * kTerminationsRing));
   LWLockAcquire(ring_shared->lock, LW_SHARED);
   const uint64 appended = ring_shared->appended;
   const uint64 first = appended > kTerminationsRing ? appended - kTerminationsRing : 0;
@@ -188,6 +189,30 @@ WARDEN_FUNCTION(record_action) {
   if (PG_ARGISNULL(6))
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("invalid value for \"action\": must not be NULL")));
+  if (PG_GETARG_INT32(0) < 0)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("invalid value for \"pid\": must not be negative"),
+                    errhint("Use 0 for an action that concerns no session.")));
+  if (!PG_ARGISNULL(5) && !(PG_GETARG_FLOAT8(5) >= 0.0 && PG_GETARG_FLOAT8(5) < 1e12))
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("invalid value for \"idle_seconds\": must be a finite, non-negative number")));
+  if (PG_ARGISNULL(7))
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("invalid value for \"dry_run\": must not be NULL")));
+  /* Text that would not fit is refused rather than cut short. */
+  struct {
+    int arg;
+    const char *name;
+    size_t size;
+  } const texts[] = {{3, "application", sizeof(rec.application)},
+                     {4, "state", sizeof(rec.state)},
+                     {6, "action", sizeof(rec.policy)}};
+  for (const auto &t : texts)
+    if (!PG_ARGISNULL(t.arg) &&
+        VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(t.arg)) >= static_cast<Size>(t.size))
+      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                      errmsg("invalid value for \"%s\": longer than %d bytes", t.name,
+                             static_cast<int>(t.size) - 1)));
   rec.at = GetCurrentTimestamp();
   rec.pid = PG_GETARG_INT32(0);
   if (!PG_ARGISNULL(1)) strlcpy(rec.database, NameStr(*PG_GETARG_NAME(1)), NAMEDATALEN);
@@ -196,7 +221,7 @@ WARDEN_FUNCTION(record_action) {
   if (!PG_ARGISNULL(4)) text_to_cstring_buffer(PG_GETARG_TEXT_PP(4), rec.state, sizeof(rec.state));
   rec.idle_seconds = PG_ARGISNULL(5) ? 0.0 : PG_GETARG_FLOAT8(5);
   text_to_cstring_buffer(PG_GETARG_TEXT_PP(6), rec.policy, NAMEDATALEN);
-  rec.dry_run = PG_ARGISNULL(7) ? false : PG_GETARG_BOOL(7);
+  rec.dry_run = PG_GETARG_BOOL(7);
   if (!PG_ARGISNULL(8)) {
     char *addr = DatumGetCString(DirectFunctionCall1(inet_out, PG_GETARG_DATUM(8)));
     /* host part only, as pg_stat_activity shows it */

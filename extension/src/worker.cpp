@@ -38,7 +38,8 @@ struct PidMap {
 
 EntrySample *entry_samples = nullptr;
 PidMap pid_map;
-Oid *sampled_roles = nullptr; /* role of each backend in the sample being built */
+Oid *sampled_roles = nullptr;   /* role of each backend in the sample being built */
+int32 *sampled_slots = nullptr; /* its BackendSlot index */
 
 void ClearWorkerPid(int, Datum) {
   if (tracking == nullptr) return;
@@ -166,10 +167,11 @@ TimestampTz SampleOnce() {
       sb.xact_start = be->st_xact_start_timestamp;
       sb.client_addr = be->st_clientaddr;
       sampled_roles[nsampled - 1] = be->st_userid;
+      sampled_slots[nsampled - 1] = slot;
     }
   }
 
-  const TimestampTz deadline = EnforceIdlePolicies(out, sampled_roles, nsampled, now);
+  const TimestampTz deadline = EnforceIdlePolicies(out, sampled_roles, sampled_slots, nsampled, now);
 
   instr_time elapsed;
   INSTR_TIME_SET_CURRENT(elapsed);
@@ -218,6 +220,8 @@ void WorkerMain() {
   pid_map.mask = map_size - 1;
   sampled_roles =
       static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(tracking->max_backends)));
+  sampled_slots =
+      static_cast<int32 *>(palloc0(sizeof(int32) * static_cast<Size>(tracking->max_backends)));
 
   on_shmem_exit(ClearWorkerPid, 0);
   LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
@@ -232,6 +236,7 @@ void WorkerMain() {
    */
   TimestampTz next_sample = GetCurrentTimestamp();
   TimestampTz next_deadline = 0;
+  uint64 seen_generation = 0;
   for (;;) {
     CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
@@ -240,7 +245,10 @@ void WorkerMain() {
     }
     TimestampTz now = GetCurrentTimestamp();
     const bool tick = now >= next_sample;
-    if (tick || (next_deadline != 0 && now >= next_deadline)) {
+    /* the loader sets our latch after a reload: apply new policies at once */
+    const uint64 generation = ConfigGeneration();
+    if (tick || (next_deadline != 0 && now >= next_deadline) || generation != seen_generation) {
+      seen_generation = generation;
       next_deadline = SampleOnce();
       if (tick) {
         ManageLoader(now);

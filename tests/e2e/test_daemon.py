@@ -207,6 +207,10 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
     time.sleep(3 * INTERVAL)
     assert count(c, "app_idle") == 2, "never cut below max_idle"
     assert "terminated pid" in w.log() and "max_idle 2" in w.log()
+    # Recorded through warden.record_action (source 'daemon').
+    rows = c.psql("SELECT count(*) FROM warden.terminations WHERE source = 'daemon' "
+                  "AND policy = 'wardend max_idle' AND role = 'app_idle' AND NOT dry_run")
+    assert rows == "4"
     assert w.stop() == 0
     close_all(old + new)
 
@@ -214,11 +218,18 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
 def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_adm LOGIN CONNECTION LIMIT 50")
-    held = connect(c, "app_adm", "api", 5)
     w = wardend([("primary", c)],
                 '[[budget]]\nrole = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
-    wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, what="admission closed at 3")
+    w.wait_log(r"\[primary\] polled")
+    held = connect(c, "app_adm", "api", 5)
+    breach = time.monotonic()
+    wait_until(lambda: admission_cap(c, "app_adm") == 3, timeout=10, interval=0.01,
+               what="admission closed at 3")
+    print(f"\nbreach to admission closed: {(time.monotonic() - breach) * 1000:.0f} ms (interval 200 ms)")
     assert len(w.journal()) == 1
+    if has_override_api(c):  # the extension's override, not ALTER ROLE
+        assert w.journal()[0]["mechanism"] == "override"
+        assert connlimit(c, "app_adm") == 50
     with pytest.raises(psycopg2.OperationalError, match="too many connections"):
         connect(c, "app_adm")
     close_all(held[:3])  # back under the budget: 2 <= 3
@@ -284,12 +295,17 @@ def test_kill9_then_restart_restores_connection_limit(make_cluster, wardend):
     entries = w.journal()
     assert [(e["role"], e["applied_limit"]) for e in entries] == [("app_k", 2)]
     assert admission_cap(c, "app_k") == 2, "still in force after kill -9"
+    r = ctl("status", "--config", w.config)  # the segment outlives kill -9; its pid does not
+    assert r.returncode == 1 and "not running" in r.stderr
     close_all(held[:3])  # under budget now: nothing to put back
     w.start()
     wait_until(lambda: restored(c, "app_k", 25), timeout=10, what="restored after restart")
     assert connlimit(c, "app_k") == 25
     w.wait_log("left by a previous run")
     assert w.journal() == []
+    r = wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
+        ctl("status", "--config", w.config)), timeout=10, what="the stale segment replaced")
+    assert f"wardend pid {w.proc.pid}" in r.stdout
     assert w.stop() == 0
     close_all(held)
 
@@ -510,6 +526,9 @@ def test_wardenctl_check_config_and_plan(tmp_path):
     good.write_text('[[server]]\nname = "p"\ndsn = "x"\n')
     r = ctl("check-config", str(good))
     assert r.returncode == 0 and "ok" in r.stdout
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "daemon", "wardend.example.toml")
+    r = ctl("check-config", example)
+    assert r.returncode == 0 and "3 budget(s), 2 emergency step(s)" in r.stdout, r.stderr
 
     plan = tmp_path / "plan.toml"
     plan.write_text('max_connections = 500\nreserved = 3\nheadroom = 10\n'
@@ -651,3 +670,129 @@ def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
         assert w.stop() == 0
     finally:
         bouncer.stop()
+
+
+def test_idle_in_transaction_timeout_longest_first(make_cluster, wardend):
+    c = make_cluster()
+    c.psql("CREATE ROLE app_x LOGIN")
+    w = wardend([("primary", c)],
+                '[[budget]]\nrole = "app_x"\nidle_in_transaction_timeout = "1s"\n').start()
+    w.wait_log(r"\[primary\] polled")
+    idle = connect(c, "app_x", "plain-idle", 2)  # idle, not in a transaction: never touched
+    txn = connect(c, "app_x", "in-txn", 2)
+    for conn in txn:
+        conn.autocommit = False
+        conn.cursor().execute("SELECT 1")
+    start = time.monotonic()
+    by_app = ("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_x' "
+              "AND application_name = '{}'")
+    wait_until(lambda: c.psql(by_app.format("in-txn")) == "0", timeout=10,
+               what="idle in transaction terminated")
+    assert time.monotonic() - start >= 0.9, "terminated before the timeout"
+    assert c.psql(by_app.format("plain-idle")) == "2"
+    assert all(alive(x) for x in idle)
+    assert "idle_in_transaction_timeout 1s" in w.log()
+    close_all(idle + txn)
+    assert w.stop() == 0
+
+
+def test_standby_health_and_override(make_cluster, wardend):
+    p = make_cluster()
+    p.psql("CREATE ROLE app_sb LOGIN")
+    sb = p.make_standby().start()
+    w = wardend([("primary", p), ("replica", sb)],
+                '[[budget]]\nrole = "app_sb"\nmax_connections = 1\ncooldown = "500ms"\n').start()
+    w.wait_http()
+
+    def replica_check():
+        code, h = w.health()
+        if not h:
+            return None
+        chk = {x["name"]: x for x in h["checks"]}.get("replica")
+        return chk if chk and chk["data"]["reachable"] else None
+
+    chk = wait_until(replica_check, timeout=15, what="replica polled")
+    assert chk["data"]["role"] == "standby" and "replay_lag_seconds" in chk["data"]
+    held = connect(sb, "app_sb", "ro", 3)
+    if has_override_api(sb):
+        wait_until(lambda: admission_cap(sb, "app_sb") == 1, timeout=10, what="override on the standby")
+        assert connlimit(p, "app_sb") == -1, "no ALTER ROLE on the primary for a standby's budget"
+        close_all(held)
+        wait_until(lambda: restored(sb, "app_sb", -1), timeout=10, what="override lifted")
+    else:
+        w.wait_log("cannot close admission of role app_sb")
+        close_all(held)
+    assert w.stop() == 0
+
+
+def test_corrupt_state_file_refuses_to_start(tmp_path):
+    state = tmp_path / "w.state"
+    state.write_text('{"version": 1, "entries": [{"server": "p"')
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[daemon]\nstate_file = "{state}"\nhttp = ""\n[[server]]\nname = "p"\ndsn = "host=/nonexistent"\n')
+    r = subprocess.run([WARDEND, "--config", str(cfg)], capture_output=True, text=True, timeout=15)
+    assert r.returncode == 1
+    assert "malformed state file" in r.stderr and str(state) in r.stderr
+
+
+def test_reserved_slot_for_a_non_superuser_wardend(make_cluster, wardend):
+    """The recipe of docs/daemon.md: a non-superuser `warden` role with a
+    pg_warden `reserved` budget still gets in when the server is full."""
+    c = make_cluster(conf={"max_connections": "20"})  # 17 usable
+    c.psql("CREATE ROLE warden LOGIN; GRANT pg_monitor, pg_signal_backend TO warden; "
+           "GRANT USAGE ON SCHEMA warden TO warden; "
+           "GRANT EXECUTE ON FUNCTION warden.close_admission(text, text, int, text, interval), "
+           "warden.open_admission(text, text) TO warden; "
+           "CREATE ROLE app_full LOGIN")
+    c.psql("SELECT warden.set_budget(name => 'wardend-slot', role => 'warden', "
+           "max_connections => 2, reserved => 2)")
+    wait_until(lambda: c.psql("SELECT count(*) FROM warden.budget_usage WHERE name = 'wardend-slot'")
+               == "1", timeout=5, what="budget loaded")
+    held = []
+    with pytest.raises(psycopg2.OperationalError, match="too many connections") as e:
+        while len(held) < 20:
+            held += connect(c, "app_full", "hog")
+    print(e.value)
+    assert len(held) == 15  # 17 usable - 2 reserved for warden
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_full"\nmax_idle = 10\n')
+    w.write(open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn(user="warden")}"'))
+    w.start()
+    w.wait_log(r"\[primary\] connected")
+    wait_until(lambda: count(c, "app_full") == 10, timeout=10, what="idle budget enforced as warden")
+    assert "non-superuser" in w.log()
+    close_all(held)
+    assert w.stop() == 0
+
+
+def test_server_settings_thresholds_and_exempt_roles(make_cluster, wardend):
+    c = make_cluster(conf={"max_connections": "23", "warden.degraded_percent": "20",
+                           "warden.unhealthy_percent": "95", "warden.exempt_roles": "'app_ex'"})
+    c.psql("CREATE ROLE app_ex LOGIN; CREATE ROLE app_in LOGIN")
+    w = wardend([("primary", c)], '[[budget]]\nrole = "app_ex"\nmax_idle = 0\n'
+                '[[budget]]\nrole = "app_in"\nmax_idle = 0\n').start()
+    w.wait_http()
+    ex = connect(c, "app_ex", "exempt", 5)  # 6/20 = 30% >= warden.degraded_percent 20
+    inn = connect(c, "app_in", "policed", 1)
+    wait_until(lambda: count(c, "app_in") == 0, timeout=10, what="non-exempt role trimmed")
+    wait_until(lambda: w.health()[1]["status"] == "Degraded", timeout=10,
+               what="Degraded by the server's warden.degraded_percent")
+    time.sleep(3 * INTERVAL)
+    assert count(c, "app_ex") == 5, "warden.exempt_roles never terminated"
+    close_all(ex + inn)
+    assert w.stop() == 0
+
+
+def test_extension_created_while_running_is_noticed(make_cluster, wardend):
+    c = make_cluster(extension=False)  # preloaded, not created: degraded mode
+    w = wardend([("primary", c)]).start()
+    w.wait_log("DEGRADED MODE")
+    w.wait_http()
+    wait_until(lambda: w.health()[1]["checks"][0]["data"]["mode"] == "degraded", timeout=10,
+               what="degraded")
+    c.psql("CREATE EXTENSION pg_warden")
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_log("the pg_warden extension is now present")
+    wait_until(lambda: w.health()[1]["checks"][0]["data"]["mode"] == "extension", timeout=10,
+               what="extension mode")
+    assert w.health()[1]["checks"][0]["status"] == "Healthy"
+    assert w.stop() == 0

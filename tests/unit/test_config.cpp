@@ -87,6 +87,42 @@ TEST(Config, ParsesACompleteFile) {
   EXPECT_EQ(c.PriorityOf("nobody"), Priority::kNormal);
 }
 
+TEST(Config, TheExampleOfTheDesignParses) {
+  Config c = ParseConfig(R"(
+[daemon]
+interval = "1s"
+state_file = "/var/lib/pg_warden/wardend.state"   # journal of every change to undo
+http = "127.0.0.1:9187"                           # /health /health/ready /metrics /alerts
+dry_run = false
+
+[[server]]
+name = "primary"
+dsn  = "host=/var/run/postgresql dbname=postgres user=warden application_name=wardend"
+pgbouncer_dsn = "host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer"   # optional
+
+[[budget]]
+role = "app_api"
+max_connections = 40          # soft: above it, act
+max_idle = 10                 # idle beyond this many: terminate oldest idle
+idle_in_transaction_timeout = "30s"
+priority = "normal"           # low | normal | critical
+
+[[emergency]]
+at_percent = 90               # server usage, same formula as warden.server_usage
+action = "terminate_idle"
+older_than = "30m"
+skip_priority = ["critical"]
+
+[[emergency]]
+at_percent = 95
+action = "close_admission"    # per-server override: low-priority roles capped at what they hold now
+)",
+                         "design.toml");
+  EXPECT_EQ(c.servers.size(), 1u);
+  EXPECT_EQ(c.budgets.size(), 1u);
+  EXPECT_EQ(c.emergencies.size(), 2u);
+}
+
 TEST(Config, DefaultsAsDocumented) {
   Config c = ParseConfig(kServer, "w.toml");
   EXPECT_EQ(c.daemon.interval, Millis(1000));
@@ -115,8 +151,10 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
       {"log_format", "[daemon]\nlog_format = \"xml\"\n" + kServer, "daemon.log_format", 2},
       {"log_level", "[daemon]\nlog_level = \"loud\"\n" + kServer, "daemon.log_level", 2},
       {"cooldown", "[daemon]\ncooldown = \"soon\"\n" + kServer, "daemon.cooldown", 2},
-      {"hysteresis", "[daemon]\nhysteresis_percent = 80\n" + kServer, "daemon.hysteresis_percent", 2},
-      {"degraded > unhealthy", "[daemon]\ndegraded_percent = 95\nunhealthy_percent = 90\n" + kServer,
+      {"hysteresis", "[daemon]\nhysteresis_percent = 80\n" + kServer, "daemon.hysteresis_percent",
+       2},
+      {"degraded > unhealthy",
+       "[daemon]\ndegraded_percent = 95\nunhealthy_percent = 90\n" + kServer,
        "daemon.unhealthy_percent", 3},
       {"token twice", "[daemon]\nhttp_token = \"a\"\nhttp_token_file = \"/x\"\n" + kServer,
        "daemon.http_token_file", 3},
@@ -124,7 +162,8 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
        "daemon.http_token_file", 2},
       {"reconnect order", "[daemon]\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\n" + kServer,
        "daemon.reconnect_max", 3},
-      {"metrics cap", "[daemon]\nmetrics_max_applications = 0\n" + kServer, "daemon.metrics_max_applications", 2},
+      {"metrics cap", "[daemon]\nmetrics_max_applications = 0\n" + kServer,
+       "daemon.metrics_max_applications", 2},
       {"daemon not a table", "daemon = 1\n" + kServer, "daemon", 1},
       {"no server", "[daemon]\ninterval = \"1s\"\n", "server", 1},
       {"server without dsn", "[[server]]\nname = \"p\"\n", "server[0].dsn", 1},
@@ -134,37 +173,55 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
       {"server unknown key", kServer + "port = 5432\n", "server[0].port", 4},
       {"server single table", "[server]\nname = \"p\"\ndsn = \"x\"\n", "server", 1},
       {"budget without role", kServer + "[[budget]]\nmax_connections = 3\n", "budget[0].role", 4},
-      {"budget dup role", kServer + "[[budget]]\nrole = \"a\"\n[[budget]]\nrole = \"a\"\n", "budget[1].role", 7},
-      {"budget max_connections string", kServer + "[[budget]]\nrole = \"a\"\nmax_connections = \"40\"\n",
+      {"budget dup role", kServer + "[[budget]]\nrole = \"a\"\n[[budget]]\nrole = \"a\"\n",
+       "budget[1].role", 7},
+      {"budget max_connections string",
+       kServer + "[[budget]]\nrole = \"a\"\nmax_connections = \"40\"\n",
        "budget[0].max_connections", 6},
-      {"budget max_connections negative", kServer + "[[budget]]\nrole = \"a\"\nmax_connections = -1\n",
-       "budget[0].max_connections", 6},
-      {"budget max_idle float", kServer + "[[budget]]\nrole = \"a\"\nmax_idle = 1.5\n", "budget[0].max_idle", 6},
-      {"budget iit timeout", kServer + "[[budget]]\nrole = \"a\"\nidle_in_transaction_timeout = \"30\"\n",
+      {"budget max_connections negative",
+       kServer + "[[budget]]\nrole = \"a\"\nmax_connections = -1\n", "budget[0].max_connections",
+       6},
+      {"budget max_idle float", kServer + "[[budget]]\nrole = \"a\"\nmax_idle = 1.5\n",
+       "budget[0].max_idle", 6},
+      {"budget iit timeout",
+       kServer + "[[budget]]\nrole = \"a\"\nidle_in_transaction_timeout = \"30\"\n",
        "budget[0].idle_in_transaction_timeout", 6},
-      {"budget priority", kServer + "[[budget]]\nrole = \"a\"\npriority = \"urgent\"\n", "budget[0].priority", 6},
-      {"budget cooldown", kServer + "[[budget]]\nrole = \"a\"\ncooldown = 5\n", "budget[0].cooldown", 6},
-      {"budget unknown", kServer + "[[budget]]\nrole = \"a\"\nmax_idel = 5\n", "budget[0].max_idel", 6},
-      {"emergency no at", kServer + "[[emergency]]\naction = \"terminate_idle\"\n", "emergency[0].at_percent", 4},
-      {"emergency at range", kServer + "[[emergency]]\nat_percent = 120\naction = \"terminate_idle\"\n",
+      {"budget priority", kServer + "[[budget]]\nrole = \"a\"\npriority = \"urgent\"\n",
+       "budget[0].priority", 6},
+      {"budget cooldown", kServer + "[[budget]]\nrole = \"a\"\ncooldown = 5\n",
+       "budget[0].cooldown", 6},
+      {"budget unknown", kServer + "[[budget]]\nrole = \"a\"\nmax_idel = 5\n", "budget[0].max_idel",
+       6},
+      {"emergency no at", kServer + "[[emergency]]\naction = \"terminate_idle\"\n",
+       "emergency[0].at_percent", 4},
+      {"emergency at range",
+       kServer + "[[emergency]]\nat_percent = 120\naction = \"terminate_idle\"\n",
        "emergency[0].at_percent", 5},
-      {"emergency at string", kServer + "[[emergency]]\nat_percent = \"90\"\naction = \"terminate_idle\"\n",
+      {"emergency at string",
+       kServer + "[[emergency]]\nat_percent = \"90\"\naction = \"terminate_idle\"\n",
        "emergency[0].at_percent", 5},
-      {"emergency no action", kServer + "[[emergency]]\nat_percent = 90\n", "emergency[0].action", 4},
+      {"emergency no action", kServer + "[[emergency]]\nat_percent = 90\n", "emergency[0].action",
+       4},
       {"emergency bad action", kServer + "[[emergency]]\nat_percent = 90\naction = \"panic\"\n",
        "emergency[0].action", 6},
-      {"emergency older_than", kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"x\"\n",
+      {"emergency older_than",
+       kServer +
+           "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"x\"\n",
        "emergency[0].older_than", 7},
       {"emergency skip_priority not array",
-       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nskip_priority = \"critical\"\n",
+       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nskip_priority = "
+                 "\"critical\"\n",
        "emergency[0].skip_priority", 7},
       {"emergency skip_priority bad item",
-       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nskip_priority = [\"vip\"]\n",
+       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nskip_priority = "
+                 "[\"vip\"]\n",
        "emergency[0].skip_priority[0]", 7},
       {"emergency older_than on close_admission",
-       kServer + "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\nolder_than = \"1m\"\n",
+       kServer +
+           "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\nolder_than = \"1m\"\n",
        "emergency[0].older_than", 7},
-      {"emergency unknown", kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nwhen = 1\n",
+      {"emergency unknown",
+       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nwhen = 1\n",
        "emergency[0].when", 7},
   };
   for (const auto& c : cases) {
@@ -176,7 +233,8 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
       EXPECT_EQ(e.line(), c.line) << c.name << ": " << e.what();
       EXPECT_EQ(e.file(), "/etc/w.toml") << c.name;
       std::string w = e.what();
-      EXPECT_NE(w.find("/etc/w.toml:" + std::to_string(c.line) + ": key '" + c.key + "'"), std::string::npos)
+      EXPECT_NE(w.find("/etc/w.toml:" + std::to_string(c.line) + ": key '" + c.key + "'"),
+                std::string::npos)
           << c.name << ": " << w;
     }
   }
@@ -188,9 +246,7 @@ TEST(Config, MissingFileIsAConfigError) {
 
 TEST(Config, TokenFileIsRead) {
   std::string path = ::testing::TempDir() + "wardend_token";
-  {
-    std::ofstream(path) << "tok3n\n";
-  }
+  { std::ofstream(path) << "tok3n\n"; }
   Config c = ParseConfig("[daemon]\nhttp_token_file = \"" + path + "\"\n" + kServer, "w.toml");
   EXPECT_EQ(c.daemon.http_token, "tok3n");
 }

@@ -63,14 +63,14 @@ TEST(Cron, BothDayFieldsRestrictedMeansEither) {
   EXPECT_FALSE(CronMatches(s, 0, 0, 2, 1, 5));
 }
 
-TEST(Cron, WhitespaceIsFlexible) {
-  EXPECT_NO_THROW(ParseCron("  0   0-5\t* *  * "));
-}
+TEST(Cron, WhitespaceIsFlexible) { EXPECT_NO_THROW(ParseCron("  0   0-5\t* *  * ")); }
 
 TEST(Cron, BadInputNamesTheField) {
   EXPECT_EQ(ErrorOf(""), "expected 5 fields (minute hour day-of-month month day-of-week), got 0");
-  EXPECT_EQ(ErrorOf("* * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
-  EXPECT_EQ(ErrorOf("* * * * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), got 6");
+  EXPECT_EQ(ErrorOf("* * * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
+  EXPECT_EQ(ErrorOf("* * * * * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), got 6");
   EXPECT_EQ(ErrorOf("60 * * * *"), "field 1 (minute) value 60 is out of range 0-59");
   EXPECT_EQ(ErrorOf("* 24 * * *"), "field 2 (hour) value 24 is out of range 0-23");
   EXPECT_EQ(ErrorOf("* * 0 * *"), "field 3 (day of month) value 0 is out of range 1-31");
@@ -110,4 +110,29 @@ TEST(LikeMatch, BacktracksWithoutBlowingUp) {
   EXPECT_TRUE(LikeMatch("abcbcd", "%bcd"));
   EXPECT_TRUE(LikeMatch("ab%cd", "ab\\%%"));
   EXPECT_FALSE(LikeMatch("abxcd", "ab\\%%"));
+}
+
+// The semantics the fuzz target (tests/fuzz/fuzz_cron.cpp) checks against its
+// reference matcher, at the edges: backslashes at the end and escaped.
+TEST(LikeMatch, EscapesAtTheEdges) {
+  EXPECT_TRUE(LikeMatch("back\\", "back\\"));  // a trailing backslash is a literal one
+  EXPECT_FALSE(LikeMatch("back", "back\\"));
+  EXPECT_TRUE(LikeMatch("a\\b", "a\\\\b"));  // an escaped backslash
+  EXPECT_FALSE(LikeMatch("ab", "a\\\\b"));
+  EXPECT_TRUE(LikeMatch("x%y%z", "%\\%%\\%z"));
+  EXPECT_FALSE(LikeMatch("x%yz", "%\\%%\\%z"));
+  EXPECT_TRUE(LikeMatch("a", "%%%a%%%"));
+  EXPECT_FALSE(LikeMatch("", "\\%"));
+}
+
+// The fuzzer's timeout input (tests/fuzz/corpus/cron/timeout-refmatcher): many
+// '%' and '_' against a long text. It was the fuzz target's first reference
+// matcher that took exponential time; LikeMatch itself (on the login path)
+// must answer at once.
+TEST(LikeMatch, ManyWildcardsAnswerAtOnce) {
+  const std::string text = "* \xff" + std::string(54, '%') + "\x1f* \xff\x01";
+  EXPECT_FALSE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x1e"));
+  EXPECT_TRUE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x01"));
+  const std::string as(200, 'a');
+  EXPECT_FALSE(LikeMatch(as.c_str(), "%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%b"));
 }

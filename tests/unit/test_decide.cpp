@@ -8,9 +8,11 @@ using namespace wardend;
 namespace {
 
 Config Cfg(const std::string& extra) {
-  return ParseConfig("[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\n"
-                     "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n" + extra,
-                     "t.toml");
+  return ParseConfig(
+      "[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\n"
+      "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n" +
+          extra,
+      "t.toml");
 }
 
 Backend B(int pid, const std::string& role, const std::string& state, double secs) {
@@ -43,8 +45,10 @@ std::vector<int> Pids(const Decision& d) {
 TEST(Decide, IdleBeyondMaxIdleOldestFirstKeepsTheNewest) {
   Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 2\n");
   ServerState st;
-  auto d = Decide(cfg, Snap("api", 1, {B(10, "api", "idle", 5), B(11, "api", "idle", 50),
-                                       B(12, "api", "idle", 1), B(13, "api", "idle", 20)}),
+  auto d = Decide(cfg,
+                  Snap("api", 1,
+                       {B(10, "api", "idle", 5), B(11, "api", "idle", 50), B(12, "api", "idle", 1),
+                        B(13, "api", "idle", 20)}),
                   st, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{11, 13}));
   for (const auto& a : d.actions) EXPECT_NE(a.reason.find("max_idle 2"), std::string::npos);
@@ -60,20 +64,23 @@ TEST(Decide, NothingWithinBudget) {
 TEST(Decide, OwnSessionAndOtherRolesAreNeverPicked) {
   Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 0\n");
   ServerState st;
-  Snapshot s = Snap("api", 0, {B(1, "api", "idle", 99), B(10, "api", "idle", 5), B(20, "web", "idle", 500)});
+  Snapshot s =
+      Snap("api", 0, {B(1, "api", "idle", 99), B(10, "api", "idle", 5), B(20, "web", "idle", 500)});
   auto d = Decide(cfg, s, st, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{10}));
 }
 
 TEST(Decide, LadderOrderIdleInTransactionThenIdleThenAdmission) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\nmax_idle = 1\n"
-                   "idle_in_transaction_timeout = \"30s\"\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\nmax_idle = 1\n"
+          "idle_in_transaction_timeout = \"30s\"\n");
   ServerState st;
   // 4 active + 2 idle in transaction (one past 30s) + 3 idle = 9 > 3.
-  Snapshot s = Snap("api", 4,
-                    {B(20, "api", "idle in transaction", 10), B(21, "api", "idle in transaction", 40),
-                     B(22, "api", "idle in transaction (aborted)", 90), B(30, "api", "idle", 100),
-                     B(31, "api", "idle", 200), B(32, "api", "idle", 1)});
+  Snapshot s =
+      Snap("api", 4,
+           {B(20, "api", "idle in transaction", 10), B(21, "api", "idle in transaction", 40),
+            B(22, "api", "idle in transaction (aborted)", 90), B(30, "api", "idle", 100),
+            B(31, "api", "idle", 200), B(32, "api", "idle", 1)});
   auto d = Decide(cfg, s, st, 0);
   ASSERT_EQ(d.actions.size(), 5u);
   // idle in transaction past the timeout, longest first
@@ -92,7 +99,8 @@ TEST(Decide, LadderOrderIdleInTransactionThenIdleThenAdmission) {
 TEST(Decide, AdmissionNotClosedWhenTerminationsBringTheRoleUnder) {
   Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\nmax_idle = 0\n");
   ServerState st;
-  auto d = Decide(cfg, Snap("api", 2, {B(30, "api", "idle", 100), B(31, "api", "idle", 200)}), st, 0);
+  auto d =
+      Decide(cfg, Snap("api", 2, {B(30, "api", "idle", 100), B(31, "api", "idle", 200)}), st, 0);
   EXPECT_EQ(Pids(d).size(), 2u);
   for (const auto& a : d.actions) EXPECT_EQ(a.kind, Action::Kind::kTerminate);
   EXPECT_FALSE(st.roles["api"].budget_closed);
@@ -133,12 +141,14 @@ TEST(Decide, PerBudgetCooldownOverridesTheDaemonDefault) {
 }
 
 TEST(Decide, EmergencyTerminateIdleFiresOnTheWayUpAndIsUndoneWithHysteresis) {
-  Config cfg = Cfg("[[budget]]\nrole = \"vip\"\npriority = \"critical\"\n"
-                   "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"30m\"\n"
-                   "skip_priority = [\"critical\"]\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"vip\"\npriority = \"critical\"\n"
+          "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"30m\"\n"
+          "skip_priority = [\"critical\"]\n");
   ServerState st;
-  auto idle = std::vector<Backend>{B(10, "api", "idle", 3600), B(11, "api", "idle", 60),
-                                   B(12, "vip", "idle", 7200), B(13, "web", "idle in transaction", 2000)};
+  auto idle =
+      std::vector<Backend>{B(10, "api", "idle", 3600), B(11, "api", "idle", 60),
+                           B(12, "vip", "idle", 7200), B(13, "web", "idle in transaction", 2000)};
   // Below: nothing.
   EXPECT_TRUE(Decide(cfg, Snap("api", 1, idle, 89), st, 0).actions.empty());
   // Crosses 90: idle > 30 min, except critical roles; oldest first.
@@ -158,9 +168,10 @@ TEST(Decide, EmergencyTerminateIdleFiresOnTheWayUpAndIsUndoneWithHysteresis) {
 }
 
 TEST(Decide, EmergencyCloseAdmissionCapsLowPriorityRolesAtWhatTheyHold) {
-  Config cfg = Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\n"
-                   "[[budget]]\nrole = \"api\"\nmax_connections = 50\n"
-                   "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\n"
+          "[[budget]]\nrole = \"api\"\nmax_connections = 50\n"
+          "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
   ServerState st;
   Snapshot s = Snap("batch", 7, {}, 96);
   s.apps.push_back(AppUsage{"db", "api", "app", 20, 20, 0, 0, 0});
@@ -180,8 +191,9 @@ TEST(Decide, EmergencyCloseAdmissionCapsLowPriorityRolesAtWhatTheyHold) {
 }
 
 TEST(Decide, TightestLimitWinsWhenBudgetAndEmergencyBothClose) {
-  Config cfg = Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\nmax_connections = 10\n"
-                   "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\nmax_connections = 10\n"
+          "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
   ServerState st;
   auto d = Decide(cfg, Snap("batch", 12, {}, 50), st, 0);
   ASSERT_EQ(d.actions.size(), 1u);
@@ -205,9 +217,44 @@ TEST(Decide, ARoleNoLongerInTheConfigurationIsReopened) {
 }
 
 TEST(Decide, ASessionIsPickedOnceEvenIfSeveralStepsMatch) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 0\n"
-                   "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 0\n"
+          "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
   ServerState st;
   auto d = Decide(cfg, Snap("api", 0, {B(10, "api", "idle", 100)}, 60), st, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{10}));
+}
+
+#include "wardend/backoff.hpp"
+
+TEST(Backoff, GrowsWithJitterAndIsCapped) {
+  // First failure: the base delay.
+  EXPECT_DOUBLE_EQ(NextBackoffMs(0, 200, 30'000, 0.0), 200);
+  EXPECT_DOUBLE_EQ(NextBackoffMs(0, 200, 30'000, 0.99), 200);
+  // Later: random in [base, 3 x previous).
+  EXPECT_DOUBLE_EQ(NextBackoffMs(1000, 200, 30'000, 0.0), 200);
+  EXPECT_DOUBLE_EQ(NextBackoffMs(1000, 200, 30'000, 0.5), 1600);
+  // Capped.
+  EXPECT_DOUBLE_EQ(NextBackoffMs(20'000, 200, 30'000, 0.9), 30'000);
+  // A run of failures with the worst luck reaches the cap, never exceeds it.
+  double d = 0;
+  for (int i = 0; i < 20; ++i) {
+    d = NextBackoffMs(d, 200, 30'000, 0.999);
+    EXPECT_LE(d, 30'000);
+    EXPECT_GE(d, 200);
+  }
+  EXPECT_DOUBLE_EQ(d, 30'000);
+}
+
+TEST(Decide, ExemptRolesAreNeverActedOn) {
+  Config cfg =
+      Cfg("[[budget]]\nrole = \"ops\"\nmax_idle = 0\nmax_connections = 1\npriority = \"low\"\n"
+          "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
+          "[[emergency]]\nat_percent = 60\naction = \"close_admission\"\n");
+  ServerState st;
+  Snapshot s = Snap("ops", 3, {B(10, "ops", "idle", 100), B(11, "api", "idle", 100)}, 70);
+  s.exempt_roles = {"ops"};
+  auto d = Decide(cfg, s, st, 0);
+  EXPECT_EQ(Pids(d), (std::vector<int>{11}));
+  for (const auto& a : d.actions) EXPECT_NE(a.kind, Action::Kind::kCloseAdmission);
 }

@@ -18,8 +18,8 @@ TEST(Duration, ParsesEveryUnit) {
 }
 
 TEST(Duration, RejectsWhatIsNotADuration) {
-  for (const char* bad : {"", "30", "s", "ms", "-1s", "1 s", "1.s", ".5s", "1..5s", "1d", "1S", "abc",
-                          "10sec", "1e3s", "99999999999h"})
+  for (const char* bad : {"", "30", "s", "ms", "-1s", "1 s", "1.s", ".5s", "1..5s", "1d", "1S",
+                          "abc", "10sec", "1e3s", "99999999999h"})
     EXPECT_FALSE(ParseDuration(bad).has_value()) << bad;
 }
 

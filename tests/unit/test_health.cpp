@@ -27,8 +27,9 @@ ServerStatus Up(const std::string& name, int conns, int max) {
 }
 
 Config Cfg() {
-  return ParseConfig("[[server]]\nname = \"p\"\ndsn = \"x\"\n[[budget]]\nrole = \"api\"\nmax_connections = 2\n",
-                     "t.toml");
+  return ParseConfig(
+      "[[server]]\nname = \"p\"\ndsn = \"x\"\n[[budget]]\nrole = \"api\"\nmax_connections = 2\n",
+      "t.toml");
 }
 
 }  // namespace
@@ -72,7 +73,8 @@ TEST(Health, AnUnreachableServerIsUnhealthyTheOthersStillReported) {
   EXPECT_EQ(code, 503);
   EXPECT_EQ(j["checks"][0]["status"], "Healthy");
   EXPECT_EQ(j["checks"][1]["status"], "Unhealthy");
-  EXPECT_NE(j["checks"][1]["description"].get<std::string>().find("unreachable"), std::string::npos);
+  EXPECT_NE(j["checks"][1]["description"].get<std::string>().find("unreachable"),
+            std::string::npos);
   auto r = ReadyJson(st, &code);
   EXPECT_EQ(code, 503);
   EXPECT_FALSE(r["ready"]);
@@ -116,7 +118,8 @@ TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
   st.servers[0].actions_total["terminate"] = 4;
   std::string text = MetricsText(cfg, st);
   EXPECT_NE(text.find("application=\"we\\\\ird\\n\\\"app\\\"\""), std::string::npos);
-  EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"), std::string::npos);
+  EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"),
+            std::string::npos);
   // Every line: a HELP, a TYPE, or a sample of the family announced last.
   std::regex help(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$)");
   std::regex type(R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (gauge|counter)$)");
@@ -196,5 +199,22 @@ TEST(Plan, BadFilesNameTheKey) {
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.key(), "service[0].pool_size");
   }
-  EXPECT_THROW(ParsePlan("[[service]]\nname = \"a\"\ninstances = 2\npool_size = 1\n", "p.toml"), ConfigError);
+  EXPECT_THROW(ParsePlan("[[service]]\nname = \"a\"\ninstances = 2\npool_size = 1\n", "p.toml"),
+               ConfigError);
+}
+
+TEST(Health, ThresholdsComeFromTheServerUnlessTheFileSetsThem) {
+  Config cfg = Cfg();
+  DaemonStatus st;
+  st.servers.push_back(Up("a", 50, 100));
+  st.servers[0].degraded_percent = 40;
+  st.servers[0].unhealthy_percent = 45;
+  int code = 0;
+  EXPECT_EQ(HealthJson(cfg.daemon, st, &code)["status"], "Unhealthy");
+  EXPECT_EQ(code, 503);
+  EXPECT_TRUE(CurrentAlerts(cfg, st.servers[0]).count("usage_unhealthy"));
+  Config own = ParseConfig(
+      "[daemon]\ndegraded_percent = 70\n[[server]]\nname = \"p\"\ndsn = \"x\"\n", "t.toml");
+  EXPECT_EQ(HealthJson(own.daemon, st, &code)["status"], "Healthy");
+  EXPECT_EQ(code, 200);
 }

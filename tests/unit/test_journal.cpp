@@ -40,10 +40,13 @@ TEST(Journal, SerializeAndParseRoundTrip) {
 TEST(Journal, MalformedContentIsAnError) {
   EXPECT_THROW(ParseJournal("{"), std::runtime_error);
   EXPECT_THROW(ParseJournal("{\"version\": 2, \"entries\": []}"), std::runtime_error);
-  EXPECT_THROW(ParseJournal("{\"version\": 1, \"entries\": [{\"server\": \"p\"}]}"), std::runtime_error);
-  EXPECT_THROW(ParseJournal("{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"x\","
-                            "\"original_limit\":1,\"applied_limit\":2}]}"),
+  EXPECT_THROW(ParseJournal("{\"version\": 1, \"entries\": [{\"server\": \"p\"}]}"),
                std::runtime_error);
+  EXPECT_THROW(
+      ParseJournal(
+          "{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"x\","
+          "\"original_limit\":1,\"applied_limit\":2}]}"),
+      std::runtime_error);
 }
 
 TEST(Journal, EveryChangeIsOnDiskBeforeTheCallReturns) {
@@ -95,4 +98,17 @@ TEST(Journal, AFailedWriteLeavesTheJournalUnchanged) {
   Journal j("/nonexistent-dir/wardend.state");
   EXPECT_THROW(j.Upsert({"p", "r", "alter_role", -1, 1, 1}), std::runtime_error);
   EXPECT_TRUE(j.Entries().empty());
+}
+
+TEST(Journal, ThePreviousLimitSurvivesACrashBetweenJournalAndChange) {
+  JournalEntry e{"primary", "api", "alter_role", -1, 4, 1};
+  e.previous_limit = 10;  // 10 was in force; 4 journaled, maybe not applied
+  auto back = ParseJournal(SerializeJournal({e}));
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].previous_limit, 10);
+  // Files written before the field existed read as "nothing before".
+  auto old = ParseJournal(
+      "{\"version\":1,\"entries\":[{\"server\":\"p\",\"role\":\"r\",\"mechanism\":\"alter_role\","
+      "\"original_limit\":-1,\"applied_limit\":2}]}");
+  EXPECT_EQ(old[0].previous_limit, -1);
 }

@@ -26,11 +26,12 @@ struct DaemonConfig {
   bool dry_run = false;
   LogFormat log_format = LogFormat::kPlain;
   std::string log_level = "info";
-  Millis cooldown{60'000};           // a role back under budget this long: admission reopened
-  double hysteresis_percent = 5;     // an emergency step is undone below at_percent - this
-  double degraded_percent = 80;      // health thresholds, as warden.degraded_percent
-  double unhealthy_percent = 90;     // ... and warden.unhealthy_percent
-  Millis reconnect_min{200};         // backoff after a failed connection attempt
+  Millis cooldown{60'000};        // a role back under budget this long: admission reopened
+  double hysteresis_percent = 5;  // an emergency step is undone below at_percent - this
+  double degraded_percent = 80;   // health thresholds, as warden.degraded_percent
+  double unhealthy_percent = 90;  // ... and warden.unhealthy_percent
+  bool thresholds_set = false;    // set in the file: else each server's warden.* settings apply
+  Millis reconnect_min{200};      // backoff after a failed connection attempt
   Millis reconnect_max{30'000};
   Millis connect_timeout{5000};
   Millis statement_timeout{5000};
@@ -55,7 +56,7 @@ struct BudgetConfig {
 struct EmergencyConfig {
   double at_percent = 0;
   EmergencyAction action = EmergencyAction::kTerminateIdle;
-  Millis older_than{30 * 60'000};                           // terminate_idle
+  Millis older_than{30 * 60'000};                            // terminate_idle
   std::vector<Priority> skip_priority{Priority::kCritical};  // terminate_idle
   std::vector<Priority> priorities{Priority::kLow};          // close_admission: whose roles
 };

@@ -44,12 +44,14 @@ class Daemon {
     ServerConfig server;
     ServerState state;
     std::unique_ptr<Connection> conn;
-    ConnPtr bouncer;  // pgbouncer's admin console
+    ConnPtr bouncer;         // pgbouncer's admin console
     bool recovered = false;  // the journal's leftovers for this server were undone
+    double detected_at = 0;  // monotonic time of the last capability detection
+    bool redetect = false;   // detect again before the next poll (after SIGHUP)
     bool in_recovery = false;
     double backoff_ms = 0;
-    double next_attempt = 0;  // monotonic seconds
-    std::set<std::string> warned;     // one-time warnings
+    double next_attempt = 0;           // monotonic seconds
+    std::set<std::string> warned;      // one-time warnings
     std::set<std::string> dry_logged;  // dry-run decisions already logged
     std::thread thread;
   };
@@ -72,7 +74,7 @@ class Daemon {
   void UpdateStatusError(Slot& s, const Config& cfg, const std::string& error);
   void RefreshAlerts(const Config& cfg, ServerStatus& st);
   ServerStatus& StatusOf(const std::string& name);  // status_mu_ held
-  void Publish();                                    // status_mu_ held
+  void Publish();                                   // status_mu_ held
   void Reload();
   void WaitFor(double seconds);
   void WarnOnce(Slot& s, const std::string& key, const std::string& msg);

@@ -29,19 +29,20 @@ struct Action {
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
   std::string reason;  // "budget app_api: max_idle 10", "emergency 90%: ..."
+  std::string rule;    // short: "max_idle", "idle_in_transaction_timeout", "emergency 90%", ...
 };
 
 const char* ToString(Action::Kind k);
 std::string Describe(const Action& a);
 
 struct RoleState {
-  bool budget_closed = false;           // closed because over max_connections
-  std::optional<double> under_since;    // when it went back under its budget
+  bool budget_closed = false;         // closed because over max_connections
+  std::optional<double> under_since;  // when it went back under its budget
 };
 
 struct ServerState {
   std::map<std::string, RoleState> roles;
-  std::vector<bool> emergency_active;             // one per [[emergency]]
+  std::vector<bool> emergency_active;                           // one per [[emergency]]
   std::map<size_t, std::map<std::string, int>> emergency_caps;  // step -> role -> cap
   // Admission changes in force on this server (role -> limit), as applied by
   // the executor (and journaled). decide() only reads it.

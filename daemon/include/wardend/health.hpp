@@ -11,6 +11,10 @@
 
 namespace wardend {
 
+// The (degraded, unhealthy) usage thresholds for a server: those of the
+// configuration file when it sets them, else the server's warden.* settings,
+// else 80 and 90.
+std::pair<double, double> Thresholds(const DaemonConfig& d, const ServerStatus& s);
 // "Healthy" | "Degraded" | "Unhealthy" for one server.
 std::string ServerHealth(const DaemonConfig& d, const ServerStatus& s);
 // The /health document; *http_status is 200 (Healthy, Degraded) or 503.

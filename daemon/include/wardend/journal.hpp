@@ -14,10 +14,13 @@ namespace wardend {
 struct JournalEntry {
   std::string server;
   std::string role;
-  std::string mechanism;   // "alter_role" (CONNECTION LIMIT) or "override" (warden.close_admission)
+  std::string mechanism;  // "alter_role" (CONNECTION LIMIT) or "override" (warden.close_admission)
   int original_limit = -1;  // alter_role: rolconnlimit before the first change (-1 = none)
   int applied_limit = -1;   // what wardend set
   double since = 0;         // unix time of the first change
+  // What wardend had set before the last change (-1: nothing): a crash between
+  // journaling a new limit and applying it leaves this one in force.
+  int previous_limit = -1;
 };
 
 bool operator==(const JournalEntry& a, const JournalEntry& b);

@@ -40,7 +40,7 @@ class PgError : public std::runtime_error {
 
 // What the server offers, detected at connect time.
 struct Capabilities {
-  bool extension = false;       // warden.server_usage & co. exist
+  bool extension = false;        // warden.server_usage & co. exist
   bool close_admission = false;  // warden.close_admission / open_admission
   bool record_action = false;
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
@@ -62,6 +62,8 @@ class Connection {
   const Capabilities& caps() const { return caps_; }
   bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
   int backend_pid() const { return PQbackendPID(conn_.get()); }
+  // Detects the capabilities (done at connect; again to notice CREATE/DROP EXTENSION).
+  void Detect();
 
   // One round trip: the usage views (extension) or pg_stat_activity (degraded).
   Snapshot Poll();
@@ -74,12 +76,12 @@ class Connection {
   // Puts the action into warden.terminations when warden.record_action exists;
   // a failure disables it for this connection (logged once by the caller).
   bool RecordAction(const std::string& action, int pid, const std::string& database,
-                    const std::string& role, const std::string& application, const std::string& state,
-                    double idle_seconds, const std::string& reason, bool dry_run);
+                    const std::string& role, const std::string& application,
+                    const std::string& state, double idle_seconds, const std::string& reason,
+                    bool dry_run);
 
  private:
   explicit Connection(ConnPtr c) : conn_(std::move(c)) {}
-  void Detect();
   ConnPtr conn_;
   Capabilities caps_;
 };
@@ -95,10 +97,13 @@ class Admission {
   virtual bool Usable(bool in_recovery) const = 0;
   // The limit in force before any change (for the journal); nullopt: no such role.
   virtual std::optional<int> CurrentLimit(Connection& c, const std::string& role) = 0;
-  virtual void Close(Connection& c, const std::string& role, int limit, const std::string& reason) = 0;
+  virtual void Close(Connection& c, const std::string& role, int limit,
+                     const std::string& reason) = 0;
   // Undoes: `original` is the journaled limit before the first change,
-  // `applied` what wardend set. Returns a note for the log.
-  virtual std::string Open(Connection& c, const std::string& role, int original, int applied) = 0;
+  // `applied` what wardend set last, `previous` what it had set before (-1:
+  // nothing). Returns a note for the log.
+  virtual std::string Open(Connection& c, const std::string& role, int original, int applied,
+                           int previous) = 0;
 };
 
 std::unique_ptr<Admission> MakeAdmission(const std::string& mechanism);

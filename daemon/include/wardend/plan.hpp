@@ -16,8 +16,8 @@ struct PlanService {
 
 struct PlanInput {
   int max_connections = 0;
-  int reserved = 3;   // superuser_reserved_connections
-  int headroom = 0;   // slots kept free for admin tools, wardend, migrations
+  int reserved = 3;  // superuser_reserved_connections
+  int headroom = 0;  // slots kept free for admin tools, wardend, migrations
   std::vector<PlanService> services;
 };
 

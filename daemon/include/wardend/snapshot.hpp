@@ -46,8 +46,11 @@ struct Snapshot {
   bool in_recovery = false;
   std::optional<double> replay_lag_seconds;
   int own_pid = 0;  // wardend's own backend: never acted on
-  std::vector<Backend> backends;  // idle backends only
-  std::vector<AppUsage> apps;     // connections > 0 only
+  // The extension's settings on that server (absent in degraded mode).
+  std::optional<double> degraded_percent, unhealthy_percent;
+  std::vector<std::string> exempt_roles;  // warden.exempt_roles: never acted on
+  std::vector<Backend> backends;          // idle backends only
+  std::vector<AppUsage> apps;             // connections > 0 only
 
   std::map<std::string, RoleCount> Roles() const;
   int Active() const;

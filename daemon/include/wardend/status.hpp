@@ -17,7 +17,7 @@ namespace wardend {
 struct AlertState {
   std::string severity;  // "warning" | "critical"
   std::string message;
-  double since = 0;      // unix time
+  double since = 0;  // unix time
 };
 
 struct PoolStat {  // one pgbouncer pool (SHOW POOLS)
@@ -34,23 +34,24 @@ struct BouncerDbStat {  // one pgbouncer database (SHOW STATS)
 struct ServerStatus {
   std::string name;
   bool connected = false;
-  bool polled = false;        // at least one successful poll since start
+  bool polled = false;  // at least one successful poll since start
   bool last_poll_ok = false;
-  std::string mode;           // "extension" | "degraded" | "" before the first connection
-  std::string admission;      // "override" | "alter_role"
-  std::string error;          // last connection/poll error (DSN passwords masked)
+  std::string mode;       // "extension" | "degraded" | "" before the first connection
+  std::string admission;  // "override" | "alter_role"
+  std::string error;      // last connection/poll error (DSN passwords masked)
   double last_ok_unix = 0;
   double poll_seconds = 0;
   int connections = 0, max_connections = 0, reserved = 0;
   double usage_percent = 0;
+  std::optional<double> degraded_percent, unhealthy_percent;  // the server's warden.* settings
   bool in_recovery = false;
   std::optional<double> replay_lag_seconds;
   int active = 0, idle = 0, idle_in_transaction = 0;
   double longest_idle_seconds = 0;
-  std::vector<AppUsage> apps;              // bounded (metrics_max_applications)
-  std::map<std::string, RoleCount> roles;  // bounded likewise
-  std::map<std::string, int> admission_closed;  // role -> limit in force
-  std::vector<double> emergency_active;        // at_percent of each active step
+  std::vector<AppUsage> apps;                     // bounded (metrics_max_applications)
+  std::map<std::string, RoleCount> roles;         // bounded likewise
+  std::map<std::string, int> admission_closed;    // role -> limit in force
+  std::vector<double> emergency_active;           // at_percent of each active step
   std::map<std::string, uint64_t> actions_total;  // kind -> count
   std::map<std::string, AlertState> alerts;       // key -> state
   bool pgbouncer_configured = false, pgbouncer_ok = false;

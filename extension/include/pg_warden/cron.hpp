@@ -24,13 +24,13 @@ namespace warden {
 
 /* A parsed schedule: one bit per allowed value. Plain data (lives in shared memory). */
 struct CronSchedule {
-  uint64_t minutes;      /* bits 0-59 */
-  uint32_t hours;        /* bits 0-23 */
+  uint64_t minutes;       /* bits 0-59 */
+  uint32_t hours;         /* bits 0-23 */
   uint32_t days_of_month; /* bits 1-31 */
-  uint16_t months;       /* bits 1-12 */
-  uint8_t days_of_week;  /* bits 0-6, Sunday = 0 */
-  bool dom_restricted;   /* day-of-month field was not `*` */
-  bool dow_restricted;   /* day-of-week field was not `*` */
+  uint16_t months;        /* bits 1-12 */
+  uint8_t days_of_week;   /* bits 0-6, Sunday = 0 */
+  bool dom_restricted;    /* day-of-month field was not `*` */
+  bool dow_restricted;    /* day-of-week field was not `*` */
 };
 
 /* Parses a 5-field expression; throws warden::Error(22023) on bad input. */

@@ -22,7 +22,9 @@ constexpr int kInvalidParameterValue = SqlState("22023");
 class Error : public std::exception {
  public:
   Error(int sqlstate, std::string message, std::string detail = {}, std::string hint = {})
-      : sqlstate_(sqlstate), message_(std::move(message)), detail_(std::move(detail)),
+      : sqlstate_(sqlstate),
+        message_(std::move(message)),
+        detail_(std::move(detail)),
         hint_(std::move(hint)) {}
   const char *what() const noexcept override { return message_.c_str(); }
   int sqlstate() const noexcept { return sqlstate_; }

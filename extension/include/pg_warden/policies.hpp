@@ -22,6 +22,9 @@ Size IdlePoliciesShmemSize();
 void IdlePoliciesShmemInit();
 
 /* Loader callbacks (see loader.hpp). */
+/* Printable ASCII only? (what application_name can hold; patterns with other bytes never match) */
+bool ApplicationPatternIsAscii(const char *pattern);
+
 void LoadIdlePolicies();
 void ClearIdlePolicies();
 
@@ -30,9 +33,10 @@ void ClearIdlePolicies();
  * the offenders of every enabled policy whose schedule matches now. Returns
  * when it must run again to be on time (the earliest moment a waiting
  * candidate reaches its idle_timeout, or the next minute when a policy has a
- * schedule), 0 for "nothing pending". roleids[i] is the role of sampled[i].
+ * schedule), 0 for "nothing pending". roleids[i] is the role of sampled[i],
+ * slots[i] its BackendSlot index (0 .. MaxBackends - 1).
  */
-TimestampTz EnforceIdlePolicies(const SampledBackend *sampled, const Oid *roleids, int32 n,
-                                TimestampTz now);
+TimestampTz EnforceIdlePolicies(const SampledBackend *sampled, const Oid *roleids,
+                                const int32 *slots, int32 n, TimestampTz now);
 
 }  // namespace warden
