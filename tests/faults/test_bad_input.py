@@ -139,6 +139,11 @@ CASES = [
     ("history-arg", "SELECT * FROM warden.usage_history(1)", "42883"),
     ("pool-advice-arg", "SELECT * FROM warden.pool_advice(1)", "42883"),
     ("history-stats-arg", "SELECT * FROM warden.history_stats(1)", "42883"),
+    ("fdw-handler-arg", "SELECT warden.usage_fdw_handler(1)", "42883"),
+    ("fdw-handler-direct", "SELECT warden.usage_fdw_handler()", "0A000"),
+    ("app-usage-insert", "INSERT INTO warden.app_usage (database, connections) VALUES ('x', 5)", "0A000"),
+    ("app-usage-update", "UPDATE warden.app_usage SET connections = 0", "0A000"),
+    ("app-usage-delete", "DELETE FROM warden.app_usage", "0A000"),
     ("config-changed-direct", "SELECT warden.config_changed()", "39P01"),
     ("budgets-validate-direct", "SELECT warden.budgets_validate()", "0A000"),
     ("policies-check-direct", "SELECT warden.idle_policies_check()", "0A000"),
@@ -155,6 +160,7 @@ FUNCTION_OF_CASE = {
     "worker_stats": "worker-stats-", "terminations": "terminations-", "budget_usage": "budget-usage-",
     "admission_overrides": "overrides-", "usage_history": "history-", "pool_advice": "pool-advice-",
     "history_stats": "history-stats-", "config_changed": "config-changed-",
+    "usage_fdw_handler": "fdw-handler-",
     "budgets_validate": "budgets-validate-", "idle_policies_check": "policies-check-",
 }
 
