@@ -147,6 +147,9 @@ CASES = [
     ("config-changed-direct", "SELECT warden.config_changed()", "39P01"),
     ("budgets-validate-direct", "SELECT warden.budgets_validate()", "0A000"),
     ("policies-check-direct", "SELECT warden.idle_policies_check()", "0A000"),
+    # the foreign data wrapper's handler (behind warden.app_usage) is no SQL function
+    ("fdw-handler-direct", "SELECT warden.usage_fdw_handler()", "0A000"),
+    ("fdw-handler-arg", "SELECT warden.usage_fdw_handler(1)", "42883"),
 ]
 
 # Functions whose bad input is only "arguments they do not take" (covered above
@@ -162,6 +165,7 @@ FUNCTION_OF_CASE = {
     "history_stats": "history-stats-", "config_changed": "config-changed-",
     "usage_fdw_handler": "fdw-handler-",
     "budgets_validate": "budgets-validate-", "idle_policies_check": "policies-check-",
+    "usage_fdw_handler": "fdw-handler-",
 }
 
 FINGERPRINT = """
