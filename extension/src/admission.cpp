@@ -128,14 +128,15 @@ const char *Subject(const AdmissionRule &r, const char **what) {
 [[noreturn]] void Refuse(const Refusal &f, const char *database, const char *role,
                          const char *application) {
   if (f.reserved) {
-    ereport(FATAL,
-            (errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-             errmsg("too many connections for application \"%s\"", application),
-             errdetail("The remaining %d connection slots are reserved by pg_warden budgets that do "
-                       "not match this login (%d slots reserved, e.g. by budget \"%s\").",
-                       f.free_slots, f.reserved_slots, f.rule.name),
-             errhint("Close idle connections, or change the reserved slots with "
-                     "warden.set_budget().")));
+    ereport(
+        FATAL,
+        (errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+         errmsg("too many connections for application \"%s\"", application),
+         errdetail("The remaining %d connection slots are reserved by pg_warden budgets that do "
+                   "not match this login (%d slots reserved, e.g. by budget \"%s\").",
+                   f.free_slots, f.reserved_slots, f.rule.name),
+         errhint("Close idle connections, or change the reserved slots with "
+                 "warden.set_budget().")));
   }
   const char *what = nullptr;
   const char *subject = Subject(f.rule, &what);
@@ -268,8 +269,10 @@ void AdmitLogin(const char *database, const char *role, const char *application)
   if (!guc_enforce) {
     ereport(LOG, (errmsg("pg_warden: would refuse login of role \"%s\" application \"%s\" "
                          "(%s \"%s\"), warden.enforce is off",
-                         role, application, refusal.reserved ? "reserved slots of budget" :
-                         refusal.rule.kind == RuleKind::kOverride ? "override" : "budget",
+                         role, application,
+                         refusal.reserved                           ? "reserved slots of budget"
+                         : refusal.rule.kind == RuleKind::kOverride ? "override"
+                                                                    : "budget",
                          refusal.rule.name)));
     return;
   }
@@ -347,8 +350,7 @@ char *OptionalText(FunctionCallInfo fcinfo, int arg) {
 
 void CheckName(const char *value, const char *argument) {
   if (value != nullptr && strlen(value) >= NAMEDATALEN)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("%s is too long", argument),
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s is too long", argument),
                     errdetail("At most %d bytes are allowed.", NAMEDATALEN - 1)));
 }
 
@@ -391,15 +393,16 @@ WARDEN_FUNCTION(close_admission) {
   char *application = OptionalText(fcinfo, 1);
   char *reason = OptionalText(fcinfo, 3);
   if (role == nullptr && application == nullptr)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("role or application must be given"),
-                    errhint("An admission override applies to a role, an application pattern, or both.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("role or application must be given"),
+             errhint("An admission override applies to a role, an application pattern, or both.")));
   CheckName(role, "role");
   CheckName(application, "application");
   if (application != nullptr && !ApplicationPatternIsAscii(application))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("application must be printable ASCII"),
-                    errdetail("PostgreSQL replaces any other character of application_name with '?'.")));
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("application must be printable ASCII"),
+         errdetail("PostgreSQL replaces any other character of application_name with '?'.")));
   if (role != nullptr && !OidIsValid(get_role_oid(role, true)))
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"%s\" does not exist", role)));
   if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) < 0)
@@ -412,16 +415,18 @@ WARDEN_FUNCTION(close_admission) {
   TimestampTz expires = 0;
   if (!PG_ARGISNULL(4)) {
     Interval *iv = PG_GETARG_INTERVAL_P(4);
-    expires = DatumGetTimestampTz(
-        DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(now), IntervalPGetDatum(iv)));
+    expires = DatumGetTimestampTz(DirectFunctionCall2(
+        timestamptz_pl_interval, TimestampTzGetDatum(now), IntervalPGetDatum(iv)));
     if (expires <= now)
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("expires must be a positive interval"),
-                      errhint("Use NULL for an override that lasts until warden.open_admission().")));
+      ereport(
+          ERROR,
+          (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("expires must be a positive interval"),
+           errhint("Use NULL for an override that lasts until warden.open_admission().")));
   }
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
   desc = BlessTupleDesc(desc);
 
   AdmissionRule rule;
@@ -450,8 +455,7 @@ WARDEN_FUNCTION(close_admission) {
   }
   LWLockRelease(admission->lock);
   if (slot < 0)
-    ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                    errmsg("too many admission overrides"),
+    ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("too many admission overrides"),
                     errdetail("At most %d overrides can be in force at once.", kMaxOverrides),
                     errhint("Lift one with warden.open_admission().")));
   ereport(LOG, (errmsg("pg_warden: admission closed for role \"%s\" application \"%s\" at %d "
@@ -492,7 +496,8 @@ WARDEN_FUNCTION(admission_overrides) {
   RequireAdmission();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-  AdmissionRule *rules = static_cast<AdmissionRule *>(palloc(sizeof(AdmissionRule) * kMaxOverrides));
+  AdmissionRule *rules =
+      static_cast<AdmissionRule *>(palloc(sizeof(AdmissionRule) * kMaxOverrides));
   const TimestampTz now = GetCurrentTimestamp();
   int n = 0;
   LWLockAcquire(admission->lock, LW_SHARED);

@@ -22,9 +22,7 @@ struct Captured {
 
 Captured captured;
 
-void Copy(char *dst, size_t size, const char *src) {
-  strlcpy(dst, src ? src : "", size);
-}
+void Copy(char *dst, size_t size, const char *src) { strlcpy(dst, src ? src : "", size); }
 
 }  // namespace
 
@@ -59,8 +57,7 @@ void RaiseCaptured() {
     ReThrowError(edata);
   }
   if (captured.sqlstate == ERRCODE_INTERNAL_ERROR) {
-    ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-                    errmsg("pg_warden: %s", captured.message),
+    ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("pg_warden: %s", captured.message),
                     errcontext("pg_warden function %s", captured.where)));
   }
   ereport(ERROR, (errcode(captured.sqlstate), errmsg("%s", captured.message),

@@ -19,32 +19,27 @@ int guc_history_save_interval = 300;
 void DefineSettings() {
   DefineCustomStringVariable(
       "warden.database", "Database where pg_warden's policies and budgets live.",
-      "The worker connects to it; CREATE EXTENSION pg_warden there.", &guc_database,
-      "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("warden.sample_interval",
-                          "How often the worker samples client backend states.", nullptr,
-                          &guc_sample_interval, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS,
-                          nullptr, nullptr, nullptr);
+      "The worker connects to it; CREATE EXTENSION pg_warden there.", &guc_database, "postgres",
+      PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
-      "warden.max_tracked",
-      "Distinct (database, role, application) keys tracked in shared memory.",
+      "warden.sample_interval", "How often the worker samples client backend states.", nullptr,
+      &guc_sample_interval, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "warden.max_tracked", "Distinct (database, role, application) keys tracked in shared memory.",
       "Keys past it fold into application <other>; a login never fails for lack of room.",
       &guc_max_tracked, 1024, 4, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("warden.degraded_percent",
-                          "Server usage (percent) at which health becomes degraded.", nullptr,
-                          &guc_degraded_percent, 80, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr,
-                          nullptr);
-  DefineCustomIntVariable("warden.unhealthy_percent",
-                          "Server usage (percent) at which health becomes unhealthy.", nullptr,
-                          &guc_unhealthy_percent, 90, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr,
-                          nullptr);
-  DefineCustomBoolVariable(
-      "warden.enforce", "Off: evaluate, log and record, but never terminate or refuse.",
-      nullptr, &guc_enforce, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomStringVariable("warden.exempt_roles",
-                             "Comma-separated roles pg_warden never terminates or refuses.",
-                             nullptr, &guc_exempt_roles, "", PGC_SIGHUP, 0, nullptr, nullptr,
-                             nullptr);
+  DefineCustomIntVariable(
+      "warden.degraded_percent", "Server usage (percent) at which health becomes degraded.",
+      nullptr, &guc_degraded_percent, 80, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "warden.unhealthy_percent", "Server usage (percent) at which health becomes unhealthy.",
+      nullptr, &guc_unhealthy_percent, 90, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("warden.enforce",
+                           "Off: evaluate, log and record, but never terminate or refuse.", nullptr,
+                           &guc_enforce, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "warden.exempt_roles", "Comma-separated roles pg_warden never terminates or refuses.",
+      nullptr, &guc_exempt_roles, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "warden.history_keys", "Keys whose usage history is kept in shared memory.",
       "A key gets a history slot at its first sampled connection; keys past it have no "
@@ -54,8 +49,7 @@ void DefineSettings() {
       "warden.history_save_interval", "How often the worker saves the usage history to disk.",
       "The history is also saved at shutdown; after a crash it comes back as of the last "
       "save. 0: only at shutdown.",
-      &guc_history_save_interval, 300, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
-      nullptr);
+      &guc_history_save_interval, 300, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("warden");
 }
 
@@ -74,8 +68,7 @@ bool IsExemptRole(const char *role_name) {
       start++;
       end--;
     }
-    if (static_cast<size_t>(end - start) == len && strncmp(start, role_name, len) == 0)
-      return true;
+    if (static_cast<size_t>(end - start) == len && strncmp(start, role_name, len) == 0) return true;
   }
   return false;
 }

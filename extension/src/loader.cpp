@@ -95,9 +95,9 @@ void LoadAll() {
     config_stale = true;
     if (logged_missing_extension) return; /* still missing: nothing changed */
     ereport(LOG, (errmsg("pg_warden: extension pg_warden is not created in database \"%s\"; "
-                           "idle policies and budgets are not loaded",
-                           guc_database),
-                    errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
+                         "idle policies and budgets are not loaded",
+                         guc_database),
+                  errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
     logged_missing_extension = true;
     for (int i = 0; i < kNumLoaders; i++) {
       watched[i] = InvalidOid;

@@ -120,8 +120,9 @@ bool ValidateText(const char *arg, bool isnull, Datum d, char *out, size_t size)
  */
 void ValidateApplicationPattern(const char *arg, const char *pattern) {
   if (!ApplicationPatternIsAscii(pattern))
-    InvalidArgument(arg, "must be printable ASCII (PostgreSQL replaces any other character "
-                         "of application_name with '?')");
+    InvalidArgument(arg,
+                    "must be printable ASCII (PostgreSQL replaces any other character "
+                    "of application_name with '?')");
 }
 
 int32 ValidateKeepMin(bool isnull, Datum d) {
@@ -619,7 +620,8 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, con
 
 bool ApplicationPatternIsAscii(const char *s) {
   for (; *s; s++)
-    if (static_cast<unsigned char>(*s) < 0x20 || static_cast<unsigned char>(*s) > 0x7E) return false;
+    if (static_cast<unsigned char>(*s) < 0x20 || static_cast<unsigned char>(*s) > 0x7E)
+      return false;
   return true;
 }
 

@@ -194,8 +194,9 @@ WARDEN_FUNCTION(record_action) {
                     errmsg("invalid value for \"pid\": must not be negative"),
                     errhint("Use 0 for an action that concerns no session.")));
   if (!PG_ARGISNULL(5) && !(PG_GETARG_FLOAT8(5) >= 0.0 && PG_GETARG_FLOAT8(5) < 1e12))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("invalid value for \"idle_seconds\": must be a finite, non-negative number")));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+             errmsg("invalid value for \"idle_seconds\": must be a finite, non-negative number")));
   if (PG_ARGISNULL(7))
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("invalid value for \"dry_run\": must not be NULL")));

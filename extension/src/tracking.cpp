@@ -170,10 +170,11 @@ void TrackingShmemInit() {
 
 void RequireTracking() {
   if (tracking != nullptr) return;
-  ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                  errmsg("pg_warden is not loaded"),
-                  errdetail("pg_warden must be loaded at server start through shared_preload_libraries."),
-                  errhint("Add pg_warden to shared_preload_libraries in postgresql.conf and restart the server.")));
+  ereport(ERROR,
+          (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("pg_warden is not loaded"),
+           errdetail("pg_warden must be loaded at server start through shared_preload_libraries."),
+           errhint("Add pg_warden to shared_preload_libraries in postgresql.conf and restart the "
+                   "server.")));
 }
 
 int32 FindOrAddEntry(const UsageKey &key) {

@@ -51,7 +51,6 @@ double UsagePercent(int64 connections) {
   return usable > 0 ? 100.0 * static_cast<double>(connections) / usable : 100.0;
 }
 
-
 constexpr int kAppUsageColumns = 13;
 
 /* Copies the usage table under sample_lock (shared) into palloc'd rows. */
@@ -89,7 +88,8 @@ bool AppRowHidden(const AppRow &r, uint32 index) {
 void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
   const bool global_other = (index == 0);
   for (int i = 0; i < kAppUsageColumns; i++) nulls[i] = false;
-  values[0] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
+  values[0] =
+      NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
   values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
   nulls[0] = nulls[1] = global_other;
   values[2] = CStringGetTextDatum(r.key.application);
@@ -130,10 +130,12 @@ WARDEN_FUNCTION(server_usage) {
   RequireTracking();
   TupleDesc tupdesc;
   if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
   const uint32 used = pg_atomic_read_u32(&tracking->used);
   int64 connections = 0;
-  for (uint32 i = 0; i < used; i++) connections += pg_atomic_read_u32(&tracking->entries[i].connections);
+  for (uint32 i = 0; i < used; i++)
+    connections += pg_atomic_read_u32(&tracking->entries[i].connections);
   LWLockAcquire(tracking->sample_lock, LW_SHARED);
   const TimestampTz sampled_at = tracking->sampled_at;
   const int32 worker_pid = tracking->worker_pid;
@@ -162,8 +164,8 @@ WARDEN_FUNCTION(backends) {
   RequireTracking();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-  BackendRow *rows =
-      static_cast<BackendRow *>(palloc(sizeof(BackendRow) * static_cast<Size>(tracking->max_backends)));
+  BackendRow *rows = static_cast<BackendRow *>(
+      palloc(sizeof(BackendRow) * static_cast<Size>(tracking->max_backends)));
   LWLockAcquire(tracking->sample_lock, LW_SHARED);
   const int32 n = tracking->nsampled;
   const TimestampTz sampled_at = tracking->sampled_at;
@@ -180,15 +182,18 @@ WARDEN_FUNCTION(backends) {
     Datum values[9];
     bool nulls[9] = {false};
     values[0] = Int32GetDatum(r.sample.pid);
-    values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
-    values[2] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
+    values[1] =
+        NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
+    values[2] =
+        NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
     nulls[1] = nulls[2] = global_other;
     values[3] = CStringGetTextDatum(r.key.application);
     values[4] = ClientAddr(r.sample.client_addr, &nulls[4]);
     values[5] = CStringGetTextDatum(SessionStateName(r.sample.state));
     values[6] = Float8GetDatum(r.sample.state_start == 0
                                    ? 0.0
-                                   : static_cast<double>(sampled_at - r.sample.state_start) / USECS_PER_SEC);
+                                   : static_cast<double>(sampled_at - r.sample.state_start) /
+                                         USECS_PER_SEC);
     nulls[6] = (r.sample.state_start == 0);
     values[7] = TimestampOrNull(r.sample.backend_start, &nulls[7]);
     values[8] = TimestampOrNull(r.sample.xact_start, &nulls[8]);
@@ -217,7 +222,8 @@ WARDEN_FUNCTION(worker_stats) {
   RequireTracking();
   TupleDesc tupdesc;
   if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
   LWLockAcquire(tracking->sample_lock, LW_SHARED);
   const uint64 samples = tracking->samples;
   const double last_ms = tracking->last_sample_ms;
@@ -264,7 +270,7 @@ struct AppUsageScan {
 };
 
 constexpr Oid kAppUsageTypes[kAppUsageColumns] = {
-    NAMEOID, NAMEOID, TEXTOID,        INT4OID, INT4OID, INT4OID, INT4OID,
+    NAMEOID,   NAMEOID, TEXTOID,        INT4OID, INT4OID, INT4OID, INT4OID,
     FLOAT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID};
 
 /* A foreign table of this wrapper must have app_usage's columns, in order. */
@@ -276,29 +282,30 @@ void CheckAppUsageShape(Relation rel) {
     ok = !att->attisdropped && att->atttypid == kAppUsageTypes[i];
   }
   if (!ok)
-    ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-                    errmsg("foreign table \"%s\" does not have the columns of warden.app_usage",
-                           RelationGetRelationName(rel)),
-                    errhint("Only warden.app_usage, created by the extension, uses this wrapper.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_DATATYPE_MISMATCH),
+             errmsg("foreign table \"%s\" does not have the columns of warden.app_usage",
+                    RelationGetRelationName(rel)),
+             errhint("Only warden.app_usage, created by the extension, uses this wrapper.")));
 }
 
 void UsageGetRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid) {
-  Guard("usage_fdw_rel_size", [baserel] {
-    baserel->rows = tracking ? Max(pg_atomic_read_u32(&tracking->used), 1u) : 1;
-  });
+  Guard("usage_fdw_rel_size",
+        [baserel] { baserel->rows = tracking ? Max(pg_atomic_read_u32(&tracking->used), 1u) : 1; });
 }
 
 void UsageGetPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid) {
   Guard("usage_fdw_paths", [root, baserel] {
     const Cost total = baserel->rows * cpu_tuple_cost;
-    add_path(baserel, reinterpret_cast<Path *>(create_foreignscan_path(
-                          root, baserel, nullptr, baserel->rows, 0, total, NIL,
-                          baserel->lateral_relids, nullptr, NIL)));
+    add_path(baserel, reinterpret_cast<Path *>(
+                          create_foreignscan_path(root, baserel, nullptr, baserel->rows, 0, total,
+                                                  NIL, baserel->lateral_relids, nullptr, NIL)));
   });
 }
 
 ForeignScan *UsageGetPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
-                          ForeignPath *best_path, List *tlist, List *scan_clauses, Plan *outer_plan) {
+                          ForeignPath *best_path, List *tlist, List *scan_clauses,
+                          Plan *outer_plan) {
   return Guard("usage_fdw_plan", [baserel, tlist, scan_clauses, outer_plan] {
     /* No remote side: every qual is checked locally by the scan node. */
     List *quals = extract_actual_clauses(scan_clauses, false);
@@ -322,7 +329,8 @@ TupleTableSlot *UsageIterate(ForeignScanState *node) {
     TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
     AppUsageScan *scan = static_cast<AppUsageScan *>(node->fdw_state);
     ExecClearTuple(slot);
-    while (scan->next < scan->nrows && AppRowHidden(scan->rows[scan->next], scan->next)) scan->next++;
+    while (scan->next < scan->nrows && AppRowHidden(scan->rows[scan->next], scan->next))
+      scan->next++;
     if (scan->next >= scan->nrows) return slot;
     AppRowValues(scan->rows[scan->next], scan->next, slot->tts_values, slot->tts_isnull);
     scan->next++;

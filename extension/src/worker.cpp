@@ -171,7 +171,8 @@ TimestampTz SampleOnce() {
     }
   }
 
-  const TimestampTz deadline = EnforceIdlePolicies(out, sampled_roles, sampled_slots, nsampled, now);
+  const TimestampTz deadline =
+      EnforceIdlePolicies(out, sampled_roles, sampled_slots, nsampled, now);
 
   instr_time elapsed;
   INSTR_TIME_SET_CURRENT(elapsed);

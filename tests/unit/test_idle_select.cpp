@@ -19,8 +19,8 @@ struct Result {
 
 Result Select(std::vector<IdleCandidate> c, int32_t keep_min, int64_t timeout, int64_t now) {
   Result r{{}, 0};
-  const int n = SelectIdleVictims(c.data(), static_cast<int>(c.size()), keep_min, timeout, now,
-                                  &r.deadline);
+  const int n =
+      SelectIdleVictims(c.data(), static_cast<int>(c.size()), keep_min, timeout, now, &r.deadline);
   for (int i = 0; i < n; i++) r.victims.push_back(c[i].index);
   return r;
 }
@@ -36,8 +36,8 @@ TEST(IdleSelect, OldestFirstAllPastTheTimeout) {
 
 TEST(IdleSelect, KeepMinKeepsTheMostRecentlyIdlePerGroup) {
   // group 1: five sessions; group 2: two sessions; keep 3 per group
-  std::vector<IdleCandidate> c = {{0, 1, 0},          {1, 1, 1 * kSec}, {2, 1, 2 * kSec},
-                                  {3, 1, 3 * kSec},   {4, 1, 4 * kSec}, {5, 2, 0},
+  std::vector<IdleCandidate> c = {{0, 1, 0},        {1, 1, 1 * kSec}, {2, 1, 2 * kSec},
+                                  {3, 1, 3 * kSec}, {4, 1, 4 * kSec}, {5, 2, 0},
                                   {6, 2, 1 * kSec}};
   auto r = Select(c, 3, 5 * kSec, 100 * kSec);
   EXPECT_EQ(r.victims, (std::vector<int32_t>{0, 1}));  // the two oldest of group 1 only

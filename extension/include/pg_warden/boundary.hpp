@@ -107,12 +107,12 @@ auto PgCall(F &&f) -> decltype(f()) {
  *
  *   WARDEN_FUNCTION(reset_stats) { ...; PG_RETURN_VOID(); }
  */
-#define WARDEN_FUNCTION(name)                                                     \
-  static Datum name##_body(PG_FUNCTION_ARGS);                                     \
-  extern "C" {                                                                    \
-  PG_FUNCTION_INFO_V1(name);                                                      \
-  Datum name(PG_FUNCTION_ARGS) {                                                  \
+#define WARDEN_FUNCTION(name)                                                         \
+  static Datum name##_body(PG_FUNCTION_ARGS);                                         \
+  extern "C" {                                                                        \
+  PG_FUNCTION_INFO_V1(name);                                                          \
+  Datum name(PG_FUNCTION_ARGS) {                                                      \
     return warden::Guard(#name, [fcinfo]() -> Datum { return name##_body(fcinfo); }); \
-  }                                                                               \
-  }                                                                               \
+  }                                                                                   \
+  }                                                                                   \
   static Datum name##_body(PG_FUNCTION_ARGS)

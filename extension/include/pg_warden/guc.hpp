@@ -7,14 +7,14 @@
 
 namespace warden {
 
-extern char *guc_database;        /* warden.database (postmaster) */
-extern int guc_sample_interval;   /* warden.sample_interval, ms */
-extern int guc_max_tracked;       /* warden.max_tracked (postmaster) */
-extern int guc_degraded_percent;  /* warden.degraded_percent */
-extern int guc_unhealthy_percent; /* warden.unhealthy_percent */
-extern bool guc_enforce;          /* warden.enforce */
-extern char *guc_exempt_roles;    /* warden.exempt_roles */
-extern int guc_history_keys;      /* warden.history_keys (postmaster) */
+extern char *guc_database;            /* warden.database (postmaster) */
+extern int guc_sample_interval;       /* warden.sample_interval, ms */
+extern int guc_max_tracked;           /* warden.max_tracked (postmaster) */
+extern int guc_degraded_percent;      /* warden.degraded_percent */
+extern int guc_unhealthy_percent;     /* warden.unhealthy_percent */
+extern bool guc_enforce;              /* warden.enforce */
+extern char *guc_exempt_roles;        /* warden.exempt_roles */
+extern int guc_history_keys;          /* warden.history_keys (postmaster) */
 extern int guc_history_save_interval; /* warden.history_save_interval, s */
 
 void DefineSettings();

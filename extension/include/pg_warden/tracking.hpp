@@ -39,7 +39,7 @@ enum WardenLWLock : int {
   kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
   kTerminationsLock, /* terminations.hpp: the terminations ring */
   kHistoryLock,      /* history.hpp: usage history */
-  kLWLockCount /* keep last */
+  kLWLockCount       /* keep last */
 };
 
 struct UsageKey {
@@ -63,9 +63,9 @@ const char *SessionStateName(SessionState s);
 struct UsageEntry {
   UsageKey key;
   uint32 hash;
-  pg_atomic_uint32 connections;      /* exact: login hook in, exit callback out */
+  pg_atomic_uint32 connections; /* exact: login hook in, exit callback out */
   pg_atomic_uint32 peak_connections;
-  pg_atomic_uint64 peak_at;          /* TimestampTz */
+  pg_atomic_uint64 peak_at; /* TimestampTz */
   pg_atomic_uint64 opened;
   pg_atomic_uint64 refused;
   pg_atomic_uint64 terminated;
@@ -101,7 +101,7 @@ struct TrackingShared {
   int32 capacity;       /* all entries; entry 0 is the global <other> */
   int32 index_size;     /* power of two */
   int32 max_backends;
-  int32 used_regular;   /* under keys_lock */
+  int32 used_regular; /* under keys_lock */
   int32 used_other;
   pg_atomic_uint32 used; /* entries in use; grows only */
 
