@@ -326,7 +326,7 @@ def test_bad_config_keys_exit_2_naming_file_line_key(tmp_path):
     for i, (section, key, value, words) in enumerate(BAD_KEYS):
         path, line, dotted = bad_config(tmp_path, i, section, key, value)
         for argv in ([WARDENCTL, "check-config", str(path)], [WARDEND, "--config", str(path), "--once"]):
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=15)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=15, cwd=tmp_path)
             out = r.stderr + r.stdout
             why = None
             if r.returncode != 2:
