@@ -162,6 +162,49 @@ def test_state_directory_unwritable_withholds_and_reports_unhealthy(make_cluster
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_state_file_system_full_withholds_changes(make_cluster, wardend, tmp_path):
+    """The state file on a full file system (a 64 KiB tmpfs, filled): the same
+    as unwritable, ENOSPC instead of EACCES."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    w = None
+    try:
+        c = make_cluster()
+        c.psql("CREATE ROLE app_full LOGIN CONNECTION LIMIT 30")
+        w = wardend([("primary", c)], '[[budget]]\nrole = "app_full"\nmax_connections = 1\n')
+        state = str(mnt / "w.state")
+        w.write(open(w.config).read().replace(w.state_file, state))
+        w.state_file = state
+        w.start()
+        w.wait_log(r"\[primary\] polled")
+        w.wait_http()
+        with open(mnt / "filler", "wb", buffering=0) as f:  # fill it up
+            try:
+                while True:
+                    f.write(b"x" * 4096)
+            except OSError:
+                pass
+        held = connect_as(c, "app_full", "api", 3)
+        w.wait_log("admission of role app_full NOT closed")
+        assert "No space left on device" in w.log()
+        wait_until(lambda: w.health()[0] == 503, timeout=10, what="/health Unhealthy")
+        assert restored(c, "app_full", 30), "nothing changed that could not be journaled"
+        os.remove(mnt / "filler")
+        wait_until(lambda: admission_cap(c, "app_full") == 1, timeout=10, what="closed once journaled")
+        wait_until(lambda: w.health()[0] == 200, timeout=10, what="healthy again")
+        assert w.stop() == 0
+        assert restored(c, "app_full", 30)
+        close_all(held)
+    finally:
+        if w and w.proc and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 def test_one_server_down_for_a_while_other_served(make_cluster, wardend):
     """Issue 9 says a minute; 10 s exercise the same paths (several reconnect
     attempts with the backoff capped at reconnect_max = 500ms) at a sixth of the
