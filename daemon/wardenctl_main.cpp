@@ -206,7 +206,9 @@ int Top(const std::string& segment, double interval, int count) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   CLI::App app{"wardenctl: the command-line companion of wardend"};
   app.require_subcommand(1);
   std::string config = "/etc/pg_warden/wardend.toml", state_file, file, interval = "1s";
@@ -316,4 +318,17 @@ int main(int argc, char** argv) {
     return Top(seg, d->count() / 1000.0, count);
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "wardenctl: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "wardenctl: unexpected error\n";
+  }
+  return 1;
 }

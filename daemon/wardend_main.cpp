@@ -9,7 +9,9 @@
 #include "wardend/daemon.hpp"
 #include "wardend/log.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   CLI::App app{
       "wardend: enforces per-role connection budgets and the emergency runbook with pg_warden"};
   wardend::Options opts;
@@ -35,4 +37,17 @@ int main(int argc, char** argv) {
   }
   spdlog::shutdown();
   return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "wardend: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "wardend: unexpected error\n";
+  }
+  return 1;
 }

@@ -54,7 +54,8 @@ static void raise_nofile(long need) {
   setrlimit(RLIMIT_NOFILE, &rl);
   getrlimit(RLIMIT_NOFILE, &rl);
   if (rl.rlim_cur < want)
-    fprintf(stderr, "hold_connections: open-files limit %lu is below %lu, some connections will fail\n",
+    fprintf(stderr,
+            "hold_connections: open-files limit %lu is below %lu, some connections will fail\n",
             (unsigned long)rl.rlim_cur, (unsigned long)want);
 }
 
@@ -70,13 +71,26 @@ int main(int argc, char **argv) {
   int napps = 0, parallel = 16, keep_going = 0, opt;
   while ((opt = getopt(argc, argv, "d:n:a:k:p:f")) != -1) {
     switch (opt) {
-      case 'd': conninfo = optarg; break;
-      case 'n': count = strtol(optarg, NULL, 10); break;
-      case 'a': app = optarg; break;
-      case 'k': napps = atoi(optarg); break;
-      case 'p': parallel = atoi(optarg); break;
-      case 'f': keep_going = 1; break;
-      default: usage();
+      case 'd':
+        conninfo = optarg;
+        break;
+      case 'n':
+        count = strtol(optarg, NULL, 10);
+        break;
+      case 'a':
+        app = optarg;
+        break;
+      case 'k':
+        napps = atoi(optarg);
+        break;
+      case 'p':
+        parallel = atoi(optarg);
+        break;
+      case 'f':
+        keep_going = 1;
+        break;
+      default:
+        usage();
     }
   }
   if (!conninfo || count < 0 || parallel < 1 || napps < 0) usage();

@@ -52,8 +52,9 @@ static double epoch_ms(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
-                  " [-w WAIT_MS] [-p PARALLEL] [-g SPREAD_MS] [-A APP2]\n");
+  fprintf(stderr,
+          "usage: idle_probe -d CONNINFO -n COUNT -t TIMEOUT_MS [-a APP] [-k NAPPS] [-s SQL]"
+          " [-w WAIT_MS] [-p PARALLEL] [-g SPREAD_MS] [-A APP2]\n");
   exit(2);
 }
 
@@ -73,17 +74,38 @@ int main(int argc, char **argv) {
   int napps = 0, parallel = 16, opt;
   while ((opt = getopt(argc, argv, "d:n:t:a:k:s:w:p:g:A:")) != -1) {
     switch (opt) {
-      case 'd': conninfo = optarg; break;
-      case 'n': count = strtol(optarg, NULL, 10); break;
-      case 't': timeout_ms = atof(optarg); break;
-      case 'a': app = optarg; break;
-      case 'k': napps = atoi(optarg); break;
-      case 's': sql = optarg; break;
-      case 'w': wait_ms = atof(optarg); break;
-      case 'p': parallel = atoi(optarg); break;
-      case 'g': spread_ms = atof(optarg); break;
-      case 'A': app2 = optarg; break;
-      default: usage();
+      case 'd':
+        conninfo = optarg;
+        break;
+      case 'n':
+        count = strtol(optarg, NULL, 10);
+        break;
+      case 't':
+        timeout_ms = atof(optarg);
+        break;
+      case 'a':
+        app = optarg;
+        break;
+      case 'k':
+        napps = atoi(optarg);
+        break;
+      case 's':
+        sql = optarg;
+        break;
+      case 'w':
+        wait_ms = atof(optarg);
+        break;
+      case 'p':
+        parallel = atoi(optarg);
+        break;
+      case 'g':
+        spread_ms = atof(optarg);
+        break;
+      case 'A':
+        app2 = optarg;
+        break;
+      default:
+        usage();
     }
   }
   if (!conninfo || count < 1 || timeout_ms < 0 || parallel < 1) usage();
@@ -154,7 +176,8 @@ int main(int argc, char **argv) {
   long querying = 0, next_send = 0;
   const double t_send0 = now_ms();
   while (querying > 0 || next_send < count) {
-    while (next_send < count && now_ms() >= t_send0 + (double)next_send * spread_ms / (double)count) {
+    while (next_send < count &&
+           now_ms() >= t_send0 + (double)next_send * spread_ms / (double)count) {
       Session *x = &s[next_send++];
       if (x->state != QUERYING) continue;
       const char *q = sql;

@@ -58,9 +58,9 @@ static PGconn *login(const char *conninfo, const char *app, double at) {
   }
   /* libpq does not expose the SQLSTATE of a failed login: classify the message. */
   const char *msg = PQerrorMessage(c);
-  const char *kind = strstr(msg, "too many") || strstr(msg, "remaining connection slots")
-                         ? "53300"
-                         : strstr(msg, "terminat") ? "57P01" : "other";
+  const char *kind = strstr(msg, "too many") || strstr(msg, "remaining connection slots") ? "53300"
+                     : strstr(msg, "terminat")                                            ? "57P01"
+                                                                                          : "other";
   printf("t=%.3f refused %s\n", at - t0, kind);
   PQfinish(c);
   return NULL;
@@ -75,13 +75,26 @@ int main(int argc, char **argv) {
   optind = 2;
   while ((opt = getopt(argc, argv, "d:a:r:T:H:i:")) != -1) {
     switch (opt) {
-      case 'd': conninfo = optarg; break;
-      case 'a': app = optarg; break;
-      case 'r': rate = atof(optarg); break;
-      case 'T': seconds = atof(optarg); break;
-      case 'H': hold = atof(optarg); break;
-      case 'i': interval_ms = atof(optarg); break;
-      default: usage();
+      case 'd':
+        conninfo = optarg;
+        break;
+      case 'a':
+        app = optarg;
+        break;
+      case 'r':
+        rate = atof(optarg);
+        break;
+      case 'T':
+        seconds = atof(optarg);
+        break;
+      case 'H':
+        hold = atof(optarg);
+        break;
+      case 'i':
+        interval_ms = atof(optarg);
+        break;
+      default:
+        usage();
     }
   }
   if (!conninfo || rate <= 0 || seconds <= 0 || interval_ms <= 0) usage();
@@ -104,7 +117,10 @@ int main(int argc, char **argv) {
       if (at - t0 >= seconds) break;
       sleep_until(at);
       held[i] = login(conninfo, app, now_s());
-      if (held[i]) ok++; else refused++;
+      if (held[i])
+        ok++;
+      else
+        refused++;
     }
     sleep_until(t0 + seconds + hold);
     for (long i = 0; i < max; i++)

@@ -89,7 +89,7 @@ void HttpServer::Start(const std::string& host_port) {
     });
   });
 
-  if (!srv.bind_to_port(host.c_str(), port))
+  if (!srv.bind_to_port(host, port))
     throw std::runtime_error("cannot listen on " + host_port + " ([daemon] http)");
   port_ = port;
   thread_ = std::thread([this] { server_->listen_after_bind(); });

@@ -174,9 +174,10 @@ Snapshot Connection::Poll() {
     const auto& st = j.at("settings");
     auto pct = [](const nlohmann::json& v) -> std::optional<double> {
       if (!v.is_string()) return std::nullopt;
+      const std::string text = v.get<std::string>();  // outlives `end`
       char* end = nullptr;
-      double d = std::strtod(v.get<std::string>().c_str(), &end);
-      return end && *end == '\0' && d > 0 ? std::optional<double>(d) : std::nullopt;
+      double d = std::strtod(text.c_str(), &end);
+      return end != text.c_str() && *end == '\0' && d > 0 ? std::optional<double>(d) : std::nullopt;
     };
     s.degraded_percent = pct(st.at(0));
     s.unhealthy_percent = pct(st.at(1));

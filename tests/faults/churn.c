@@ -91,7 +91,8 @@ int main(int argc, char **argv) {
     printf("ready %d %d\n", atomic_load(&n_ok), atomic_load(&n_refused) + atomic_load(&n_failed));
     fflush(stdout);
     char line[16];
-    if (fgets(line, sizeof(line), stdin) == NULL) { /* EOF: close as well */ }
+    if (fgets(line, sizeof(line), stdin) == NULL) { /* EOF: close as well */
+    }
     for (int i = 0; i < total; i++)
       if (held[i]) PQfinish(held[i]);
     printf("closed\n");
