@@ -83,7 +83,11 @@ class Parser {
     const toml::node* n = t.get(key);
     if (!n) return std::nullopt;
     if (!n->is_string()) Fail(n, prefix + key, "must be a string");
-    return n->value<std::string>();
+    auto v = n->value<std::string>();
+    // libpq, PostgreSQL and the file system all stop at a NUL: "a\u0000b" would mean "a".
+    if (v && v->find('\0') != std::string::npos)
+      Fail(n, prefix + key, "must not contain a NUL character (\\u0000)");
+    return v;
   }
 
   std::optional<bool> Bool(const toml::table& t, const std::string& prefix, const char* key) const {
@@ -236,6 +240,9 @@ class Parser {
       auto role = String(t, p, "role");
       if (!role || role->empty())
         Fail(t.get("role"), p + "role", "is required (a role name)", LineOf(t));
+      // PostgreSQL truncates longer names to NAMEDATALEN - 1 = 63 bytes: the budget would
+      // then never match the role it names.
+      if (role->size() > 63) Fail(t.get("role"), p + "role", "must be at most 63 bytes");
       if (!roles.insert(*role).second)
         Fail(t.get("role"), p + "role", "duplicate budget for role \"" + *role + "\"");
       b.role = *role;

@@ -27,6 +27,8 @@ std::pair<double, double> Thresholds(const DaemonConfig& d, const ServerStatus& 
 
 std::string ServerHealth(const DaemonConfig& d, const ServerStatus& s) {
   if (!s.last_poll_ok) return "Unhealthy";
+  // A change withheld because it could not be journaled: wardend cannot do its job.
+  if (!s.journal_error.empty()) return "Unhealthy";
   auto [degraded, unhealthy] = Thresholds(d, s);
   if (s.usage_percent >= unhealthy) return "Unhealthy";
   if (s.usage_percent >= degraded) return "Degraded";
@@ -51,6 +53,8 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       desc = fmt::format("{}: {}/{} connections in use", s.name, s.connections, s.max_connections);
     if (s.last_poll_ok && s.mode == "degraded")
       desc += " (degraded mode: pg_warden extension absent)";
+    if (!s.journal_error.empty())
+      desc += "; state file unwritable, changes withheld: " + s.journal_error;
     nlohmann::json data = {
         {"connections", s.connections},
         {"max_connections", s.max_connections},

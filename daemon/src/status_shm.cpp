@@ -57,7 +57,8 @@ StatusSegment::StatusSegment(std::string name, const std::string& config_path)
     : impl_(std::make_unique<Impl>()), name_(std::move(name)) {
   // We hold the instance lock: whatever segment has this name is stale.
   bip::shared_memory_object::remove(name_.c_str());
-  impl_->shm = bip::shared_memory_object(bip::create_only, name_.c_str(), bip::read_write, 0644);
+  // Owner only (0600): it names servers and roles; wardenctl runs as wardend's user.
+  impl_->shm = bip::shared_memory_object(bip::create_only, name_.c_str(), bip::read_write, 0600);
   impl_->shm.truncate(sizeof(ShmStatus));
   impl_->region = bip::mapped_region(impl_->shm, bip::read_write);
   std::memset(impl_->region.get_address(), 0, sizeof(ShmStatus));

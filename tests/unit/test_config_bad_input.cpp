@@ -1,0 +1,53 @@
+// Bad input found by the fault and fuzz tests: NUL characters in strings and
+// role names longer than PostgreSQL keeps. Odd but valid role names pass as they are.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "wardend/config.hpp"
+
+using namespace wardend;
+
+namespace {
+
+std::string WithBudget(const std::string& role_toml) {
+  return "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n[[budget]]\nrole = " + role_toml +
+         "\nmax_connections = 1\n";
+}
+
+std::string ErrorOf(const std::string& text) {
+  try {
+    ParseConfig(text, "w.toml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(ConfigBadInput, NulInAStringIsRefused) {
+  EXPECT_EQ(ErrorOf(WithBudget("\"bad\\u0000role\"")),
+            "w.toml:5: key 'budget[0].role': must not contain a NUL character (\\u0000)");
+  EXPECT_EQ(ErrorOf("[daemon]\nstate_file = \"/tmp/a\\u0000b\"\n" + WithBudget("\"r\"")),
+            "w.toml:2: key 'daemon.state_file': must not contain a NUL character (\\u0000)");
+  EXPECT_NE(ErrorOf("[[server]]\nname = \"p\"\ndsn = \"host=/tmp\\u0000x\"\n")
+                .find("key 'server[0].dsn'"),
+            std::string::npos);
+}
+
+TEST(ConfigBadInput, RoleLongerThan63BytesIsRefused) {
+  EXPECT_EQ(ErrorOf(WithBudget("\"" + std::string(64, 'r') + "\"")),
+            "w.toml:5: key 'budget[0].role': must be at most 63 bytes");
+  // 63 bytes is fine; so is a multi-byte name within 63 bytes.
+  EXPECT_EQ(ErrorOf(WithBudget("\"" + std::string(63, 'r') + "\"")), "");
+  EXPECT_EQ(ErrorOf(WithBudget("\"r\u00f4le-\u00fcn\u00efcode\"")), "");
+}
+
+TEST(ConfigBadInput, QuotesAndSemicolonsInRoleNamesAreKeptVerbatim) {
+  Config c = ParseConfig(WithBudget(R"("app\"k9; x")"), "w.toml");
+  ASSERT_EQ(c.budgets.size(), 1u);
+  EXPECT_EQ(c.budgets[0].role, "app\"k9; x");
+  c = ParseConfig(WithBudget(R"('x; DROP ROLE postgres; --')"), "w.toml");
+  EXPECT_EQ(c.budgets[0].role, "x; DROP ROLE postgres; --");
+}
