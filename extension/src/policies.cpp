@@ -189,25 +189,6 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
 
 using Candidate = IdleCandidate;
 
-SessionState StateOf(BackendState st) {
-  switch (st) {
-    case STATE_RUNNING:
-      return SessionState::kActive;
-    case STATE_IDLE:
-      return SessionState::kIdle;
-    case STATE_IDLEINTRANSACTION:
-      return SessionState::kIdleInTransaction;
-    case STATE_IDLEINTRANSACTION_ABORTED:
-      return SessionState::kIdleInTransactionAborted;
-    case STATE_FASTPATH:
-      return SessionState::kFastpath;
-    case STATE_DISABLED:
-      return SessionState::kDisabled;
-    default:
-      return SessionState::kStarting;
-  }
-}
-
 /* SIGTERM, as pg_terminate_backend sends it, to the same session only. */
 bool SignalTerminate(int32 pid, Oid roleid) {
   PGPROC *proc = BackendPidGetProc(pid);
@@ -355,7 +336,7 @@ void ConfirmVictims(const SampledBackend *s, int nvictims) {
         const IdlePolicy &p = local_policies[v.policy];
         v.confirmed = be->st_proc_start_timestamp == sb.backend_start &&
                       be->st_state_start_timestamp == sb.state_start &&
-                      (p.states & Bit(StateOf(be->st_state))) != 0 &&
+                      (p.states & Bit(SessionStateOf(be->st_state))) != 0 &&
                       now - be->st_state_start_timestamp >= p.idle_timeout_us;
         break;
       }
@@ -690,7 +671,7 @@ WARDEN_FUNCTION(terminate_idle) {
     const PgBackendStatus *be = &local->backendStatus;
     if (be->st_backendType != B_BACKEND || be->st_procpid <= 0 || be->st_procpid == MyProcPid)
       continue;
-    if ((states & Bit(StateOf(be->st_state))) == 0) continue;
+    if ((states & Bit(SessionStateOf(be->st_state))) == 0) continue;
     if (has_db && be->st_databaseid != db_oid) continue;
     if (has_role && be->st_userid != role_oid) continue;
     const char *app = be->st_appname ? be->st_appname : "";
@@ -725,7 +706,7 @@ WARDEN_FUNCTION(terminate_idle) {
     strlcpy(rec.role, rolename ? rolename : "", NAMEDATALEN);
     strlcpy(rec.application, be.st_appname ? be.st_appname : "", NAMEDATALEN);
     FormatClientAddr(be.st_clientaddr, rec.client_addr, sizeof(rec.client_addr));
-    strlcpy(rec.state, SessionStateName(StateOf(be.st_state)), sizeof(rec.state));
+    strlcpy(rec.state, SessionStateName(SessionStateOf(be.st_state)), sizeof(rec.state));
     rec.idle_seconds = static_cast<double>(rec.at - be.st_state_start_timestamp) / USECS_PER_SEC;
     rec.source = TerminationSource::kManual;
     rec.dry_run = dry_run;

@@ -105,6 +105,25 @@ const char *SessionStateName(SessionState s) {
 
 int32 UsageCapacity() { return guc_max_tracked + OtherCapacity(guc_max_tracked) + 1; }
 
+SessionState SessionStateOf(BackendState st) {
+  switch (st) {
+    case STATE_RUNNING:
+      return SessionState::kActive;
+    case STATE_IDLE:
+      return SessionState::kIdle;
+    case STATE_IDLEINTRANSACTION:
+      return SessionState::kIdleInTransaction;
+    case STATE_IDLEINTRANSACTION_ABORTED:
+      return SessionState::kIdleInTransactionAborted;
+    case STATE_FASTPATH:
+      return SessionState::kFastpath;
+    case STATE_DISABLED:
+      return SessionState::kDisabled;
+    default:
+      return SessionState::kStarting;
+  }
+}
+
 Size TrackingShmemSize() {
   const int32 capacity = UsageCapacity();
   Size size = MAXALIGN(sizeof(TrackingShared));

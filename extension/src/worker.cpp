@@ -48,25 +48,6 @@ void ClearWorkerPid(int, Datum) {
   LWLockRelease(tracking->sample_lock);
 }
 
-SessionState StateOf(BackendState st) {
-  switch (st) {
-    case STATE_RUNNING:
-      return SessionState::kActive;
-    case STATE_IDLE:
-      return SessionState::kIdle;
-    case STATE_IDLEINTRANSACTION:
-      return SessionState::kIdleInTransaction;
-    case STATE_IDLEINTRANSACTION_ABORTED:
-      return SessionState::kIdleInTransactionAborted;
-    case STATE_FASTPATH:
-      return SessionState::kFastpath;
-    case STATE_DISABLED:
-      return SessionState::kDisabled;
-    default:
-      return SessionState::kStarting;
-  }
-}
-
 void BuildPidMap() {
   const uint32 size = pid_map.mask + 1;
   for (uint32 i = 0; i < size; i++) pid_map.pids[i] = 0;
@@ -133,7 +114,7 @@ TimestampTz SampleOnce() {
       }
     }
 
-    const SessionState state = StateOf(be->st_state);
+    const SessionState state = SessionStateOf(be->st_state);
     {
       EntrySample &es = entry_samples[entry];
       switch (state) {

@@ -10,26 +10,7 @@ import psycopg2
 import pytest
 
 from pgcluster import PG_BIN, wait_until
-
-
-def try_connect(cluster, **kw):
-    """(connection, None) or (None, OperationalError)."""
-    try:
-        return psycopg2.connect(cluster.dsn(**kw)), None
-    except psycopg2.OperationalError as e:
-        return None, e
-
-
-def refused(err):
-    return err is not None and "too many connections" in str(err)
-
-
-def budget_loaded(cluster, name, max_connections):
-    def check():
-        return cluster.psql(
-            f"SELECT count(*) FROM warden.budget_usage WHERE name = '{name}' "
-            f"AND max_connections IS NOT DISTINCT FROM {max_connections if max_connections is not None else 'NULL'}") == "1"
-    wait_until(check, timeout=10, what=f"budget {name} in shared memory")
+from clients import budget_loaded, refused, try_connect
 
 
 def budget_gone(cluster, name):

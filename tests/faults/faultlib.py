@@ -6,29 +6,11 @@ import time
 import psycopg2
 
 from pgcluster import wait_until
-
-
-def try_connect(cluster, **kw):
-    """(connection, None) or (None, OperationalError)."""
-    try:
-        return psycopg2.connect(cluster.dsn(**kw)), None
-    except psycopg2.OperationalError as e:
-        return None, e
-
-
-def refused(err):
-    return err is not None and "too many connections" in str(err)
+from clients import budget_loaded, refused, try_connect  # noqa: F401 (re-exported)
 
 
 def q(cluster, sql):
     return cluster.psql(sql)
-
-
-def budget_loaded(cluster, name, max_connections, timeout=15):
-    mc = "NULL" if max_connections is None else str(max_connections)
-    wait_until(lambda: q(cluster, f"SELECT count(*) FROM warden.budget_usage WHERE name = '{name}' "
-                                  f"AND max_connections IS NOT DISTINCT FROM {mc}") == "1",
-               timeout=timeout, what=f"budget {name} in shared memory")
 
 
 def counts_exact(cluster):

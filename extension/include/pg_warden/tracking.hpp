@@ -59,6 +59,8 @@ enum class SessionState : uint8 {
   kDisabled,
 };
 const char *SessionStateName(SessionState s);
+/* pgstat's BackendState as pg_warden records it. */
+SessionState SessionStateOf(BackendState st);
 
 struct UsageEntry {
   UsageKey key;
