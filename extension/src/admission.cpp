@@ -219,8 +219,8 @@ void CopyName(char *dst, const char *src, bool *has) {
 }  // namespace
 
 Size AdmissionShmemSize() {
-  const int32 capacity = guc_max_tracked + Max(16, guc_max_tracked / 4) + 1;
-  return add_size(MAXALIGN(sizeof(AdmissionShared)), mul_size(capacity + 1, sizeof(EntryMask)));
+  return add_size(MAXALIGN(sizeof(AdmissionShared)),
+                  mul_size(UsageCapacity() + 1, sizeof(EntryMask)));
 }
 
 void AdmissionShmemInit() {

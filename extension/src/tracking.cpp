@@ -140,7 +140,7 @@ void TrackingShmemInit() {
       ShmemInitStruct("pg_warden tracking", TrackingShmemSize(), &found));
   char *p = reinterpret_cast<char *>(tracking) + MAXALIGN(sizeof(TrackingShared));
   const int32 other = OtherCapacity(guc_max_tracked);
-  const int32 capacity = guc_max_tracked + other + 1;
+  const int32 capacity = UsageCapacity();
   const int32 index_size = IndexSize(capacity);
   if (!found) {
     memset(tracking, 0, sizeof(TrackingShared));
