@@ -1,9 +1,9 @@
 
 -- Idle-termination policies ---------------------------------------------------
 -- Policies live in this table (an extension configuration table: pg_dump
--- keeps its rows). The loader worker copies the enabled rows into shared
--- memory at commit (statement trigger -> relcache invalidation); the sampler
--- worker enforces them.
+-- keeps its rows). The loader copies the enabled rows into shared memory at
+-- commit (statement trigger -> relcache invalidation); the sampler enforces
+-- them (extension/src/enforcer.cpp).
 
 CREATE FUNCTION warden.validate_idle_policy(
     name text, idle_timeout interval, application text, role text, database text,
@@ -12,11 +12,6 @@ CREATE FUNCTION warden.validate_idle_policy(
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'validate_idle_policy';
 COMMENT ON FUNCTION warden.validate_idle_policy(text, interval, text, text, text, text, int, text, bool) IS
   'Raises an error (SQLSTATE 22023, naming the argument) unless the arguments make a valid idle policy.';
-
-CREATE FUNCTION warden.config_changed() RETURNS trigger
-  LANGUAGE C AS 'MODULE_PATHNAME', 'config_changed';
-COMMENT ON FUNCTION warden.config_changed() IS
-  'Statement trigger of pg_warden''s configuration tables: makes the loader worker reload them at commit.';
 
 CREATE TABLE warden.idle_policies (
   name          text PRIMARY KEY,
@@ -109,21 +104,6 @@ END
 $$;
 COMMENT ON FUNCTION warden.drop_idle_policy(text) IS 'Removes an idle-termination policy; it stops at commit.';
 
--- Terminations ----------------------------------------------------------------
-
-CREATE FUNCTION warden.terminations(
-    OUT at timestamptz, OUT pid int, OUT database name, OUT role name,
-    OUT application_name text, OUT client_addr inet, OUT state text,
-    OUT idle_seconds float8, OUT policy text, OUT source text, OUT dry_run bool)
-  RETURNS SETOF record
-  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'terminations';
-COMMENT ON FUNCTION warden.terminations() IS
-  'The ring of the last 1024 terminations and dry-run decisions; see the view warden.terminations.';
-
-CREATE VIEW warden.terminations AS SELECT * FROM warden.terminations();
-COMMENT ON VIEW warden.terminations IS
-  'Every termination and dry-run decision (policies, terminate_idle, the daemon), oldest first; the last 1024.';
-
 CREATE FUNCTION warden.terminate_idle(
     older_than interval, application text DEFAULT NULL, role text DEFAULT NULL,
     database text DEFAULT NULL, state text DEFAULT 'any idle', keep_min int DEFAULT 0,
@@ -135,29 +115,16 @@ CREATE FUNCTION warden.terminate_idle(
 COMMENT ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool) IS
   'Terminates now the idle sessions a policy with these arguments would; returns the terminations rows.';
 
-CREATE FUNCTION warden.record_action(
-    pid int, database name, role name, application text, state text, idle_seconds float8,
-    action text, dry_run bool DEFAULT false, client_addr inet DEFAULT NULL)
-  RETURNS void
-  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'record_action';
-COMMENT ON FUNCTION warden.record_action(int, name, name, text, text, float8, text, bool, inet) IS
-  'Records an action of wardend in warden.terminations (source ''daemon''; action goes to the policy column).';
-
 -- Privileges: policies belong to the extension owner and whom it grants;
 -- terminating is for superusers and pg_signal_backend members.
 REVOKE ALL ON warden.idle_policies FROM PUBLIC;
 GRANT SELECT ON warden.idle_policies TO pg_monitor;
 REVOKE ALL ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, text, int, text, bool),
-  warden.drop_idle_policy(text), warden.terminations(),
+  warden.drop_idle_policy(text),
   warden.terminate_idle(interval, text, text, text, text, int, bool),
-  warden.record_action(int, name, name, text, text, float8, text, bool, inet),
-  warden.config_changed(), warden.idle_policies_check() FROM PUBLIC;
+  warden.idle_policies_check() FROM PUBLIC;
 -- warden.validate_idle_policy() stays executable by everyone: it only
 -- validates arguments (no effect, reads nothing), and add_idle_policy() calls
 -- it before the row trigger says who may write policies.
-REVOKE ALL ON warden.terminations FROM PUBLIC;
-GRANT SELECT ON warden.terminations TO pg_monitor;
--- A view calls its function with the reader's privileges: pg_monitor needs both.
-GRANT EXECUTE ON FUNCTION warden.terminations() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool),
-  warden.record_action(int, name, name, text, text, float8, text, bool, inet) TO pg_signal_backend;
+GRANT EXECUTE ON FUNCTION warden.terminate_idle(interval, text, text, text, text, int, bool)
+  TO pg_signal_backend;

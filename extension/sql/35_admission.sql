@@ -15,54 +15,20 @@ COMMENT ON TABLE warden.budgets IS
   'Connection budgets enforced at login on every server (application is a LIKE pattern; NULL matches anything).';
 SELECT pg_catalog.pg_extension_config_dump('warden.budgets', '');
 
--- One validation for set_budget() and for plain INSERT/UPDATE of the table.
+-- One validation for set_budget() and for plain INSERT/UPDATE of the table,
+-- in C like idle policies' (the same wording: invalid value for "<column>").
+CREATE FUNCTION warden.validate_budget(
+    name text, max_connections int, application text, role text, database text, reserved int)
+  RETURNS void
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'validate_budget';
+COMMENT ON FUNCTION warden.validate_budget(text, int, text, text, text, int) IS
+  'Raises an error (SQLSTATE 22023, naming the argument) unless the arguments make a valid budget.';
+
 CREATE FUNCTION warden.budgets_validate() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-  usable int := current_setting('max_connections')::int
-                - current_setting('superuser_reserved_connections')::int;
 BEGIN
-  IF NEW.name IS NULL OR btrim(NEW.name) = '' THEN
-    RAISE EXCEPTION 'budget name must not be empty' USING ERRCODE = '22023';
-  END IF;
-  IF octet_length(NEW.name) > 63 THEN
-    RAISE EXCEPTION 'budget name is too long' USING ERRCODE = '22023',
-      DETAIL = 'At most 63 bytes are allowed.';
-  END IF;
-  IF NEW.max_connections IS NOT NULL AND NEW.max_connections < 0 THEN
-    RAISE EXCEPTION 'max_connections must not be negative' USING ERRCODE = '22023';
-  END IF;
-  IF NEW.reserved IS NULL OR NEW.reserved < 0 THEN
-    RAISE EXCEPTION 'reserved must not be negative' USING ERRCODE = '22023';
-  END IF;
-  IF NEW.reserved >= usable THEN
-    RAISE EXCEPTION 'reserved must be smaller than the server''s usable connections'
-      USING ERRCODE = '22023',
-      DETAIL = format('reserved is %s, max_connections - superuser_reserved_connections is %s.',
-                      NEW.reserved, usable);
-  END IF;
-  IF NEW.max_connections IS NULL AND NEW.reserved = 0 THEN
-    RAISE EXCEPTION 'a budget needs max_connections or reserved' USING ERRCODE = '22023';
-  END IF;
-  IF NEW.max_connections IS NOT NULL AND NEW.reserved > NEW.max_connections THEN
-    RAISE EXCEPTION 'reserved must not exceed max_connections' USING ERRCODE = '22023';
-  END IF;
-  IF octet_length(NEW.application) > 63 THEN
-    RAISE EXCEPTION 'application pattern is too long' USING ERRCODE = '22023',
-      DETAIL = 'At most 63 bytes are allowed.';
-  END IF;
-  -- application_name holds printable ASCII only (PostgreSQL turns any other
-  -- byte into '?'): a pattern with other characters would never match.
-  IF NEW.application ~ '[^ -~]' THEN
-    RAISE EXCEPTION 'application pattern must be printable ASCII' USING ERRCODE = '22023',
-      DETAIL = 'PostgreSQL replaces any other character of application_name with ''?''.';
-  END IF;
-  IF octet_length(NEW.role) > 63 THEN
-    RAISE EXCEPTION 'role is too long' USING ERRCODE = '22023';
-  END IF;
-  IF octet_length(NEW.database) > 63 THEN
-    RAISE EXCEPTION 'database is too long' USING ERRCODE = '22023';
-  END IF;
+  PERFORM warden.validate_budget(NEW.name, NEW.max_connections, NEW.application, NEW.role,
+                                 NEW.database, NEW.reserved);
   IF TG_OP = 'INSERT' AND (SELECT count(*) FROM warden.budgets) >= 128 THEN
     RAISE EXCEPTION 'too many budgets' USING ERRCODE = '54000',
       DETAIL = 'At most 128 budgets can be enforced.';
@@ -72,7 +38,7 @@ END $$;
 CREATE TRIGGER budgets_validate BEFORE INSERT OR UPDATE ON warden.budgets
   FOR EACH ROW EXECUTE FUNCTION warden.budgets_validate();
 -- The loader reloads the table into shared memory at commit (relcache
--- invalidation, replayed on standbys too).
+-- invalidation, replayed on standbys too; 20_loader.sql).
 CREATE TRIGGER budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.budgets
   FOR EACH STATEMENT EXECUTE FUNCTION warden.config_changed();
 
@@ -101,7 +67,7 @@ CREATE FUNCTION warden.drop_budget(name text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
   IF name IS NULL THEN
-    RAISE EXCEPTION 'budget name must not be NULL' USING ERRCODE = '22023';
+    RAISE EXCEPTION 'invalid value for "name": must not be NULL' USING ERRCODE = '22023';
   END IF;
   DELETE FROM warden.budgets b WHERE b.name = drop_budget.name;
   IF NOT FOUND THEN

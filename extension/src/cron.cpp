@@ -1,6 +1,6 @@
 /*
- * cron.cpp — the cron expression parser and matcher, and LIKE matching for
- * idle policies. C++ regime, no PostgreSQL headers (see cron.hpp).
+ * cron.cpp — the cron expression parser and matcher of idle-policy
+ * schedules. C++ regime, no PostgreSQL headers, no locks (see cron.hpp).
  */
 #include "pg_warden/cron.hpp"
 
@@ -129,38 +129,6 @@ bool CronMatches(const CronSchedule &s, int minute, int hour, int mday, int mont
   const bool dow = s.days_of_week >> wday & 1;
   if (s.dom_restricted && s.dow_restricted) return dom || dow;
   return dom && dow;
-}
-
-bool LikeMatch(const char *t, const char *p) {
-  /* Iterative, backtracking only to the last '%': O(len(t) * len(p)), no recursion
-     (it runs on the login path). */
-  const char *star_p = nullptr;
-  const char *star_t = nullptr;
-  while (*t) {
-    if (*p == '%') {
-      while (*p == '%') p++;
-      if (*p == '\0') return true;
-      star_p = p;
-      star_t = t;
-      continue;
-    }
-    if (*p == '\\' && p[1] != '\0') {
-      if (p[1] == *t) {
-        p += 2;
-        t++;
-        continue;
-      }
-    } else if (*p != '\0' && (*p == '_' || *p == *t)) {
-      p++;
-      t++;
-      continue;
-    }
-    if (star_p == nullptr) return false;
-    p = star_p;
-    t = ++star_t;
-  }
-  while (*p == '%') p++;
-  return *p == '\0';
 }
 
 }  // namespace warden

@@ -14,7 +14,7 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 namespace {
@@ -286,7 +286,7 @@ bool WriteHistoryFile(HistorySlot *buffer) {
       slot = buffer;
     }
     /* keys never change once an entry is in use */
-    const UsageKey &key = tracking->entries[slot->entry].key;
+    const UsageKey &key = usage->entries[slot->entry].key;
     ok = fwrite(&key, sizeof(UsageKey), 1, file) == 1 &&
          fwrite(slot, sizeof(HistorySlot), 1, file) == 1;
     COMP_CRC32C(crc, &key, sizeof(UsageKey));
@@ -309,7 +309,7 @@ bool WriteHistoryFile(HistorySlot *buffer) {
 /* The postmaster, as it exits. */
 void SaveHistoryAtExit(int code, Datum) {
   /* Not after a crash (code != 0): shared memory may be inconsistent. */
-  if (code != 0 || history == nullptr || history->nslots == 0 || tracking == nullptr) return;
+  if (code != 0 || history == nullptr || history->nslots == 0 || usage == nullptr) return;
   (void)WriteHistoryFile(nullptr);
 }
 
@@ -418,7 +418,7 @@ void LoadHistory() {
     const int32 e = FindOrAddEntry(keys[i]);
     /* A key folded into <other> (smaller warden.max_tracked) or seen twice: dropped. */
     if (e < 0 || e >= history->capacity || history->slot_of_entry[e] >= 0 ||
-        memcmp(&tracking->entries[e].key, &keys[i], sizeof(UsageKey)) != 0) {
+        memcmp(&usage->entries[e].key, &keys[i], sizeof(UsageKey)) != 0) {
       dropped++;
       continue;
     }
@@ -442,7 +442,7 @@ void LoadHistory() {
 /* ---- reading ------------------------------------------------------------------ */
 
 void RequireHistory() {
-  RequireTracking();
+  RequirePreloaded();
   if (history == nullptr)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("pg_warden usage history is not initialised")));
@@ -459,7 +459,7 @@ bool ReadSlot(int32 i, Copy &&copy) {
 }
 
 void KeyValues(int32 entry, Datum *values, bool *nulls) {
-  const UsageKey &key = tracking->entries[entry].key;
+  const UsageKey &key = usage->entries[entry].key;
   const bool global_other = (entry == 0);
   values[0] =
       NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.database)));
@@ -510,17 +510,17 @@ void HistoryShmemInit() {
 }
 
 void HistoryRecordSample(TimestampTz sampled_at) {
-  if (history == nullptr || history->nslots == 0 || tracking == nullptr) return;
+  if (history == nullptr || history->nslots == 0 || usage == nullptr) return;
   instr_time start;
   INSTR_TIME_SET_CURRENT(start);
   const uint32 used =
-      Min(pg_atomic_read_u32(&tracking->used), static_cast<uint32>(history->capacity));
+      Min(pg_atomic_read_u32(&usage->used), static_cast<uint32>(history->capacity));
   pg_read_barrier();
   const SampleTime t = TimeOf(sampled_at);
 
   LWLockAcquire(history->lock, LW_EXCLUSIVE);
   for (uint32 e = 0; e < used; e++) {
-    UsageEntry &entry = tracking->entries[e];
+    UsageEntry &entry = usage->entries[e];
     const uint32 connections = pg_atomic_read_u32(&entry.connections);
     int32 s = history->slot_of_entry[e];
     if (s < 0) {
@@ -633,7 +633,7 @@ WARDEN_FUNCTION(pool_advice) {
     const int32 p95 = Percentile(bins, samples, 95, in_use_max);
     const int32 p99 = Percentile(bins, samples, 99, in_use_max);
     const int32 held =
-        static_cast<int32>(pg_atomic_read_u32(&tracking->entries[copy->entry].connections));
+        static_cast<int32>(pg_atomic_read_u32(&usage->entries[copy->entry].connections));
     int32 recommended = (p99 * kHeadroomNum + kHeadroomDen - 1) / kHeadroomDen + kHeadroomExtra;
     if (connections_max > 0) recommended = Min(recommended, connections_max);
     recommended = Max(recommended, 1);

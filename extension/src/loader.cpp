@@ -1,27 +1,19 @@
 /*
- * loader.cpp — the "pg_warden loader" worker and the sampler's side of
- * starting it (see loader.hpp for the protocol). Locks: config_lock
- * (exclusive to publish loader_pid / ready, shared to read). Each loader
- * function takes its own lock to publish its data.
+ * loader.cpp — the "pg_warden loader" worker (see loader.hpp for the
+ * protocol) and warden.config_changed(), the statement trigger of the
+ * configuration tables. Locks: config_lock (exclusive to publish loader_pid /
+ * ready, shared to read); sample_lock (shared) to find the sampler to wake.
+ * Each load function takes its own lock to publish its data.
  */
 #include "pg_warden/loader.hpp"
 
-#include "pg_warden/admission.hpp"
-
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
-#include "pg_warden/policies.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 namespace {
 
-/* Every configuration table and how to load it. Add one line per table. */
-const ConfigLoader kConfigLoaders[] = {
-    {"idle_policies", LoadIdlePolicies, ClearIdlePolicies},
-    {"budgets", LoadBudgets, ClearBudgets},
-};
-constexpr int kNumLoaders = sizeof(kConfigLoaders) / sizeof(kConfigLoaders[0]);
 
 struct LoaderShared {
   LWLock *lock;
@@ -32,41 +24,10 @@ struct LoaderShared {
 
 LoaderShared *loader_shared = nullptr;
 
-/* -- the sampler's side ----------------------------------------------------- */
-
-BackgroundWorkerHandle *loader_handle = nullptr;
-TimestampTz next_database_check = 0;
-bool logged_missing_database = false;
-bool logged_no_slot = false;
-
-/*
- * Does warden.database exist? A heap scan of pg_database, like the
- * autovacuum launcher's: with no database selected, the relcache may not
- * have the shared catalogs' indexes yet, so no syscache/index lookup here.
- */
-bool DatabaseExists(const char *name) {
-  bool found = false;
-  Relation rel = table_open(DatabaseRelationId, AccessShareLock);
-  TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
-  HeapTuple tup;
-  while (!found && HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
-    found = strcmp(NameStr(reinterpret_cast<Form_pg_database>(GETSTRUCT(tup))->datname), name) == 0;
-  table_endscan(scan);
-  table_close(rel, AccessShareLock);
-  return found;
-}
-
-bool LoaderRunning() {
-  LWLockAcquire(loader_shared->lock, LW_SHARED);
-  const int32 pid = loader_shared->loader_pid;
-  LWLockRelease(loader_shared->lock);
-  return pid != 0 && kill(pid, 0) == 0;
-}
-
 /* -- the loader's side ------------------------------------------------------ */
 
 volatile bool config_stale = true;
-Oid watched[kNumLoaders];
+Oid watched[kMaxConfigLoaders];
 bool logged_missing_extension = false;
 
 void OnRelcacheInvalidation(Datum, Oid relid) {
@@ -74,7 +35,7 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
     config_stale = true;
     return;
   }
-  for (int i = 0; i < kNumLoaders; i++)
+  for (int i = 0; i < kNumConfigLoaders; i++)
     if (watched[i] == relid) config_stale = true;
 }
 
@@ -99,7 +60,7 @@ void LoadAll() {
                          guc_database),
                   errhint("Run CREATE EXTENSION pg_warden in database \"%s\".", guc_database)));
     logged_missing_extension = true;
-    for (int i = 0; i < kNumLoaders; i++) {
+    for (int i = 0; i < kNumConfigLoaders; i++) {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
@@ -113,11 +74,11 @@ void LoadAll() {
        with: a commit after the snapshot then always leaves an invalidation that
        matches (with the snapshot first, one processed while the OIDs were still
        unknown, e.g. at a new loader's first load, was lost until the next change). */
-    for (int i = 0; i < kNumLoaders; i++)
+    for (int i = 0; i < kNumConfigLoaders; i++)
       watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
     PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
-    for (int i = 0; i < kNumLoaders; i++) {
+    for (int i = 0; i < kNumConfigLoaders; i++) {
       if (OidIsValid(watched[i]))
         kConfigLoaders[i].load();
       else
@@ -132,9 +93,9 @@ void LoadAll() {
   pg_atomic_fetch_add_u64(&loader_shared->generation, 1);
 
   /* Wake the sampler: it applies the new configuration now, not at its next tick. */
-  LWLockAcquire(tracking->sample_lock, LW_SHARED);
-  const int32 sampler_pid = tracking->worker_pid;
-  LWLockRelease(tracking->sample_lock);
+  LWLockAcquire(usage->sample_lock, LW_SHARED);
+  const int32 sampler_pid = usage->sampler_pid;
+  LWLockRelease(usage->sample_lock);
   PGPROC *sampler = sampler_pid != 0 ? BackendPidGetProc(sampler_pid) : nullptr;
   if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
@@ -151,7 +112,7 @@ void LoaderMain() {
   LWLockRelease(loader_shared->lock);
   on_shmem_exit(ClearLoaderPid, 0);
 
-  for (int i = 0; i < kNumLoaders; i++) watched[i] = InvalidOid;
+  for (int i = 0; i < kNumConfigLoaders; i++) watched[i] = InvalidOid;
   CacheRegisterRelcacheCallback(OnRelcacheInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHOID, OnRoleInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, OnRoleInvalidation, 0);
@@ -201,65 +162,30 @@ bool ConfigReady() {
   return ready;
 }
 
+int32 LoaderPid() {
+  LWLockAcquire(loader_shared->lock, LW_SHARED);
+  const int32 pid = loader_shared->loader_pid;
+  LWLockRelease(loader_shared->lock);
+  return pid;
+}
+
 uint64 ConfigGeneration() {
   return loader_shared == nullptr ? 0 : pg_atomic_read_u64(&loader_shared->generation);
 }
 
-void ManageLoader(TimestampTz now) {
-  if (loader_handle != nullptr) {
-    pid_t pid;
-    const BgwHandleStatus st = GetBackgroundWorkerPid(loader_handle, &pid);
-    if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED) return;
-    pfree(loader_handle);
-    loader_handle = nullptr;
-    /* it exited: give it a moment before starting it again */
-    next_database_check = now + 2 * USECS_PER_SEC;
-  }
-  if (now < next_database_check) return;
-  next_database_check = now + 5 * USECS_PER_SEC;
-  if (LoaderRunning()) return; /* started by an earlier life of this worker */
-
-  MemoryContext caller_context = CurrentMemoryContext;
-  SetCurrentStatementStartTimestamp();
-  StartTransactionCommand();
-  const bool exists = DatabaseExists(guc_database);
-  CommitTransactionCommand();
-  MemoryContextSwitchTo(caller_context);
-  if (!exists) {
-    if (!logged_missing_database)
-      ereport(LOG, (errmsg("pg_warden: database \"%s\" (warden.database) does not exist; "
-                           "idle policies and budgets are not loaded, usage is still tracked",
-                           guc_database)));
-    logged_missing_database = true;
-    return;
-  }
-  logged_missing_database = false;
-
-  BackgroundWorker worker;
-  memset(&worker, 0, sizeof(worker));
-  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  worker.bgw_start_time = BgWorkerStart_ConsistentState;
-  worker.bgw_restart_time = BGW_NEVER_RESTART; /* this function restarts it */
-  strlcpy(worker.bgw_library_name, "pg_warden", BGW_MAXLEN);
-  strlcpy(worker.bgw_function_name, "warden_loader_main", BGW_MAXLEN);
-  strlcpy(worker.bgw_name, "pg_warden loader", BGW_MAXLEN);
-  strlcpy(worker.bgw_type, "pg_warden loader", BGW_MAXLEN);
-  worker.bgw_notify_pid = MyProcPid;
-  MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-  const bool ok = RegisterDynamicBackgroundWorker(&worker, &loader_handle);
-  MemoryContextSwitchTo(old);
-  if (!ok) {
-    loader_handle = nullptr;
-    if (!logged_no_slot)
-      ereport(LOG, (errmsg("pg_warden: could not start the loader worker"),
-                    errhint("Raise max_worker_processes.")));
-    logged_no_slot = true;
-    return;
-  }
-  logged_no_slot = false;
-}
-
 }  // namespace warden
+
+using namespace warden;
+
+/* Statement trigger on configuration tables: tell the loader at commit. */
+WARDEN_FUNCTION(config_changed) {
+  if (!CALLED_AS_TRIGGER(fcinfo))
+    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                    errmsg("warden.config_changed() must be called as a trigger")));
+  TriggerData *trigdata = reinterpret_cast<TriggerData *>(fcinfo->context);
+  CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+  return PointerGetDatum(nullptr);
+}
 
 extern "C" void warden_loader_main(Datum) {
   warden::Guard("warden_loader_main", [] { warden::LoaderMain(); });

@@ -1,18 +1,22 @@
 /*
- * pg_warden.cpp — _PG_init and the hooks pg_warden installs. Each hook
- * chains the previous one and enters pg_warden code through Guard().
- * Subsystems: settings (guc.cpp), usage tracking (tracking.cpp), the worker
- * (worker.cpp), views (views.cpp), usage history (history.cpp).
+ * pg_warden.cpp — _PG_init, the hooks pg_warden installs, and the two
+ * tables that tie the subsystems together: kSubsystems (shared memory and
+ * the LWLocks each takes, listed in shmem.hpp) and kConfigLoaders (the
+ * configuration tables the loader copies). Each hook chains the previous
+ * one and enters pg_warden code through Guard(). Takes no lock itself
+ * (AddinShmemInitLock at shared memory creation).
  */
+#include "pg_warden/cron.hpp"
+
 #include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/history.hpp"
 #include "pg_warden/loader.hpp"
 #include "pg_warden/policies.hpp"
+#include "pg_warden/sampler.hpp"
 #include "pg_warden/terminations.hpp"
-#include "pg_warden/tracking.hpp"
-#include "pg_warden/worker.hpp"
+#include "pg_warden/usage.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -27,22 +31,22 @@ shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 ClientAuthentication_hook_type prev_client_auth_hook = nullptr;
 
 /*
- * Every subsystem with shared state: its size, its initialisation and how
- * many LWLocks it takes from the "pg_warden" tranche (handed out in this
- * order). Add a line per subsystem.
+ * Every subsystem with shared state: its size, its initialisation, and the
+ * LWLocks of the "pg_warden" tranche it takes (enum WardenLWLock in
+ * shmem.hpp, in the same order). Add a line here and its locks there.
  */
 struct SharedSubsystem {
   Size (*size)();
   void (*init)();
 };
 const SharedSubsystem kSubsystems[] = {
-    {TrackingShmemSize, TrackingShmemInit},
-    {AdmissionShmemSize, AdmissionShmemInit},
-    {LoaderShmemSize, LoaderShmemInit},
-    {IdlePoliciesShmemSize, IdlePoliciesShmemInit},
-    {TerminationsShmemSize, TerminationsShmemInit},
-    /* after tracking: loading the history file maps keys to usage entries */
-    {HistoryShmemSize, HistoryShmemInit},
+    {UsageShmemSize, UsageShmemInit},               /* keys_lock, sample_lock */
+    {AdmissionShmemSize, AdmissionShmemInit},       /* admission_lock */
+    {LoaderShmemSize, LoaderShmemInit},             /* config_lock */
+    {IdlePoliciesShmemSize, IdlePoliciesShmemInit}, /* idle_policies_lock */
+    {TerminationsShmemSize, TerminationsShmemInit}, /* terminations_lock */
+    /* after usage: loading the history file maps keys to usage entries */
+    {HistoryShmemSize, HistoryShmemInit}, /* history_lock */
 };
 
 void ShmemRequest() {
@@ -78,6 +82,16 @@ void ClientAuthentication(Port *port, int status) {
 }
 
 }  // namespace
+
+/* Every configuration table and how to load it (see loader.hpp). Add one line per table. */
+const ConfigLoader kConfigLoaders[] = {
+    {"idle_policies", LoadIdlePolicies, ClearIdlePolicies},
+    {"budgets", LoadBudgets, ClearBudgets},
+};
+const int kNumConfigLoaders = sizeof(kConfigLoaders) / sizeof(kConfigLoaders[0]);
+static_assert(sizeof(kConfigLoaders) / sizeof(kConfigLoaders[0]) <= kMaxConfigLoaders,
+              "raise kMaxConfigLoaders");
+
 }  // namespace warden
 
 void _PG_init(void) {
@@ -91,6 +105,6 @@ void _PG_init(void) {
     shmem_startup_hook = warden::ShmemStartup;
     warden::prev_client_auth_hook = ClientAuthentication_hook;
     ClientAuthentication_hook = warden::ClientAuthentication;
-    warden::RegisterWorker();
+    warden::RegisterSampler();
   });
 }

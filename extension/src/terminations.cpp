@@ -1,12 +1,15 @@
 /*
- * terminations.cpp — the terminations ring (see terminations.hpp), the
- * warden.terminations() SRF and warden.record_action(). Locks:
- * terminations_lock only, never held while building tuples or ereporting.
+ * terminations.cpp — the terminations ring (see terminations.hpp), the one
+ * way to terminate and record a session (TerminateAndRecord: idle policies
+ * in the sampler, terminate_idle in a backend), the warden.terminations()
+ * SRF and warden.record_action(). Locks: terminations_lock, never held while
+ * building tuples or ereporting; ProcArrayLock through BackendPidGetProc.
  */
 #include "pg_warden/terminations.hpp"
 
 #include "pg_warden/boundary.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
+#include "pg_warden/validate.hpp"
 
 namespace warden {
 namespace {
@@ -94,7 +97,47 @@ void LoadRing() {
   unlink(kSaveFile);
 }
 
+/* SIGTERM, as pg_terminate_backend sends it, to the same session only. */
+bool SignalTerminate(int32 pid, Oid roleid) {
+  PGPROC *proc = BackendPidGetProc(pid);
+  if (proc == nullptr || proc->roleId != roleid) return false;
+#ifdef HAVE_SETSID
+  if (kill(-pid, SIGTERM) == 0) return true;
+#endif
+  return kill(pid, SIGTERM) == 0;
+}
+
+void LogDecision(const TerminationRecord &r) {
+  const char *by = r.policy[0] ? r.policy : "terminate_idle";
+  if (r.dry_run)
+    ereport(LOG, (errmsg("pg_warden: dry run: would terminate session %d of application \"%s\", "
+                         "role \"%s\", database \"%s\": %s for %.3f s (%s \"%s\")",
+                         r.pid, r.application, r.role, r.database, r.state, r.idle_seconds,
+                         r.policy[0] ? "policy" : "by", by)));
+  else
+    ereport(LOG, (errmsg("pg_warden: terminated session %d of application \"%s\", role \"%s\", "
+                         "database \"%s\": %s for %.3f s (%s \"%s\")",
+                         r.pid, r.application, r.role, r.database, r.state, r.idle_seconds,
+                         r.policy[0] ? "policy" : "by", by)));
+}
+
+void CountTerminated(int32 entry) {
+  if (entry >= 0 && static_cast<uint32>(entry) < pg_atomic_read_u32(&usage->used))
+    pg_atomic_fetch_add_u64(&usage->entries[entry].terminated, 1);
+}
+
 }  // namespace
+
+bool TerminateAndRecord(TerminationRecord *rec, Oid roleid, TimestampTz state_start,
+                        int32 entry) {
+  rec->at = GetCurrentTimestamp(); /* before the signal: idle_seconds proves it was not early */
+  if (!rec->dry_run && !SignalTerminate(rec->pid, roleid)) return false;
+  rec->idle_seconds = static_cast<double>(rec->at - state_start) / USECS_PER_SEC;
+  RecordTermination(*rec);
+  if (!rec->dry_run) CountTerminated(entry);
+  LogDecision(*rec);
+  return true;
+}
 
 Size TerminationsShmemSize() { return MAXALIGN(sizeof(TerminationsShared)); }
 
@@ -115,20 +158,6 @@ void RecordTermination(const TerminationRecord &rec) {
   ring_shared->ring[ring_shared->appended % kTerminationsRing] = rec;
   ring_shared->appended++;
   LWLockRelease(ring_shared->lock);
-}
-
-void FormatClientAddr(const SockAddr &addr, char *out, size_t size) {
-  out[0] = '\0';
-  if (addr.salen == 0) return;
-  const int family = addr.addr.ss_family;
-  if (family != AF_INET && family != AF_INET6) return;
-  char host[NI_MAXHOST];
-  host[0] = '\0';
-  if (pg_getnameinfo_all(&addr.addr, addr.salen, host, sizeof(host), nullptr, 0,
-                         NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-    return;
-  clean_ipv6_addr(family, host);
-  strlcpy(out, host, size);
 }
 
 void PutTerminationRow(ReturnSetInfo *rsinfo, const TerminationRecord &r) {
@@ -159,7 +188,7 @@ void PutTerminationRow(ReturnSetInfo *rsinfo, const TerminationRecord &r) {
 using namespace warden;
 
 WARDEN_FUNCTION(terminations) {
-  RequireTracking();
+  RequirePreloaded();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
   TerminationRecord *rows =
@@ -180,48 +209,26 @@ WARDEN_FUNCTION(terminations) {
  * recorded with source 'daemon'; `action` goes to the policy column.
  */
 WARDEN_FUNCTION(record_action) {
-  RequireTracking();
+  RequirePreloaded();
   TerminationRecord rec;
   memset(&rec, 0, sizeof(rec));
-  if (PG_ARGISNULL(0))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("invalid value for \"pid\": must not be NULL")));
-  if (PG_ARGISNULL(6))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("invalid value for \"action\": must not be NULL")));
+  RequireArgument(fcinfo, 0, "pid");
+  RequireArgument(fcinfo, 6, "action");
   if (PG_GETARG_INT32(0) < 0)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("invalid value for \"pid\": must not be negative"),
-                    errhint("Use 0 for an action that concerns no session.")));
+    InvalidArgument("pid", "must not be negative", nullptr,
+                    "Use 0 for an action that concerns no session.");
   if (!PG_ARGISNULL(5) && !(PG_GETARG_FLOAT8(5) >= 0.0 && PG_GETARG_FLOAT8(5) < 1e12))
-    ereport(ERROR,
-            (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-             errmsg("invalid value for \"idle_seconds\": must be a finite, non-negative number")));
-  if (PG_ARGISNULL(7))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("invalid value for \"dry_run\": must not be NULL")));
+    InvalidArgument("idle_seconds", "must be a finite, non-negative number");
+  RequireArgument(fcinfo, 7, "dry_run");
   /* Text that would not fit is refused rather than cut short. */
-  struct {
-    int arg;
-    const char *name;
-    size_t size;
-  } const texts[] = {{3, "application", sizeof(rec.application)},
-                     {4, "state", sizeof(rec.state)},
-                     {6, "action", sizeof(rec.policy)}};
-  for (const auto &t : texts)
-    if (!PG_ARGISNULL(t.arg) &&
-        VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(t.arg)) >= static_cast<Size>(t.size))
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("invalid value for \"%s\": longer than %d bytes", t.name,
-                             static_cast<int>(t.size) - 1)));
+  TextArgument(fcinfo, 3, "application", rec.application, sizeof(rec.application));
+  TextArgument(fcinfo, 4, "state", rec.state, sizeof(rec.state));
+  TextArgument(fcinfo, 6, "action", rec.policy, sizeof(rec.policy));
   rec.at = GetCurrentTimestamp();
   rec.pid = PG_GETARG_INT32(0);
   if (!PG_ARGISNULL(1)) strlcpy(rec.database, NameStr(*PG_GETARG_NAME(1)), NAMEDATALEN);
   if (!PG_ARGISNULL(2)) strlcpy(rec.role, NameStr(*PG_GETARG_NAME(2)), NAMEDATALEN);
-  if (!PG_ARGISNULL(3)) text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), rec.application, NAMEDATALEN);
-  if (!PG_ARGISNULL(4)) text_to_cstring_buffer(PG_GETARG_TEXT_PP(4), rec.state, sizeof(rec.state));
   rec.idle_seconds = PG_ARGISNULL(5) ? 0.0 : PG_GETARG_FLOAT8(5);
-  text_to_cstring_buffer(PG_GETARG_TEXT_PP(6), rec.policy, NAMEDATALEN);
   rec.dry_run = PG_GETARG_BOOL(7);
   if (!PG_ARGISNULL(8)) {
     char *addr = DatumGetCString(DirectFunctionCall1(inet_out, PG_GETARG_DATUM(8)));

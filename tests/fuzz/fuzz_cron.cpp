@@ -1,9 +1,10 @@
-// libFuzzer target for the idle-policy schedule parser and the LIKE matcher
-// (extension/src/cron.cpp). Input: "<cron expression>\n<text>\n<pattern>".
+// libFuzzer target for the idle-policy schedule parser (extension/src/cron.cpp)
+// and the key matcher of every rule (extension/src/match.cpp). Input: "<cron expression>\n<text>\n<pattern>".
 //  - ParseCron either throws warden::Error with SQLSTATE 22023 or returns a
 //    schedule whose bits all lie in their field's range; CronMatches is then
 //    called on every hour/minute of one day and on the days of a year.
-//  - LikeMatch is compared with a plain recursive reference matcher.
+//  - LikeMatch is compared with a reference matcher; KeyMatches with a filter
+//    of the pattern alone agrees with LikeMatch.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "pg_warden/cron.hpp"
+#include "pg_warden/match.hpp"
 
 namespace {
 
@@ -84,9 +86,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* C strings: the matcher sees what a NUL-terminated name would hold. */
   const std::string t = text.substr(0, text.find('\0'));
   const std::string p = pattern.substr(0, pattern.find('\0'));
-  if (t.size() <= 64 && p.size() <= 64)
-    Check(warden::LikeMatch(t.c_str(), p.c_str()) == RefLike(t, p));
-  else
-    (void)warden::LikeMatch(t.c_str(), p.c_str());
+  const bool like = warden::LikeMatch(t.c_str(), p.c_str());
+  if (t.size() <= 64 && p.size() <= 64) Check(like == RefLike(t, p));
+  const warden::KeyFilter app_only{nullptr, nullptr, p.c_str()};
+  Check(warden::KeyMatches(app_only, "db", "role", t.c_str()) == like);
+  const warden::KeyFilter exact{t.c_str(), t.c_str(), nullptr};
+  Check(warden::KeyMatches(exact, t.c_str(), t.c_str(), p.c_str()));
+  Check(warden::IsPrintableAscii(t.c_str()) ==
+        (t.find_first_not_of(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`"
+                             "abcdefghijklmnopqrstuvwxyz{|}~") == std::string::npos));
   return 0;
 }

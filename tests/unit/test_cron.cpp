@@ -1,10 +1,9 @@
-// Unit tests of the idle-policy cron parser and LIKE matcher (no server needed).
+// Unit tests of the idle-policy cron parser (no server needed).
 #include <gtest/gtest.h>
 
 #include "pg_warden/cron.hpp"
 
 using warden::CronMatches;
-using warden::LikeMatch;
 using warden::ParseCron;
 
 namespace {
@@ -83,56 +82,4 @@ TEST(Cron, BadInputNamesTheField) {
   EXPECT_EQ(ErrorOf("* * * jan *"), "field 4 (month) has an invalid value \"jan\"");
   EXPECT_EQ(ErrorOf("* -1 * * *"), "field 2 (hour) has an empty value");
   EXPECT_EQ(ErrorOf("99999 * * * *"), "field 1 (minute) value \"99999\" is out of range");
-}
-
-TEST(Like, Patterns) {
-  EXPECT_TRUE(LikeMatch("reports-1", "reports%"));
-  EXPECT_TRUE(LikeMatch("reports", "reports%"));
-  EXPECT_FALSE(LikeMatch("report", "reports%"));
-  EXPECT_TRUE(LikeMatch("abc", "a_c"));
-  EXPECT_FALSE(LikeMatch("abbc", "a_c"));
-  EXPECT_TRUE(LikeMatch("x-api-y", "%api%"));
-  EXPECT_TRUE(LikeMatch("", "%"));
-  EXPECT_FALSE(LikeMatch("", "_"));
-  EXPECT_TRUE(LikeMatch("50%", "50\\%"));
-  EXPECT_FALSE(LikeMatch("500", "50\\%"));
-  EXPECT_FALSE(LikeMatch("API", "api"));
-  EXPECT_TRUE(LikeMatch("a_b", "a\\_b"));
-  EXPECT_FALSE(LikeMatch("axb", "a\\_b"));
-}
-
-TEST(LikeMatch, BacktracksWithoutBlowingUp) {
-  // many wildcards against a long non-matching text: linear backtracking
-  const std::string text(63, 'a');
-  EXPECT_FALSE(LikeMatch(text.c_str(), "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%b"));
-  EXPECT_TRUE(LikeMatch(text.c_str(), "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%"));
-  EXPECT_TRUE(LikeMatch("worker-12", "worker-%"));
-  EXPECT_TRUE(LikeMatch("abcbcd", "%bcd"));
-  EXPECT_TRUE(LikeMatch("ab%cd", "ab\\%%"));
-  EXPECT_FALSE(LikeMatch("abxcd", "ab\\%%"));
-}
-
-// The semantics the fuzz target (tests/fuzz/fuzz_cron.cpp) checks against its
-// reference matcher, at the edges: backslashes at the end and escaped.
-TEST(LikeMatch, EscapesAtTheEdges) {
-  EXPECT_TRUE(LikeMatch("back\\", "back\\"));  // a trailing backslash is a literal one
-  EXPECT_FALSE(LikeMatch("back", "back\\"));
-  EXPECT_TRUE(LikeMatch("a\\b", "a\\\\b"));  // an escaped backslash
-  EXPECT_FALSE(LikeMatch("ab", "a\\\\b"));
-  EXPECT_TRUE(LikeMatch("x%y%z", "%\\%%\\%z"));
-  EXPECT_FALSE(LikeMatch("x%yz", "%\\%%\\%z"));
-  EXPECT_TRUE(LikeMatch("a", "%%%a%%%"));
-  EXPECT_FALSE(LikeMatch("", "\\%"));
-}
-
-// The fuzzer's timeout input (tests/fuzz/corpus/cron/timeout-refmatcher): many
-// '%' and '_' against a long text. It was the fuzz target's first reference
-// matcher that took exponential time; LikeMatch itself (on the login path)
-// must answer at once.
-TEST(LikeMatch, ManyWildcardsAnswerAtOnce) {
-  const std::string text = "* \xff" + std::string(54, '%') + "\x1f* \xff\x01";
-  EXPECT_FALSE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x1e"));
-  EXPECT_TRUE(LikeMatch(text.c_str(), "%_%__%%_%_%_%_%\x01"));
-  const std::string as(200, 'a');
-  EXPECT_FALSE(LikeMatch(as.c_str(), "%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%b"));
 }

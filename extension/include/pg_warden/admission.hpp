@@ -26,6 +26,42 @@ constexpr int kMaxReason = 256;
 Size AdmissionShmemSize();
 void AdmissionShmemInit();
 
+enum class RuleKind : uint8 { kBudget = 0, kOverride = 1 };
+
+struct AdmissionRule {
+  bool in_use;
+  RuleKind kind;
+  bool has_application, has_role, has_database;
+  char name[NAMEDATALEN];
+  char application[NAMEDATALEN];
+  char role[NAMEDATALEN];
+  char database[NAMEDATALEN];
+  int32 max_connections; /* -1: no limit */
+  int32 reserved;
+  char reason[kMaxReason];
+  TimestampTz since;
+  TimestampTz expires; /* 0: never */
+};
+
+/* The rules' table in shared memory. */
+struct AdmissionShared {
+  LWLock *lock;
+  uint32 generation; /* bumped whenever rules change */
+  int32 active_rules;
+  bool budgets_loaded;
+  AdmissionRule rules[kMaxRules]; /* budgets first, then overrides */
+};
+
+extern AdmissionShared *admission;
+
+bool RuleActive(const AdmissionRule &r, TimestampTz now);
+bool RuleMatches(const AdmissionRule &r, const char *database, const char *role,
+                 const char *application);
+/* After a change of rules (caller holds admission_lock exclusively). */
+void RecountActive();
+/* Copies an optional name (nullptr = any) into a rule's field. */
+void CopyName(char *dst, const char *src, bool *has);
+
 /* Login path: admit (count in) or refuse with FATAL. PostgreSQL regime. */
 void AdmitLogin(const char *database, const char *role, const char *application);
 

@@ -1,7 +1,6 @@
 /*
  * cron.hpp — 5-field cron expressions (minute hour day-of-month month
- * day-of-week) for idle-policy schedules, and the LIKE matcher policies use
- * for application names. Pure C++ (no PostgreSQL headers): unit-tested
+ * day-of-week) for idle-policy schedules. Pure C++ (no PostgreSQL headers): unit-tested
  * without a server (tests/unit/test_cron.cpp).
  *
  * Syntax per field: `*`, a number, a range `a-b`, a step `*\/n`, `a-b/n` or
@@ -38,11 +37,5 @@ CronSchedule ParseCron(const std::string &expr);
 
 /* Does the schedule match this local time? (month 1-12, wday 0-6 Sunday = 0) */
 bool CronMatches(const CronSchedule &s, int minute, int hour, int mday, int month, int wday);
-
-/*
- * SQL LIKE on bytes: `%` any sequence, `_` one byte, backslash escapes the
- * next character. Case-sensitive, like PostgreSQL's LIKE in the C locale.
- */
-bool LikeMatch(const char *text, const char *pattern);
 
 }  // namespace warden

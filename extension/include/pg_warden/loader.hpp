@@ -2,7 +2,7 @@
  * loader.hpp — the config loader: a second background worker, "pg_warden
  * loader", connected to the database named by warden.database, that copies
  * pg_warden's configuration tables (warden.idle_policies, ...) into shared
- * memory, where the sampler worker and the login path read them.
+ * memory, where the sampler and the login path read them.
  *
  * Lifecycle: the sampler worker (connected to no database) checks in a short
  * transaction that warden.database exists in pg_database and starts the
@@ -29,7 +29,7 @@
  *      the table exists: read it with SPI, copy into your own shared memory
  *      under your own LWLock) and a Clear function (the table or the
  *      extension is absent: empty your shared state);
- *   3. one line in kConfigLoaders in loader.cpp:  {"budgets", LoadBudgets, ClearBudgets}.
+ *   3. one line in kConfigLoaders in pg_warden.cpp:  {"budgets", LoadBudgets, ClearBudgets}.
  * After each reload, ConfigGeneration() grows by one and ConfigReady() is true.
  */
 #pragma once
@@ -44,11 +44,19 @@ struct ConfigLoader {
   void (*clear)();   /* table or extension absent */
 };
 
+/* Every configuration table and how to load it: defined in pg_warden.cpp, next to the
+   subsystem table (one line per table), so the loader depends on no subsystem. */
+constexpr int kMaxConfigLoaders = 8;
+extern const ConfigLoader kConfigLoaders[];
+extern const int kNumConfigLoaders;
+
 Size LoaderShmemSize();
 void LoaderShmemInit();
 
 /* True once the loader completed its first load (with or without tables). */
 bool ConfigReady();
+/* The running loader's pid, 0 if none. */
+int32 LoaderPid();
 /* Grows by one after every reload. */
 uint64 ConfigGeneration();
 

@@ -1,42 +1,53 @@
 /*
  * policies.hpp — idle-termination policies: the rows of warden.idle_policies
- * as the loader copies them into shared memory, their enforcement by the
- * sampler worker, and warden.terminate_idle().
+ * as the loader copies them into shared memory (enforced by the sampler, see
+ * enforcer.hpp), and warden.terminate_idle().
  *
  * Shared memory: at most kMaxIdlePolicies enabled policies (the loader
  * ignores the rest with a WARNING; add_idle_policy refuses a 65th row), under
  * idle_policies_lock: exclusive while the loader publishes, shared while the
- * worker copies them (only when the loader's generation changed).
+ * sampler copies them (only when the loader's generation changed).
  */
 #pragma once
 
+#include "pg_warden/cron.hpp" /* C++ only: include policies.hpp before pg.hpp */
+
 #include "pg_warden/pg.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 
 constexpr int kMaxIdlePolicies = 64;
 constexpr int kMaxPatternBytes = 255;
 
+/* An enabled policy as loaded (plain data, lives in shared memory). */
+struct IdlePolicy {
+  char name[NAMEDATALEN];
+  int64 idle_timeout_us;
+  bool any_application, any_role, any_database;
+  char application[kMaxPatternBytes + 1];
+  char role[NAMEDATALEN];
+  char database[NAMEDATALEN];
+  uint8 states; /* StateBit()s */
+  int32 keep_min;
+  bool scheduled;
+  CronSchedule schedule;
+  bool dry_run;
+  bool owner_superuser;
+};
+
+constexpr uint8 StateBit(SessionState s) {
+  return static_cast<uint8>(1u << static_cast<int>(s));
+}
+
 Size IdlePoliciesShmemSize();
 void IdlePoliciesShmemInit();
 
-/* Loader callbacks (see loader.hpp). */
-/* Printable ASCII only? (what application_name can hold; patterns with other bytes never match) */
-bool ApplicationPatternIsAscii(const char *pattern);
+/* Copies the loaded policies into out[kMaxIdlePolicies]; returns how many. */
+int CopyIdlePolicies(IdlePolicy *out);
 
+/* Loader callbacks (see loader.hpp). */
 void LoadIdlePolicies();
 void ClearIdlePolicies();
-
-/*
- * The sampler worker, after each sample: terminates (or records, in dry run)
- * the offenders of every enabled policy whose schedule matches now. Returns
- * when it must run again to be on time (the earliest moment a waiting
- * candidate reaches its idle_timeout, or the next minute when a policy has a
- * schedule), 0 for "nothing pending". roleids[i] is the role of sampled[i],
- * slots[i] its BackendSlot index (0 .. MaxBackends - 1).
- */
-TimestampTz EnforceIdlePolicies(const SampledBackend *sampled, const Oid *roleids,
-                                const int32 *slots, int32 n, TimestampTz now);
 
 }  // namespace warden

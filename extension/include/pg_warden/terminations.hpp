@@ -1,6 +1,6 @@
 /*
  * terminations.hpp — the ring of termination decisions behind the view
- * warden.terminations: every session the worker's idle policies,
+ * warden.terminations: every session the sampler's idle policies,
  * warden.terminate_idle() or the daemon (warden.record_action) terminated,
  * and every dry-run decision.
  *
@@ -41,8 +41,15 @@ void TerminationsShmemInit();
 /* Appends one record (takes terminations_lock; PostgreSQL regime). */
 void RecordTermination(const TerminationRecord &rec);
 
-/* Text form of a client address as pg_stat_activity shows it; "" if none. */
-void FormatClientAddr(const SockAddr &addr, char *out, size_t size);
+/*
+ * The one way a session is terminated and recorded (idle policies and
+ * terminate_idle): sets rec->at, sends SIGTERM to rec->pid if it is still a
+ * session of roleid (unless rec->dry_run), then sets rec->idle_seconds from
+ * state_start, appends the record, counts it on usage entry `entry` (-1:
+ * none) and logs it. False, with nothing recorded, if the session was gone.
+ * PostgreSQL regime.
+ */
+bool TerminateAndRecord(TerminationRecord *rec, Oid roleid, TimestampTz state_start, int32 entry);
 
 /* Appends rec as a row of the terminations row type to a materialized SRF. */
 void PutTerminationRow(ReturnSetInfo *rsinfo, const TerminationRecord &rec);

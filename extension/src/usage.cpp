@@ -4,13 +4,13 @@
  * BackendSlot.mutex around a slot's entry; counters are atomics. See
  * tracking.hpp for the full protocol.
  */
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 #include "pg_warden/guc.hpp"
 
 namespace warden {
 
-TrackingShared *tracking = nullptr;
+UsageShared *usage = nullptr;
 
 namespace {
 
@@ -35,28 +35,28 @@ void MakeKey(UsageKey *key, const char *database, const char *role, const char *
 
 /* Caller holds keys_lock (either mode). */
 int32 Lookup(const UsageKey &key, uint32 hash) {
-  const uint32 mask = static_cast<uint32>(tracking->index_size - 1);
+  const uint32 mask = static_cast<uint32>(usage->index_size - 1);
   for (uint32 i = hash & mask;; i = (i + 1) & mask) {
-    int32 e = tracking->index[i];
+    int32 e = usage->index[i];
     if (e < 0) return -1;
-    const UsageEntry &entry = tracking->entries[e];
+    const UsageEntry &entry = usage->entries[e];
     if (entry.hash == hash && memcmp(&entry.key, &key, sizeof(UsageKey)) == 0) return e;
   }
 }
 
 /* Caller holds keys_lock exclusively and has checked there is room. */
 int32 Insert(const UsageKey &key, uint32 hash) {
-  const int32 e = static_cast<int32>(pg_atomic_read_u32(&tracking->used));
-  UsageEntry *entry = &tracking->entries[e];
+  const int32 e = static_cast<int32>(pg_atomic_read_u32(&usage->used));
+  UsageEntry *entry = &usage->entries[e];
   entry->key = key;
   entry->hash = hash;
   /* counters were zeroed at init and entries are never reused */
-  const uint32 mask = static_cast<uint32>(tracking->index_size - 1);
+  const uint32 mask = static_cast<uint32>(usage->index_size - 1);
   uint32 i = hash & mask;
-  while (tracking->index[i] >= 0) i = (i + 1) & mask;
-  tracking->index[i] = e;
+  while (usage->index[i] >= 0) i = (i + 1) & mask;
+  usage->index[i] = e;
   pg_write_barrier();
-  pg_atomic_write_u32(&tracking->used, static_cast<uint32>(e + 1));
+  pg_atomic_write_u32(&usage->used, static_cast<uint32>(e + 1));
   return e;
 }
 
@@ -71,13 +71,13 @@ void UpdatePeak(UsageEntry *entry, uint32 now_connections) {
 }
 
 void CountOut(int, Datum) {
-  if (tracking == nullptr || MyBackendId < 1 || MyBackendId > tracking->max_backends) return;
-  BackendSlot *slot = &tracking->slots[MyBackendId - 1];
+  if (usage == nullptr || MyBackendId < 1 || MyBackendId > usage->max_backends) return;
+  BackendSlot *slot = &usage->slots[MyBackendId - 1];
   SpinLockAcquire(&slot->mutex);
   const int32 e = slot->entry;
   slot->entry = -1;
   slot->pid = 0;
-  if (e >= 0) pg_atomic_fetch_sub_u32(&tracking->entries[e].connections, 1);
+  if (e >= 0) pg_atomic_fetch_sub_u32(&usage->entries[e].connections, 1);
   SpinLockRelease(&slot->mutex);
 }
 
@@ -124,9 +124,9 @@ SessionState SessionStateOf(BackendState st) {
   }
 }
 
-Size TrackingShmemSize() {
+Size UsageShmemSize() {
   const int32 capacity = UsageCapacity();
-  Size size = MAXALIGN(sizeof(TrackingShared));
+  Size size = MAXALIGN(sizeof(UsageShared));
   size = add_size(size, MAXALIGN(mul_size(capacity, sizeof(UsageEntry))));
   size = add_size(size, MAXALIGN(mul_size(IndexSize(capacity), sizeof(int32))));
   size = add_size(size, MAXALIGN(mul_size(MaxBackends, sizeof(BackendSlot))));
@@ -134,39 +134,39 @@ Size TrackingShmemSize() {
   return size;
 }
 
-void TrackingShmemInit() {
+void UsageShmemInit() {
   bool found = false;
-  tracking = static_cast<TrackingShared *>(
-      ShmemInitStruct("pg_warden tracking", TrackingShmemSize(), &found));
-  char *p = reinterpret_cast<char *>(tracking) + MAXALIGN(sizeof(TrackingShared));
+  usage = static_cast<UsageShared *>(
+      ShmemInitStruct("pg_warden tracking", UsageShmemSize(), &found));
+  char *p = reinterpret_cast<char *>(usage) + MAXALIGN(sizeof(UsageShared));
   const int32 other = OtherCapacity(guc_max_tracked);
   const int32 capacity = UsageCapacity();
   const int32 index_size = IndexSize(capacity);
   if (!found) {
-    memset(tracking, 0, sizeof(TrackingShared));
+    memset(usage, 0, sizeof(UsageShared));
     LWLockPadded *locks = GetNamedLWLockTranche("pg_warden");
-    tracking->keys_lock = &locks[kKeysLock].lock;
-    tracking->sample_lock = &locks[kSampleLock].lock;
-    tracking->max_tracked = guc_max_tracked;
-    tracking->other_capacity = other;
-    tracking->capacity = capacity;
-    tracking->index_size = index_size;
-    tracking->max_backends = MaxBackends;
-    pg_atomic_init_u32(&tracking->used, 0);
+    usage->keys_lock = &locks[kKeysLock].lock;
+    usage->sample_lock = &locks[kSampleLock].lock;
+    usage->max_tracked = guc_max_tracked;
+    usage->other_capacity = other;
+    usage->capacity = capacity;
+    usage->index_size = index_size;
+    usage->max_backends = MaxBackends;
+    pg_atomic_init_u32(&usage->used, 0);
   }
-  tracking->entries = reinterpret_cast<UsageEntry *>(p);
+  usage->entries = reinterpret_cast<UsageEntry *>(p);
   p += MAXALIGN(mul_size(capacity, sizeof(UsageEntry)));
-  tracking->index = reinterpret_cast<int32 *>(p);
+  usage->index = reinterpret_cast<int32 *>(p);
   p += MAXALIGN(mul_size(index_size, sizeof(int32)));
-  tracking->slots = reinterpret_cast<BackendSlot *>(p);
+  usage->slots = reinterpret_cast<BackendSlot *>(p);
   p += MAXALIGN(mul_size(MaxBackends, sizeof(BackendSlot)));
-  tracking->sampled[0] = reinterpret_cast<SampledBackend *>(p);
+  usage->sampled[0] = reinterpret_cast<SampledBackend *>(p);
   p += MAXALIGN(mul_size(MaxBackends, sizeof(SampledBackend)));
-  tracking->sampled[1] = reinterpret_cast<SampledBackend *>(p);
+  usage->sampled[1] = reinterpret_cast<SampledBackend *>(p);
   if (found) return;
 
   for (int32 i = 0; i < capacity; i++) {
-    UsageEntry *e = &tracking->entries[i];
+    UsageEntry *e = &usage->entries[i];
     memset(e, 0, sizeof(*e));
     pg_atomic_init_u32(&e->connections, 0);
     pg_atomic_init_u32(&e->peak_connections, 0);
@@ -175,11 +175,11 @@ void TrackingShmemInit() {
     pg_atomic_init_u64(&e->refused, 0);
     pg_atomic_init_u64(&e->terminated, 0);
   }
-  for (int32 i = 0; i < index_size; i++) tracking->index[i] = -1;
+  for (int32 i = 0; i < index_size; i++) usage->index[i] = -1;
   for (int32 i = 0; i < MaxBackends; i++) {
-    SpinLockInit(&tracking->slots[i].mutex);
-    tracking->slots[i].pid = 0;
-    tracking->slots[i].entry = -1;
+    SpinLockInit(&usage->slots[i].mutex);
+    usage->slots[i].pid = 0;
+    usage->slots[i].entry = -1;
   }
   /* entry 0: the global <other>, for when even the <other> keys are full */
   UsageKey global;
@@ -187,8 +187,8 @@ void TrackingShmemInit() {
   Insert(global, HashKey(global));
 }
 
-void RequireTracking() {
-  if (tracking != nullptr) return;
+void RequirePreloaded() {
+  if (usage != nullptr) return;
   ereport(ERROR,
           (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("pg_warden is not loaded"),
            errdetail("pg_warden must be loaded at server start through shared_preload_libraries."),
@@ -198,37 +198,37 @@ void RequireTracking() {
 
 int32 FindOrAddEntry(const UsageKey &key) {
   const uint32 hash = HashKey(key);
-  LWLockAcquire(tracking->keys_lock, LW_SHARED);
+  LWLockAcquire(usage->keys_lock, LW_SHARED);
   int32 e = Lookup(key, hash);
-  LWLockRelease(tracking->keys_lock);
+  LWLockRelease(usage->keys_lock);
   if (e >= 0) return e;
 
-  LWLockAcquire(tracking->keys_lock, LW_EXCLUSIVE);
+  LWLockAcquire(usage->keys_lock, LW_EXCLUSIVE);
   e = Lookup(key, hash);
   if (e < 0) {
     const bool is_other = strcmp(key.application, kOtherApplication) == 0;
-    if (!is_other && tracking->used_regular < tracking->max_tracked) {
+    if (!is_other && usage->used_regular < usage->max_tracked) {
       e = Insert(key, hash);
-      tracking->used_regular++;
+      usage->used_regular++;
     } else {
       UsageKey other = key;
       memset(other.application, 0, NAMEDATALEN);
       strlcpy(other.application, kOtherApplication, NAMEDATALEN);
       const uint32 other_hash = HashKey(other);
       e = Lookup(other, other_hash);
-      if (e < 0 && tracking->used_other < tracking->other_capacity) {
+      if (e < 0 && usage->used_other < usage->other_capacity) {
         e = Insert(other, other_hash);
-        tracking->used_other++;
+        usage->used_other++;
       }
       if (e < 0) e = 0;
     }
   }
-  LWLockRelease(tracking->keys_lock);
+  LWLockRelease(usage->keys_lock);
   return e;
 }
 
 bool CanCountThisBackend() {
-  return tracking != nullptr && MyBackendId >= 1 && MyBackendId <= tracking->max_backends;
+  return usage != nullptr && MyBackendId >= 1 && MyBackendId <= usage->max_backends;
 }
 
 int32 LoginEntry(const char *database, const char *role, const char *application) {
@@ -238,8 +238,8 @@ int32 LoginEntry(const char *database, const char *role, const char *application
 }
 
 void CountIn(int32 e) {
-  UsageEntry *entry = &tracking->entries[e];
-  BackendSlot *slot = &tracking->slots[MyBackendId - 1];
+  UsageEntry *entry = &usage->entries[e];
+  BackendSlot *slot = &usage->slots[MyBackendId - 1];
 
   /* Register the way out before counting in: no path can skip it. */
   before_shmem_exit(CountOut, 0);
@@ -254,18 +254,43 @@ void CountIn(int32 e) {
 }
 
 void Rekey(int32 slot_index, int32 pid, int32 from_entry, int32 to_entry) {
-  BackendSlot *slot = &tracking->slots[slot_index];
+  BackendSlot *slot = &usage->slots[slot_index];
   uint32 now_connections = 0;
   bool moved = false;
   SpinLockAcquire(&slot->mutex);
   if (slot->pid == pid && slot->entry == from_entry) {
     slot->entry = to_entry;
-    now_connections = pg_atomic_add_fetch_u32(&tracking->entries[to_entry].connections, 1);
-    pg_atomic_fetch_sub_u32(&tracking->entries[from_entry].connections, 1);
+    now_connections = pg_atomic_add_fetch_u32(&usage->entries[to_entry].connections, 1);
+    pg_atomic_fetch_sub_u32(&usage->entries[from_entry].connections, 1);
     moved = true;
   }
   SpinLockRelease(&slot->mutex);
-  if (moved) UpdatePeak(&tracking->entries[to_entry], now_connections);
+  if (moved) UpdatePeak(&usage->entries[to_entry], now_connections);
+}
+
+int32 EntryOfPid(int32 pid) {
+  for (int32 i = 0; i < usage->max_backends; i++) {
+    BackendSlot *slot = &usage->slots[i];
+    SpinLockAcquire(&slot->mutex);
+    const int32 slot_pid = slot->pid, entry = slot->entry;
+    SpinLockRelease(&slot->mutex);
+    if (slot_pid == pid) return entry;
+  }
+  return -1;
+}
+
+void FormatClientAddr(const SockAddr &addr, char *out, size_t size) {
+  out[0] = '\0';
+  if (addr.salen == 0) return;
+  const int family = addr.addr.ss_family;
+  if (family != AF_INET && family != AF_INET6) return;
+  char host[NI_MAXHOST];
+  host[0] = '\0';
+  if (pg_getnameinfo_all(&addr.addr, addr.salen, host, sizeof(host), nullptr, 0,
+                         NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return;
+  clean_ipv6_addr(family, host);
+  strlcpy(out, host, size);
 }
 
 }  // namespace warden

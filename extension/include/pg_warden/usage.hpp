@@ -3,7 +3,7 @@
  * shared memory.
  *
  * Layout (one ShmemInitStruct, sized at postmaster start, never grows):
- *   TrackingShared header
+ *   UsageShared header
  *   UsageEntry     entries[capacity]     capacity = max_tracked + other slots + 1
  *   int32          index[index_size]     open addressing over entries, -1 = empty
  *   BackendSlot    slots[MaxBackends]    one per backend id: which entry it counts in
@@ -22,25 +22,11 @@
 #pragma once
 
 #include "pg_warden/pg.hpp"
+#include "pg_warden/shmem.hpp"
 
 namespace warden {
 
 constexpr const char *kOtherApplication = "<other>";
-
-/*
- * LWLocks of the "pg_warden" tranche, by index. Every subsystem takes its
- * locks from here (one tranche, one place that counts them).
- */
-enum WardenLWLock : int {
-  kKeysLock = 0,
-  kSampleLock,
-  kAdmissionLock,    /* admission.hpp: budgets and overrides */
-  kConfigLock,       /* loader.hpp: loader state */
-  kIdlePoliciesLock, /* policies.hpp: the loaded idle policies */
-  kTerminationsLock, /* terminations.hpp: the terminations ring */
-  kHistoryLock,      /* history.hpp: usage history */
-  kLWLockCount       /* keep last */
-};
 
 struct UsageKey {
   char database[NAMEDATALEN];
@@ -95,7 +81,7 @@ struct SampledBackend {
   SockAddr client_addr;
 };
 
-struct TrackingShared {
+struct UsageShared {
   LWLock *keys_lock;
   LWLock *sample_lock;
   int32 max_tracked;    /* regular keys */
@@ -111,7 +97,7 @@ struct TrackingShared {
   int32 current_buffer;
   int32 nsampled;
   TimestampTz sampled_at;
-  int32 worker_pid;
+  int32 sampler_pid;
   uint64 samples;
   double last_sample_ms;
   double total_sample_ms;
@@ -122,12 +108,12 @@ struct TrackingShared {
   SampledBackend *sampled[2];
 };
 
-extern TrackingShared *tracking;
+extern UsageShared *usage;
 
-Size TrackingShmemSize();
+Size UsageShmemSize();
 /* Number of usage entries (entry indexes are below it), from the settings. */
 int32 UsageCapacity();
-void TrackingShmemInit();
+void UsageShmemInit();
 
 /* Entry for key, added if new; folds into <other> when full. Never fails. */
 int32 FindOrAddEntry(const UsageKey &key);
@@ -142,7 +128,13 @@ void CountIn(int32 e);
 /* The worker moves a session to another key when its application_name changed. */
 void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);
 
+/* The usage entry the backend with this pid is counted in, -1 if none (walks the slots). */
+int32 EntryOfPid(int32 pid);
+
+/* Text form of a client address as pg_stat_activity shows it; "" if none (unix socket). */
+void FormatClientAddr(const SockAddr &addr, char *out, size_t size);
+
 /* Raises a clear error when the library was not preloaded. */
-void RequireTracking();
+void RequirePreloaded();
 
 }  // namespace warden

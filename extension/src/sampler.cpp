@@ -1,23 +1,26 @@
 /*
- * worker.cpp — the pg_warden worker: every warden.sample_interval it samples
+ * sampler.cpp — the sampler, the background worker shown as "pg_warden
+ * worker": every warden.sample_interval it samples
  * the state of every client backend (pg_stat_activity's source, read with
  * pgstat_read_current_status), publishes per-key active/idle counts and the
  * per-backend sample under sample_lock, and re-keys sessions whose
  * application_name changed after login. It connects to no database (shared
- * catalogs only), so it runs on a primary and a hot standby alike.
+ * catalogs only), so it runs on a primary and a hot standby alike. After
+ * each sample it hands over to the enforcer (idle policies), the usage
+ * history and the loader's launcher.
  *
  * Locks: keys_lock via FindOrAddEntry when re-keying; BackendSlot.mutex while
  * reading a slot; sample_lock exclusive only to publish (a copy of a few
  * counters per key and a buffer flip).
  */
-#include "pg_warden/worker.hpp"
+#include "pg_warden/sampler.hpp"
 
 #include "pg_warden/boundary.hpp"
+#include "pg_warden/enforcer.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/history.hpp"
 #include "pg_warden/loader.hpp"
-#include "pg_warden/policies.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 namespace {
@@ -42,17 +45,17 @@ Oid *sampled_roles = nullptr;   /* role of each backend in the sample being buil
 int32 *sampled_slots = nullptr; /* its BackendSlot index */
 
 void ClearWorkerPid(int, Datum) {
-  if (tracking == nullptr) return;
-  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
-  if (tracking->worker_pid == MyProcPid) tracking->worker_pid = 0;
-  LWLockRelease(tracking->sample_lock);
+  if (usage == nullptr) return;
+  LWLockAcquire(usage->sample_lock, LW_EXCLUSIVE);
+  if (usage->sampler_pid == MyProcPid) usage->sampler_pid = 0;
+  LWLockRelease(usage->sample_lock);
 }
 
 void BuildPidMap() {
   const uint32 size = pid_map.mask + 1;
   for (uint32 i = 0; i < size; i++) pid_map.pids[i] = 0;
-  for (int32 s = 0; s < tracking->max_backends; s++) {
-    BackendSlot *slot = &tracking->slots[s];
+  for (int32 s = 0; s < usage->max_backends; s++) {
+    BackendSlot *slot = &usage->slots[s];
     SpinLockAcquire(&slot->mutex);
     const int32 pid = slot->pid;
     const int32 entry = slot->entry;
@@ -84,11 +87,11 @@ TimestampTz SampleOnce() {
   const TimestampTz now = GetCurrentTimestamp();
 
   /* sized for every entry: re-keying may add keys during the sample */
-  memset(entry_samples, 0, sizeof(EntrySample) * static_cast<Size>(tracking->capacity));
+  memset(entry_samples, 0, sizeof(EntrySample) * static_cast<Size>(usage->capacity));
   BuildPidMap();
 
-  const int32 target = 1 - tracking->current_buffer; /* only this process flips it */
-  SampledBackend *out = tracking->sampled[target];
+  const int32 target = 1 - usage->current_buffer; /* only this process flips it */
+  SampledBackend *out = usage->sampled[target];
   int32 nsampled = 0;
 
   pgstat_clear_backend_activity_snapshot();
@@ -100,11 +103,11 @@ TimestampTz SampleOnce() {
     if (be->st_backendType != B_BACKEND || be->st_procpid <= 0) continue;
     const int32 slot = SlotOf(be->st_procpid);
     if (slot < 0) continue; /* still logging in, or not counted */
-    int32 entry = tracking->slots[slot].entry;
-    if (entry < 0 || static_cast<uint32>(entry) >= pg_atomic_read_u32(&tracking->used)) continue;
+    int32 entry = usage->slots[slot].entry;
+    if (entry < 0 || static_cast<uint32>(entry) >= pg_atomic_read_u32(&usage->used)) continue;
 
-    if (ApplicationChanged(tracking->entries[entry], be->st_appname)) {
-      UsageKey key = tracking->entries[entry].key;
+    if (ApplicationChanged(usage->entries[entry], be->st_appname)) {
+      UsageKey key = usage->entries[entry].key;
       memset(key.application, 0, NAMEDATALEN);
       strlcpy(key.application, be->st_appname ? be->st_appname : "", NAMEDATALEN);
       const int32 to = FindOrAddEntry(key);
@@ -138,7 +141,7 @@ TimestampTz SampleOnce() {
       }
     }
 
-    if (nsampled < tracking->max_backends) {
+    if (nsampled < usage->max_backends) {
       SampledBackend &sb = out[nsampled++];
       sb.pid = be->st_procpid;
       sb.entry = entry;
@@ -160,29 +163,29 @@ TimestampTz SampleOnce() {
   INSTR_TIME_SUBTRACT(elapsed, start);
   const double ms = INSTR_TIME_GET_MILLISEC(elapsed);
 
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  const uint32 used = pg_atomic_read_u32(&usage->used);
   pg_read_barrier();
-  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
+  LWLockAcquire(usage->sample_lock, LW_EXCLUSIVE);
   for (uint32 e = 0; e < used; e++) {
-    UsageEntry &entry = tracking->entries[e];
+    UsageEntry &entry = usage->entries[e];
     entry.active = entry_samples[e].active;
     entry.idle = entry_samples[e].idle;
     entry.idle_in_transaction = entry_samples[e].idle_in_transaction;
     entry.longest_idle_seconds = entry_samples[e].longest_idle_seconds;
   }
-  tracking->current_buffer = target;
-  tracking->nsampled = nsampled;
-  tracking->sampled_at = now;
-  tracking->samples++;
-  tracking->last_sample_ms = ms;
-  tracking->total_sample_ms += ms;
-  LWLockRelease(tracking->sample_lock);
+  usage->current_buffer = target;
+  usage->nsampled = nsampled;
+  usage->sampled_at = now;
+  usage->samples++;
+  usage->last_sample_ms = ms;
+  usage->total_sample_ms += ms;
+  LWLockRelease(usage->sample_lock);
   HistoryRecordSample(now);
   pgstat_clear_backend_activity_snapshot();
   return deadline;
 }
 
-void WorkerMain() {
+void SamplerMain() {
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, die);
   BackgroundWorkerUnblockSignals();
@@ -194,21 +197,21 @@ void WorkerMain() {
       AllocSetContextCreate(TopMemoryContext, "pg_warden worker", ALLOCSET_DEFAULT_SIZES);
   MemoryContextSwitchTo(worker_ctx);
   entry_samples = static_cast<EntrySample *>(
-      palloc0(sizeof(EntrySample) * static_cast<Size>(tracking->capacity)));
+      palloc0(sizeof(EntrySample) * static_cast<Size>(usage->capacity)));
   uint32 map_size = 64;
-  while (map_size < static_cast<uint32>(tracking->max_backends) * 2) map_size <<= 1;
+  while (map_size < static_cast<uint32>(usage->max_backends) * 2) map_size <<= 1;
   pid_map.pids = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.slots = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.mask = map_size - 1;
   sampled_roles =
-      static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(tracking->max_backends)));
+      static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(usage->max_backends)));
   sampled_slots =
-      static_cast<int32 *>(palloc0(sizeof(int32) * static_cast<Size>(tracking->max_backends)));
+      static_cast<int32 *>(palloc0(sizeof(int32) * static_cast<Size>(usage->max_backends)));
 
   on_shmem_exit(ClearWorkerPid, 0);
-  LWLockAcquire(tracking->sample_lock, LW_EXCLUSIVE);
-  tracking->worker_pid = MyProcPid;
-  LWLockRelease(tracking->sample_lock);
+  LWLockAcquire(usage->sample_lock, LW_EXCLUSIVE);
+  usage->sampler_pid = MyProcPid;
+  LWLockRelease(usage->sample_lock);
   ereport(LOG, (errmsg("pg_warden worker started (sample interval %d ms)", guc_sample_interval)));
 
   /*
@@ -251,7 +254,7 @@ void WorkerMain() {
 
 }  // namespace
 
-void RegisterWorker() {
+void RegisterSampler() {
   BackgroundWorker worker;
   memset(&worker, 0, sizeof(worker));
   worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -259,7 +262,7 @@ void RegisterWorker() {
   worker.bgw_start_time = BgWorkerStart_ConsistentState;
   worker.bgw_restart_time = 1;
   strlcpy(worker.bgw_library_name, "pg_warden", BGW_MAXLEN);
-  strlcpy(worker.bgw_function_name, "warden_worker_main", BGW_MAXLEN);
+  strlcpy(worker.bgw_function_name, "warden_sampler_main", BGW_MAXLEN);
   strlcpy(worker.bgw_name, "pg_warden worker", BGW_MAXLEN);
   strlcpy(worker.bgw_type, "pg_warden worker", BGW_MAXLEN);
   RegisterBackgroundWorker(&worker);
@@ -267,6 +270,6 @@ void RegisterWorker() {
 
 }  // namespace warden
 
-extern "C" void warden_worker_main(Datum) {
-  warden::Guard("warden_worker_main", [] { warden::WorkerMain(); });
+extern "C" void warden_sampler_main(Datum) {
+  warden::Guard("warden_sampler_main", [] { warden::SamplerMain(); });
 }

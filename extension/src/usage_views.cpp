@@ -1,14 +1,15 @@
 /*
- * views.cpp — the set-returning functions behind warden.app_usage,
- * warden.server_usage and warden.backends, plus reset_stats and
- * worker_stats. Readers copy what they need under sample_lock (shared) into
+ * usage_views.cpp — the set-returning functions behind warden.app_usage,
+ * warden.server_usage and warden.backends, reset_stats, worker_stats (the
+ * sampler's cost), assert_preloaded, and the foreign data wrapper behind the
+ * foreign table warden.app_usage. Runs in client backends only. Readers copy what they need under sample_lock (shared) into
  * local memory, release it, and only then build tuples. Keys are read
  * without keys_lock: an entry's key is written before `used` covers it
- * (write barrier) and never changes afterwards.
+ * (write barrier) and never changes afterwards. Locks: sample_lock (shared).
  */
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
-#include "pg_warden/tracking.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 namespace {
@@ -32,18 +33,10 @@ Datum TimestampOrNull(TimestampTz t, bool *isnull) {
 }
 
 Datum ClientAddr(const SockAddr &addr, bool *isnull) {
-  *isnull = true;
-  if (addr.salen == 0) return (Datum)0;
-  const int family = addr.addr.ss_family;
-  if (family != AF_INET && family != AF_INET6) return (Datum)0;
   char host[NI_MAXHOST];
-  host[0] = '\0';
-  if (pg_getnameinfo_all(&addr.addr, addr.salen, host, sizeof(host), nullptr, 0,
-                         NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-    return (Datum)0;
-  clean_ipv6_addr(family, host);
-  *isnull = false;
-  return DirectFunctionCall1(inet_in, CStringGetDatum(host));
+  FormatClientAddr(addr, host, sizeof(host));
+  *isnull = (host[0] == '\0');
+  return *isnull ? (Datum)0 : DirectFunctionCall1(inet_in, CStringGetDatum(host));
 }
 
 double UsagePercent(int64 connections) {
@@ -55,12 +48,12 @@ constexpr int kAppUsageColumns = 13;
 
 /* Copies the usage table under sample_lock (shared) into palloc'd rows. */
 uint32 SnapshotAppRows(AppRow **out) {
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  const uint32 used = pg_atomic_read_u32(&usage->used);
   pg_read_barrier();
   AppRow *rows = static_cast<AppRow *>(palloc(sizeof(AppRow) * Max(used, 1u)));
-  LWLockAcquire(tracking->sample_lock, LW_SHARED);
+  LWLockAcquire(usage->sample_lock, LW_SHARED);
   for (uint32 i = 0; i < used; i++) {
-    UsageEntry &e = tracking->entries[i];
+    UsageEntry &e = usage->entries[i];
     AppRow &r = rows[i];
     r.key = e.key;
     r.connections = static_cast<int32>(pg_atomic_read_u32(&e.connections));
@@ -74,7 +67,7 @@ uint32 SnapshotAppRows(AppRow **out) {
     r.idle_in_transaction = e.idle_in_transaction;
     r.longest_idle = e.longest_idle_seconds;
   }
-  LWLockRelease(tracking->sample_lock);
+  LWLockRelease(usage->sample_lock);
   *out = rows;
   return used;
 }
@@ -111,7 +104,7 @@ void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
 using namespace warden;
 
 WARDEN_FUNCTION(app_usage) {
-  RequireTracking();
+  RequirePreloaded();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
   AppRow *rows;
@@ -127,19 +120,19 @@ WARDEN_FUNCTION(app_usage) {
 }
 
 WARDEN_FUNCTION(server_usage) {
-  RequireTracking();
+  RequirePreloaded();
   TupleDesc tupdesc;
   if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
     ereport(ERROR,
             (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  const uint32 used = pg_atomic_read_u32(&usage->used);
   int64 connections = 0;
   for (uint32 i = 0; i < used; i++)
-    connections += pg_atomic_read_u32(&tracking->entries[i].connections);
-  LWLockAcquire(tracking->sample_lock, LW_SHARED);
-  const TimestampTz sampled_at = tracking->sampled_at;
-  const int32 worker_pid = tracking->worker_pid;
-  LWLockRelease(tracking->sample_lock);
+    connections += pg_atomic_read_u32(&usage->entries[i].connections);
+  LWLockAcquire(usage->sample_lock, LW_SHARED);
+  const TimestampTz sampled_at = usage->sampled_at;
+  const int32 worker_pid = usage->sampler_pid;
+  LWLockRelease(usage->sample_lock);
 
   const double usage = UsagePercent(connections);
   const char *status = usage >= guc_unhealthy_percent  ? "unhealthy"
@@ -161,20 +154,20 @@ WARDEN_FUNCTION(server_usage) {
 }
 
 WARDEN_FUNCTION(backends) {
-  RequireTracking();
+  RequirePreloaded();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
   BackendRow *rows = static_cast<BackendRow *>(
-      palloc(sizeof(BackendRow) * static_cast<Size>(tracking->max_backends)));
-  LWLockAcquire(tracking->sample_lock, LW_SHARED);
-  const int32 n = tracking->nsampled;
-  const TimestampTz sampled_at = tracking->sampled_at;
-  const SampledBackend *sampled = tracking->sampled[tracking->current_buffer];
+      palloc(sizeof(BackendRow) * static_cast<Size>(usage->max_backends)));
+  LWLockAcquire(usage->sample_lock, LW_SHARED);
+  const int32 n = usage->nsampled;
+  const TimestampTz sampled_at = usage->sampled_at;
+  const SampledBackend *sampled = usage->sampled[usage->current_buffer];
   for (int32 i = 0; i < n; i++) {
     rows[i].sample = sampled[i];
-    rows[i].key = tracking->entries[sampled[i].entry].key;
+    rows[i].key = usage->entries[sampled[i].entry].key;
   }
-  LWLockRelease(tracking->sample_lock);
+  LWLockRelease(usage->sample_lock);
 
   for (int32 i = 0; i < n; i++) {
     const BackendRow &r = rows[i];
@@ -203,11 +196,11 @@ WARDEN_FUNCTION(backends) {
 }
 
 WARDEN_FUNCTION(reset_stats) {
-  RequireTracking();
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  RequirePreloaded();
+  const uint32 used = pg_atomic_read_u32(&usage->used);
   const TimestampTz now = GetCurrentTimestamp();
   for (uint32 i = 0; i < used; i++) {
-    UsageEntry &e = tracking->entries[i];
+    UsageEntry &e = usage->entries[i];
     const uint32 connections = pg_atomic_read_u32(&e.connections);
     pg_atomic_write_u32(&e.peak_connections, connections);
     pg_atomic_write_u64(&e.peak_at, connections > 0 ? static_cast<uint64>(now) : 0);
@@ -219,18 +212,18 @@ WARDEN_FUNCTION(reset_stats) {
 }
 
 WARDEN_FUNCTION(worker_stats) {
-  RequireTracking();
+  RequirePreloaded();
   TupleDesc tupdesc;
   if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
     ereport(ERROR,
             (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
-  LWLockAcquire(tracking->sample_lock, LW_SHARED);
-  const uint64 samples = tracking->samples;
-  const double last_ms = tracking->last_sample_ms;
-  const double total_ms = tracking->total_sample_ms;
-  const int32 nsampled = tracking->nsampled;
-  LWLockRelease(tracking->sample_lock);
-  const uint32 used = pg_atomic_read_u32(&tracking->used);
+  LWLockAcquire(usage->sample_lock, LW_SHARED);
+  const uint64 samples = usage->samples;
+  const double last_ms = usage->last_sample_ms;
+  const double total_ms = usage->total_sample_ms;
+  const int32 nsampled = usage->nsampled;
+  LWLockRelease(usage->sample_lock);
+  const uint32 used = pg_atomic_read_u32(&usage->used);
   Datum values[6];
   bool nulls[6] = {false};
   values[0] = Int64GetDatum(static_cast<int64>(samples));
@@ -238,13 +231,13 @@ WARDEN_FUNCTION(worker_stats) {
   values[2] = Float8GetDatum(samples > 0 ? total_ms / static_cast<double>(samples) : 0.0);
   values[3] = Int32GetDatum(nsampled);
   values[4] = Int32GetDatum(static_cast<int32>(used));
-  values[5] = Int32GetDatum(tracking->capacity);
+  values[5] = Int32GetDatum(usage->capacity);
   HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
   return HeapTupleGetDatum(tuple);
 }
 
 WARDEN_FUNCTION(assert_preloaded) {
-  RequireTracking();
+  RequirePreloaded();
   PG_RETURN_VOID();
 }
 
@@ -291,7 +284,7 @@ void CheckAppUsageShape(Relation rel) {
 
 void UsageGetRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid) {
   Guard("usage_fdw_rel_size",
-        [baserel] { baserel->rows = tracking ? Max(pg_atomic_read_u32(&tracking->used), 1u) : 1; });
+        [baserel] { baserel->rows = usage ? Max(pg_atomic_read_u32(&usage->used), 1u) : 1; });
 }
 
 void UsageGetPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid) {
@@ -317,7 +310,7 @@ void UsageBeginScan(ForeignScanState *node, int eflags) {
   Guard("usage_fdw_begin", [node, eflags] {
     CheckAppUsageShape(node->ss.ss_currentRelation);
     if (eflags & EXEC_FLAG_EXPLAIN_ONLY) return;
-    RequireTracking();
+    RequirePreloaded();
     AppUsageScan *scan = static_cast<AppUsageScan *>(palloc0(sizeof(AppUsageScan)));
     scan->nrows = SnapshotAppRows(&scan->rows);
     node->fdw_state = scan;
