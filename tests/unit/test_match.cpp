@@ -84,7 +84,7 @@ TEST(KeyMatches, ApplicationByLike) {
   const KeyFilter f{nullptr, nullptr, "worker-%"};
   EXPECT_TRUE(KeyMatches(f, "db", "r", "worker-1"));
   EXPECT_FALSE(KeyMatches(f, "db", "r", "reports"));
-  const KeyFilter all{"db", "r", "w\_%"};
+  const KeyFilter all{"db", "r", "w\\_%"};
   EXPECT_TRUE(KeyMatches(all, "db", "r", "w_1"));
   EXPECT_FALSE(KeyMatches(all, "db", "r", "wx1"));
   EXPECT_FALSE(KeyMatches(all, "db", "other", "w_1"));
