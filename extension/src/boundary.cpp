@@ -12,7 +12,6 @@ namespace warden::detail {
 namespace {
 
 struct Captured {
-  ErrorData *edata;
   int sqlstate;
   char where[64];
   char message[1024];
@@ -27,14 +26,11 @@ void Copy(char *dst, size_t size, const char *src) { strlcpy(dst, src ? src : ""
 }  // namespace
 
 void CaptureCurrentException(const char *where) noexcept {
-  captured.edata = nullptr;
   captured.sqlstate = ERRCODE_INTERNAL_ERROR;
   captured.detail[0] = captured.hint[0] = '\0';
   Copy(captured.where, sizeof(captured.where), where);
   try {
     throw;
-  } catch (const PgError &e) {
-    captured.edata = e.edata();
   } catch (const Error &e) {
     captured.sqlstate = e.sqlstate();
     Copy(captured.message, sizeof(captured.message), e.what());
@@ -51,11 +47,6 @@ void CaptureCurrentException(const char *where) noexcept {
 }
 
 void RaiseCaptured() {
-  if (captured.edata != nullptr) {
-    ErrorData *edata = captured.edata;
-    captured.edata = nullptr;
-    ReThrowError(edata);
-  }
   if (captured.sqlstate == ERRCODE_INTERNAL_ERROR) {
     ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("pg_warden: %s", captured.message),
                     errcontext("pg_warden function %s", captured.where)));

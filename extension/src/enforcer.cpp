@@ -40,7 +40,7 @@ uint64 local_generation = PG_UINT64_MAX;
  * once and recorded once per idle period (and, for dry runs, per policy):
  * killed[slot] and dry[slot * kMaxIdlePolicies + policy] hold the pid and
  * the state start of the idle period decided on. Exact (no hashing), sized
- * for MaxBackends, allocated in the worker on first use.
+ * for MaxBackends, allocated in the sampler on first use.
  */
 struct Decided {
   int32 pid;

@@ -53,7 +53,7 @@ void ManageLoader(TimestampTz now) {
   }
   if (now < next_database_check) return;
   next_database_check = now + 5 * USECS_PER_SEC;
-  if (LoaderRunning()) return; /* started by an earlier life of this worker */
+  if (LoaderRunning()) return; /* started by an earlier life of the sampler */
 
   MemoryContext caller_context = CurrentMemoryContext;
   SetCurrentStatementStartTimestamp();

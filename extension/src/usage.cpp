@@ -1,8 +1,9 @@
 /*
- * tracking.cpp — the usage table in shared memory and the login/logout
- * counting. Locks: keys_lock (shared to look up, exclusive to add a key),
- * BackendSlot.mutex around a slot's entry; counters are atomics. See
- * tracking.hpp for the full protocol.
+ * usage.cpp — the usage table in shared memory: counting in at login and
+ * out at exit, re-keying (for the sampler), and the lookups other rooms
+ * share (EntryOfPid, FormatClientAddr). Locks: keys_lock (shared to look
+ * up, exclusive to add a key), BackendSlot.mutex around a slot's entry;
+ * counters are atomics. See usage.hpp for the full protocol.
  */
 #include "pg_warden/usage.hpp"
 

@@ -5,22 +5,23 @@
  * pg_warden code is in one of two regimes:
  *  - PostgreSQL regime: may ereport, never throws, owns no C++ object with a
  *    destructor while it may ereport (palloc, List, plain structs only).
- *  - C++ regime: may throw, never ereports; calls into PostgreSQL only
- *    through PgCall(), which turns an ereport(ERROR) into a PgError.
+ *  - C++ regime: may throw, never ereports, and calls no PostgreSQL
+ *    function that can ereport (today only the pure parts are C++ regime:
+ *    the cron parser, the matcher, the idle selection; they include no
+ *    PostgreSQL header at all).
  *
  * Every function PostgreSQL calls (SQL functions, hooks, _PG_init, the
- * worker's main) enters through Guard() (or the WARDEN_FUNCTION macro). Guard
- * catches every exception, records it in static storage (no allocation in
- * the handler), leaves the catch block, and only then raises
- * ereport(ERROR): the longjmp starts in a frame with no live C++ objects.
- * A PgError carries PostgreSQL's own ErrorData and is re-thrown unchanged
- * (same SQLSTATE, detail, hint).
+ * sampler's and the loader's main) enters through Guard() (or the
+ * WARDEN_FUNCTION macro). Guard catches every exception, records it in
+ * static storage (no allocation in the handler), leaves the catch block,
+ * and only then raises ereport(ERROR) with the warden::Error's SQLSTATE, detail and hint: the
+ * longjmp starts in a frame with no live C++ objects. (There is no opposite
+ * guard: no C++-regime code calls a PostgreSQL function that can ereport.)
  */
 #pragma once
 
 #include <exception>
 #include <string>
-#include <type_traits>
 #include <utility>
 
 #include "pg_warden/error.hpp"
@@ -30,17 +31,6 @@ static_assert(warden::kInvalidParameterValue == ERRCODE_INVALID_PARAMETER_VALUE,
               "SqlState() must encode like MAKE_SQLSTATE");
 
 namespace warden {
-
-/* An ereport(ERROR) caught by PgCall, carried through C++ frames. */
-class PgError : public std::exception {
- public:
-  explicit PgError(ErrorData *edata) : edata_(edata) {}
-  const char *what() const noexcept override { return edata_->message ? edata_->message : "error"; }
-  ErrorData *edata() const noexcept { return edata_; }
-
- private:
-  ErrorData *edata_;
-};
 
 namespace detail {
 /* Records the exception being handled; called only from a catch block. */
@@ -62,42 +52,6 @@ auto Guard(const char *where, F &&f) -> decltype(f()) {
     detail::CaptureCurrentException(where);
   }
   detail::RaiseCaptured();
-}
-
-/*
- * Calls a PostgreSQL function from C++ regime code: an ereport(ERROR) inside
- * f becomes a PgError exception. f must own no C++ resources itself.
- */
-template <typename F>
-auto PgCall(F &&f) -> decltype(f()) {
-  using R = decltype(f());
-  MemoryContext volatile ctx = CurrentMemoryContext;
-  ErrorData *volatile edata = nullptr;
-  if constexpr (std::is_void_v<R>) {
-    PG_TRY();
-    { f(); }
-    PG_CATCH();
-    {
-      MemoryContextSwitchTo(ctx);
-      edata = CopyErrorData();
-      FlushErrorState();
-    }
-    PG_END_TRY();
-    if (edata != nullptr) throw PgError(edata);
-  } else {
-    R result{};
-    PG_TRY();
-    { result = f(); }
-    PG_CATCH();
-    {
-      MemoryContextSwitchTo(ctx);
-      edata = CopyErrorData();
-      FlushErrorState();
-    }
-    PG_END_TRY();
-    if (edata != nullptr) throw PgError(edata);
-    return result;
-  }
 }
 
 }  // namespace warden

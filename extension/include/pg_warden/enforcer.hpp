@@ -1,5 +1,5 @@
 /*
- * enforcer.hpp — idle policies enforced by the sampler worker (enforcer.cpp).
+ * enforcer.hpp — idle policies enforced by the sampler (enforcer.cpp).
  */
 #pragma once
 

@@ -4,7 +4,7 @@
  *
  * History is per server (a hot standby has its own connections and its own
  * history), so it lives in shared memory, not in a table. It is fed by the
- * worker after each published sample, saved to a file by the postmaster at a
+ * sampler after each published sample, saved to a file by the postmaster at a
  * clean shutdown and loaded back at the next start.
  *
  * Layout (one ShmemInitStruct, sized at postmaster start, never grows):
@@ -17,7 +17,7 @@
  * warden.history_keys have no history.
  *
  * Locking protocol:
- *   history_lock (LWLock): exclusive while the worker records a sample (one
+ *   history_lock (LWLock): exclusive while the sampler records a sample (one
  *     acquisition per sample for every slot) or assigns a slot; shared for
  *     readers, who copy one slot at a time into local memory and release it
  *     before building tuples. The postmaster loads (shmem_startup, no other
@@ -33,9 +33,9 @@ Size HistoryShmemSize();
 void HistoryShmemInit();
 
 /*
- * Called by the worker right after it published a sample taken at
+ * Called by the sampler right after it published a sample taken at
  * sampled_at: records, for every key with a history slot, the sampled active
- * and idle-in-transaction counts (UsageEntry fields the worker itself just
+ * and idle-in-transaction counts (UsageEntry fields the sampler itself just
  * wrote) and the exact connections counter.
  */
 void HistoryRecordSample(TimestampTz sampled_at);

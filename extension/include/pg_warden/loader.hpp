@@ -4,7 +4,7 @@
  * pg_warden's configuration tables (warden.idle_policies, ...) into shared
  * memory, where the sampler and the login path read them.
  *
- * Lifecycle: the sampler worker (connected to no database) checks in a short
+ * Lifecycle: the sampler (connected to no database) checks in a short
  * transaction that warden.database exists in pg_database and starts the
  * loader with RegisterDynamicBackgroundWorker; when the database is missing
  * it logs that once and checks again every 5 s, and it restarts the loader if
@@ -60,7 +60,7 @@ int32 LoaderPid();
 /* Grows by one after every reload. */
 uint64 ConfigGeneration();
 
-/* Called by the sampler worker every sample: starts the loader when needed. */
+/* Called by the sampler every sample: starts the loader when needed. */
 void ManageLoader(TimestampTz now);
 
 }  // namespace warden

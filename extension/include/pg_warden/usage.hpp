@@ -1,5 +1,5 @@
 /*
- * tracking.hpp — connection usage per (database, role, application_name) in
+ * usage.hpp — connection usage per (database, role, application_name) in
  * shared memory.
  *
  * Layout (one ShmemInitStruct, sized at postmaster start, never grows):
@@ -7,16 +7,16 @@
  *   UsageEntry     entries[capacity]     capacity = max_tracked + other slots + 1
  *   int32          index[index_size]     open addressing over entries, -1 = empty
  *   BackendSlot    slots[MaxBackends]    one per backend id: which entry it counts in
- *   SampledBackend sampled[2][MaxBackends]  the worker's latest sample, double-buffered
+ *   SampledBackend sampled[2][MaxBackends]  the sampler's latest sample, double-buffered
  *
  * Locking protocol:
  *   keys_lock (LWLock): shared to look a key up, exclusive to add one. Entries
  *     are never moved or removed, so an entry index stays valid for ever and
  *     counters are updated with atomics without the lock.
- *   sample_lock (LWLock): exclusive while the worker publishes a sample (flips
+ *   sample_lock (LWLock): exclusive while the sampler publishes a sample (flips
  *     the sample buffer, writes the per-entry sampled fields), shared to read.
  *   BackendSlot.mutex (spinlock): guards slot.entry, so that counting out at
- *     exit and the worker re-keying a session after SET application_name move
+ *     exit and the sampler re-keying a session after SET application_name move
  *     each connection exactly once. Nothing is ever ereported under it.
  */
 #pragma once
@@ -57,7 +57,7 @@ struct UsageEntry {
   pg_atomic_uint64 opened;
   pg_atomic_uint64 refused;
   pg_atomic_uint64 terminated;
-  /* from the worker's latest sample, under sample_lock */
+  /* from the sampler's latest sample, under sample_lock */
   int32 active;
   int32 idle;
   int32 idle_in_transaction;
@@ -93,7 +93,7 @@ struct UsageShared {
   int32 used_other;
   pg_atomic_uint32 used; /* entries in use; grows only */
 
-  /* published by the worker, under sample_lock */
+  /* published by the sampler, under sample_lock */
   int32 current_buffer;
   int32 nsampled;
   TimestampTz sampled_at;
@@ -125,7 +125,7 @@ int32 LoginEntry(const char *database, const char *role, const char *application
 /* Login path: count this backend in under entry e; counted out at exit. */
 void CountIn(int32 e);
 
-/* The worker moves a session to another key when its application_name changed. */
+/* The sampler moves a session to another key when its application_name changed. */
 void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);
 
 /* The usage entry the backend with this pid is counted in, -1 if none (walks the slots). */
