@@ -51,7 +51,6 @@ void RefreshMasks(uint32 used) {
   }
 }
 
-
 bool IsSuperuserName(const char *role) {
   HeapTuple tuple = SearchSysCache1(AUTHNAME, CStringGetDatum(role));
   if (!HeapTupleIsValid(tuple)) return false;

@@ -105,8 +105,7 @@ void HistoryRecordSample(TimestampTz sampled_at) {
   if (history == nullptr || history->nslots == 0 || usage == nullptr) return;
   instr_time start;
   INSTR_TIME_SET_CURRENT(start);
-  const uint32 used =
-      Min(pg_atomic_read_u32(&usage->used), static_cast<uint32>(history->capacity));
+  const uint32 used = Min(pg_atomic_read_u32(&usage->used), static_cast<uint32>(history->capacity));
   pg_read_barrier();
   const SampleTime t = TimeOf(sampled_at);
 
@@ -136,4 +135,3 @@ void HistoryRecordSample(TimestampTz sampled_at) {
 }
 
 }  // namespace warden
-

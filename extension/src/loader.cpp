@@ -14,7 +14,6 @@
 namespace warden {
 namespace {
 
-
 struct LoaderShared {
   LWLock *lock;
   int32 loader_pid; /* 0 when no loader runs */

@@ -288,9 +288,9 @@ WARDEN_FUNCTION(terminate_idle) {
     strlcpy(gk.application, app, NAMEDATALEN);
     bes[nc] = *be;
     c[nc] = IdleCandidate{nc,
-                      static_cast<int64>(hash_bytes_extended(
-                          reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
-                      be->st_state_start_timestamp};
+                          static_cast<int64>(hash_bytes_extended(
+                              reinterpret_cast<const unsigned char *>(&gk), sizeof(gk), 0)),
+                          be->st_state_start_timestamp};
     nc++;
   }
   int64_t unused = 0;
@@ -309,8 +309,7 @@ WARDEN_FUNCTION(terminate_idle) {
     strlcpy(rec.state, SessionStateName(SessionStateOf(be.st_state)), sizeof(rec.state));
     rec.source = TerminationSource::kManual;
     rec.dry_run = dry_run;
-    if (!TerminateAndRecord(&rec, be.st_userid, be.st_state_start_timestamp,
-                            EntryOfPid(rec.pid)))
+    if (!TerminateAndRecord(&rec, be.st_userid, be.st_state_start_timestamp, EntryOfPid(rec.pid)))
       continue;
     PutTerminationRow(rsinfo, rec);
   }

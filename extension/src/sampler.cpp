@@ -196,15 +196,14 @@ void SamplerMain() {
   MemoryContext worker_ctx =
       AllocSetContextCreate(TopMemoryContext, "pg_warden worker", ALLOCSET_DEFAULT_SIZES);
   MemoryContextSwitchTo(worker_ctx);
-  entry_samples = static_cast<EntrySample *>(
-      palloc0(sizeof(EntrySample) * static_cast<Size>(usage->capacity)));
+  entry_samples =
+      static_cast<EntrySample *>(palloc0(sizeof(EntrySample) * static_cast<Size>(usage->capacity)));
   uint32 map_size = 64;
   while (map_size < static_cast<uint32>(usage->max_backends) * 2) map_size <<= 1;
   pid_map.pids = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.slots = static_cast<int32 *>(palloc0(sizeof(int32) * map_size));
   pid_map.mask = map_size - 1;
-  sampled_roles =
-      static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(usage->max_backends)));
+  sampled_roles = static_cast<Oid *>(palloc0(sizeof(Oid) * static_cast<Size>(usage->max_backends)));
   sampled_slots =
       static_cast<int32 *>(palloc0(sizeof(int32) * static_cast<Size>(usage->max_backends)));
 

@@ -128,8 +128,7 @@ void CountTerminated(int32 entry) {
 
 }  // namespace
 
-bool TerminateAndRecord(TerminationRecord *rec, Oid roleid, TimestampTz state_start,
-                        int32 entry) {
+bool TerminateAndRecord(TerminationRecord *rec, Oid roleid, TimestampTz state_start, int32 entry) {
   rec->at = GetCurrentTimestamp(); /* before the signal: idle_seconds proves it was not early */
   if (!rec->dry_run && !SignalTerminate(rec->pid, roleid)) return false;
   rec->idle_seconds = static_cast<double>(rec->at - state_start) / USECS_PER_SEC;

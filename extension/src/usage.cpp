@@ -137,8 +137,8 @@ Size UsageShmemSize() {
 
 void UsageShmemInit() {
   bool found = false;
-  usage = static_cast<UsageShared *>(
-      ShmemInitStruct("pg_warden tracking", UsageShmemSize(), &found));
+  usage =
+      static_cast<UsageShared *>(ShmemInitStruct("pg_warden tracking", UsageShmemSize(), &found));
   char *p = reinterpret_cast<char *>(usage) + MAXALIGN(sizeof(UsageShared));
   const int32 other = OtherCapacity(guc_max_tracked);
   const int32 capacity = UsageCapacity();

@@ -2,8 +2,8 @@
  * usage_views.cpp — the set-returning functions behind warden.app_usage,
  * warden.server_usage and warden.backends, reset_stats, worker_stats (the
  * sampler's cost), assert_preloaded, and the foreign data wrapper behind the
- * foreign table warden.app_usage. Runs in client backends only. Readers copy what they need under sample_lock (shared) into
- * local memory, release it, and only then build tuples. Keys are read
+ * foreign table warden.app_usage. Runs in client backends only. Readers copy what they need under
+ * sample_lock (shared) into local memory, release it, and only then build tuples. Keys are read
  * without keys_lock: an entry's key is written before `used` covers it
  * (write barrier) and never changes afterwards. Locks: sample_lock (shared).
  */

@@ -1,5 +1,6 @@
 // libFuzzer target for the idle-policy schedule parser (extension/src/cron.cpp)
-// and the key matcher of every rule (extension/src/match.cpp). Input: "<cron expression>\n<text>\n<pattern>".
+// and the key matcher of every rule (extension/src/match.cpp). Input: "<cron
+// expression>\n<text>\n<pattern>".
 //  - ParseCron either throws warden::Error with SQLSTATE 22023 or returns a
 //    schedule whose bits all lie in their field's range; CronMatches is then
 //    called on every hour/minute of one day and on the days of a year.

@@ -36,9 +36,7 @@ struct IdlePolicy {
   bool owner_superuser;
 };
 
-constexpr uint8 StateBit(SessionState s) {
-  return static_cast<uint8>(1u << static_cast<int>(s));
-}
+constexpr uint8 StateBit(SessionState s) { return static_cast<uint8>(1u << static_cast<int>(s)); }
 
 Size IdlePoliciesShmemSize();
 void IdlePoliciesShmemInit();
