@@ -83,6 +83,15 @@ CASES = [
      "SELECT warden.validate_idle_policy(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)", "22023"),
     ("validate-wrong-type",
      "SELECT warden.validate_idle_policy('p', 5, NULL, NULL, NULL, 'idle', 0, NULL, false)", "42883"),
+    # validate_budget(name, max_connections, application, role, database, reserved)
+    ("validate-budget-all-null",
+     "SELECT warden.validate_budget(NULL, NULL, NULL, NULL, NULL, NULL)", "22023"),
+    ("validate-budget-null-reserved", "SELECT warden.validate_budget('b', 1, NULL, NULL, NULL, NULL)", "22023"),
+    ("validate-budget-negative", "SELECT warden.validate_budget('b', -1, NULL, NULL, NULL, 0)", "22023"),
+    ("validate-budget-neither", "SELECT warden.validate_budget('b', NULL, NULL, NULL, NULL, 0)", "22023"),
+    ("validate-budget-unicode-app", "SELECT warden.validate_budget('b', 1, 'ü%', NULL, NULL, 0)", "22023"),
+    ("validate-budget-long-role", f"SELECT warden.validate_budget('b', 1, NULL, '{LONG}', NULL, 0)", "22023"),
+    ("validate-budget-wrong-type", "SELECT warden.validate_budget('b', 'x', NULL, NULL, NULL, 0)", "22P02"),
     # drop_idle_policy(name)
     ("drop-policy-null", "SELECT warden.drop_idle_policy(NULL)", "22023"),
     ("drop-policy-missing", "SELECT warden.drop_idle_policy('nope')", "42704"),
@@ -156,7 +165,8 @@ CASES = [
 # by calling them with one) or that are trigger functions.
 FUNCTION_OF_CASE = {
     "set_budget": "budget-", "drop_budget": "drop-budget-", "add_idle_policy": "policy-",
-    "validate_idle_policy": "validate-", "drop_idle_policy": "drop-policy-",
+    "validate_idle_policy": "validate-", "validate_budget": "validate-budget-",
+    "drop_idle_policy": "drop-policy-",
     "terminate_idle": "terminate-", "record_action": "record-", "close_admission": "close-",
     "open_admission": "open-", "reset_stats": "reset-stats-", "assert_preloaded": "assert-preloaded-",
     "app_usage": "app-usage-", "server_usage": "server-usage-", "backends": "backends-",

@@ -48,6 +48,7 @@ FUNCTIONS = [
     ("idle_policies-update", "UPDATE warden.idle_policies SET keep_min = 1 WHERE name = 'nothing'", OWNER),
     ("validate_idle_policy", "SELECT warden.validate_idle_policy('v', '1 min', NULL, NULL, NULL, 'idle', 0, "
                              "NULL, false)", EVERYONE),
+    ("validate_budget", "SELECT warden.validate_budget('v', 1, NULL, NULL, NULL, 0)", EVERYONE),
     ("terminate_idle", "SELECT count(*) FROM warden.terminate_idle('1 hour', dry_run => true)", SIGNAL),
     ("record_action", "SELECT warden.record_action(0, 'postgres', 'x', 'a', NULL, 0, 'test-{r}')", SIGNAL),
     # an FDW handler cannot be shown even when it may be called: 0A000 past the privilege check
