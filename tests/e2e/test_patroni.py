@@ -271,5 +271,5 @@ def test_member_added_then_removed(fleet):
     assert admitted_of(fleet, name, 3) == (2, 1)
     t0 = time.monotonic()
     fleet.remove_member(name)
-    print(f"[fleet] {name} gone from GET /cluster {time.monotonic() - t0:.1f} s after its Patroni stopped")
+    print(f"[fleet] {name} stopped, its key deleted and gone from GET /cluster in {time.monotonic() - t0:.1f} s")
     assert sorted(m["name"] for m in fleet.members()) == ["pg1", "pg2", "pg3"]

@@ -21,6 +21,7 @@ directory), `NAME.yml` (Patroni's config), `NAME-patroni.log`, `NAME.log`
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -43,6 +44,17 @@ ETCD = os.environ.get("ETCD", "etcd")
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind_user"
+
+
+def default_parent() -> str:
+    """$PG_WARDEN_PATRONI_TMP, else /dev/shm where it is a writable dir, else
+    the server harness's default ($PG_WARDEN_TMP or /tmp)."""
+    parent = os.environ.get("PG_WARDEN_PATRONI_TMP")
+    if parent:
+        return parent
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return os.environ.get("PG_WARDEN_TMP", "/tmp")
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, object]:
@@ -101,7 +113,9 @@ class PatroniCluster:
                  primary_start_timeout: int = 0, base_dir: str | None = None):
         self.scope = scope
         self.own_base = base_dir is None
-        self.base_dir = base_dir or make_server_dir("pg_warden-patroni-")
+        # On tmpfs by default: removing a few members' freshly written data
+        # directories from this disk takes seconds each.
+        self.base_dir = base_dir or make_server_dir("pg_warden-patroni-", parent=default_parent())
         self.n_initial = members
         self.loop_wait = loop_wait
         self.ttl = ttl
@@ -116,6 +130,9 @@ class PatroniCluster:
             "wal_level": "replica",
             "hot_standby": "on",
             "wal_log_hints": "on",
+            # 1 MB WAL segments (initdb below): a few MB per member to write and remove
+            "min_wal_size": "4MB",
+            "max_wal_size": "64MB",
         }
         if preload:
             self.parameters["shared_preload_libraries"] = "pg_warden"
@@ -158,7 +175,7 @@ class PatroniCluster:
                         "parameters": self.parameters,
                     },
                 },
-                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "no-sync"],
+                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, {"wal-segsize": "1"}, "no-sync"],
                 "pg_hba": trust,
             },
             "postgresql": {
@@ -245,17 +262,14 @@ class PatroniCluster:
         log.close()
 
     def start(self, timeout: float = 90.0) -> "PatroniCluster":
-        """etcd, then every member; returns once all run, the replicas stream
-        and the leader accepts writes."""
+        """etcd, then every member at once (one of them takes the initialize
+        key and runs initdb, the others wait for it and clone it); returns
+        once all run, the replicas stream and the leader accepts writes."""
         t0 = time.monotonic()
         if self not in pgcluster._live:
             pgcluster._live.append(self)
         self._start_etcd()
-        first = self._new_member()
-        self._start_patroni(first)
-        # The first member bootstraps alone: the others would only wait for it.
-        self.wait_leader(timeout=timeout)
-        for _ in range(self.n_initial - 1):
+        for _ in range(self.n_initial):
             self._start_patroni(self._new_member())
         self.wait_ready(timeout=max(5.0, timeout - (time.monotonic() - t0)))
         self.start_seconds = time.monotonic() - t0
@@ -269,15 +283,26 @@ class PatroniCluster:
         self.wait_ready(timeout=timeout)
         return m.name
 
-    def remove_member(self, name: str, timeout: float = 60.0) -> None:
-        """Stops the member's Patroni (and so its PostgreSQL), removes its
-        files, and waits until the cluster no longer lists it."""
+    def remove_member(self, name: str, timeout: float = 30.0) -> None:
+        """Decommissions a member: stops its Patroni (and so its PostgreSQL),
+        deletes its member key from etcd (as `etcdctl del` would; left alone,
+        the key would live until its ttl), removes its data directory, and
+        waits until GET /cluster no longer lists it."""
         m = self.members_by_name[name]
         self._stop_member(m)
         del self.members_by_name[name]
+        self.etcd_delete(f"/service/{self.scope}/members/{name}")
         wait_until(lambda: name not in [x["name"] for x in self.members()], timeout=timeout,
-                   interval=0.2, what=f"{name} gone from GET /cluster")
+                   interval=0.1, what=f"{name} gone from GET /cluster")
         shutil.rmtree(m.datadir, ignore_errors=True)
+
+    def etcd_delete(self, key: str) -> int:
+        """Deletes a key through etcd's v3 JSON gateway; returns how many went."""
+        body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.etcd_port}/v3/kv/deleterange", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(json.loads(r.read()).get("deleted", 0))
 
     # -- state ---------------------------------------------------------------
     def cluster_json(self) -> dict:
@@ -413,25 +438,27 @@ class PatroniCluster:
                                  "-w", "-t", "30", "stop"]), check=False)
 
     def stop(self) -> None:
-        """SIGTERM to every Patroni (replicas first, together; the leader
-        last, so that no replica takes over meanwhile), then etcd."""
+        """SIGTERM to every Patroni (each stops its PostgreSQL; the leader
+        last, so that no replica is still looking for a new leader), then
+        etcd. Members whose Patroni is gone get their postmaster stopped."""
         leader = None
         try:
-            leader = self.leader() if self.etcd_proc and self.etcd_proc.poll() is None else None
+            if self.etcd_proc is not None and self.etcd_proc.poll() is None:
+                leader = self.leader()
         except Exception:  # noqa: BLE001 - stopping anyway
             pass
-        rest = [m for n, m in self.members_by_name.items() if n != leader]
-        for m in rest:
+        order = sorted(self.members_by_name.values(), key=lambda m: m.name == leader)
+        for m in order:
             if m.alive():
                 m.proc.send_signal(signal.SIGTERM)
-        for m in rest:
+        for m in order:
             self._stop_member(m)
-        if leader in self.members_by_name:
-            self._stop_member(self.members_by_name[leader])
         if self.etcd_proc is not None and self.etcd_proc.poll() is None:
+            # Nothing is left to serve: a graceful stop waits for idle client
+            # streams, and the store is thrown away.
             self.etcd_proc.terminate()
             try:
-                self.etcd_proc.wait(30)
+                self.etcd_proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.etcd_proc.kill()
                 self.etcd_proc.wait()
