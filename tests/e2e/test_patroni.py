@@ -145,7 +145,8 @@ def test_extension_created_on_the_leader_replicates(fleet):
         SELECT (SELECT connections FROM warden.server_usage)
              = (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')""") == "t",
                timeout=5, what="server_usage exact on the leader")
-    assert fleet.psql(leader, f"SELECT count(*) FROM warden.app_usage WHERE role = '{REPLICATION_USER}'") == "0"
+    assert fleet.psql(leader, "SELECT count(*) FROM warden.app_usage"
+                              f" WHERE role = '{REPLICATION_USER}'") == "0"
     # Patroni's own session is a client backend, as the superuser, counted like any other
     for name in fleet.members_by_name:
         assert fleet.psql(name, "SELECT usename || ':' || backend_type FROM pg_stat_activity "
@@ -163,7 +164,8 @@ def test_budget_and_idle_policy_from_the_leader_apply_on_a_replica(fleet):
     budget_loaded(pg(fleet, replica), "app", 3)
     # a budget of 3 admits exactly 3 on the replica (and counts only the replica's own)
     assert admitted_of(fleet, replica, 5) == (3, 2)
-    assert fleet.psql(replica, "SELECT refused FROM warden.app_usage WHERE role = 'app' AND application_name = 'svc'") == "2"
+    assert fleet.psql(replica, "SELECT refused FROM warden.app_usage"
+                               " WHERE role = 'app' AND application_name = 'svc'") == "2"
     assert fleet.psql(leader, "SELECT count(*) FROM warden.app_usage WHERE role = 'app'") == "0"
     # the idle policy terminates an idler on the replica
     conn = psycopg2.connect(fleet.dsn(replica, user="app", application_name="idler"))
@@ -271,5 +273,6 @@ def test_member_added_then_removed(fleet):
     assert admitted_of(fleet, name, 3) == (2, 1)
     t0 = time.monotonic()
     fleet.remove_member(name)
-    print(f"[fleet] {name} stopped, its key deleted and gone from GET /cluster in {time.monotonic() - t0:.1f} s")
+    print(f"[fleet] {name} stopped, its key deleted and gone from GET /cluster"
+          f" in {time.monotonic() - t0:.1f} s")
     assert sorted(m["name"] for m in fleet.members()) == ["pg1", "pg2", "pg3"]

@@ -255,10 +255,8 @@ class PatroniCluster:
 
     def _start_patroni(self, m: Member) -> None:
         log = open(m.patroni_log, "a")
-        env = dict(os.environ, PATRONI_LOG_LEVEL="INFO", PGPASSFILE=os.path.join(self.base_dir, f"{m.name}.pgpass"))
         m.proc = subprocess.Popen(_as_server_user([PATRONI, m.config]), stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, cwd=self.base_dir,
-                                  start_new_session=True)
+                                  stderr=subprocess.STDOUT, cwd=self.base_dir, start_new_session=True)
         log.close()
 
     def start(self, timeout: float = 90.0) -> "PatroniCluster":
