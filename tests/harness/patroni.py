@@ -436,9 +436,10 @@ class PatroniCluster:
                                  "-w", "-t", "30", "stop"]), check=False)
 
     def stop(self) -> None:
-        """SIGTERM to every Patroni (each stops its PostgreSQL; the leader
-        last, so that no replica is still looking for a new leader), then
-        etcd. Members whose Patroni is gone get their postmaster stopped."""
+        """SIGTERM to every Patroni at once, the leader's last (each stops
+        its PostgreSQL and its loop, so no replica takes over meanwhile),
+        then etcd. Members whose Patroni is gone get their postmaster
+        stopped (immediate)."""
         leader = None
         try:
             if self.etcd_proc is not None and self.etcd_proc.poll() is None:
