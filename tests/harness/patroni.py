@@ -2,7 +2,8 @@
 pg_warden on a fleet by hand.
 
 A `PatroniCluster` is one etcd 3.4 (Patroni's store) and N Patroni 3.0
-members, each running PostgreSQL 15 from $PG_BIN with pg_warden preloaded,
+members, each running PostgreSQL 15 from $PG_BIN (else the private install
+of $PG_WARDEN_PREFIX, else the system's) with pg_warden preloaded,
 all on loopback with free ports, in one temp dir owned by the unprivileged
 server user. It reuses the one server harness (tests/harness/pgcluster.py):
 its server user, temp dirs, free ports and its atexit/signal cleanup, which
@@ -44,6 +45,18 @@ ETCD = os.environ.get("ETCD", "etcd")
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind_user"
+
+
+def pg_bin() -> str:
+    """The PostgreSQL 15 that members run: $PG_BIN, else the private install
+    under $PG_WARDEN_PREFIX (scripts/lib.sh) when there is one, else the
+    system's."""
+    if os.environ.get("PG_BIN"):
+        return os.environ["PG_BIN"]
+    prefix = os.environ.get("PG_WARDEN_PREFIX")
+    if prefix and os.path.exists(f"{prefix}/usr/lib/postgresql/15/bin/postgres"):
+        return f"{prefix}/usr/lib/postgresql/15/bin"
+    return pgcluster.PG_BIN
 
 
 def default_parent() -> str:
@@ -139,6 +152,7 @@ class PatroniCluster:
             self.parameters["warden.sample_interval"] = "100ms"
         self.parameters.update(parameters or {})
         self.local_parameters = dict(local_parameters or {})
+        self.bin_dir = pg_bin()
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.etcd_dir = os.path.join(self.base_dir, "etcd")
@@ -182,7 +196,7 @@ class PatroniCluster:
                 "listen": f"127.0.0.1:{m.pg_port}",
                 "connect_address": f"127.0.0.1:{m.pg_port}",
                 "data_dir": m.datadir,
-                "bin_dir": pgcluster.PG_BIN,
+                "bin_dir": self.bin_dir,
                 "pgpass": os.path.join(self.base_dir, f"{m.name}.pgpass"),
                 "use_unix_socket": True,
                 "authentication": {
@@ -432,7 +446,7 @@ class PatroniCluster:
                 m.proc.wait()
         # Patroni stops its PostgreSQL; if Patroni itself was killed, do it here.
         if m.postmaster_pid() is not None and os.path.exists(m.datadir):
-            run(_as_server_user([f"{pgcluster.PG_BIN}/pg_ctl", "-D", m.datadir, "-m", "immediate",
+            run(_as_server_user([f"{self.bin_dir}/pg_ctl", "-D", m.datadir, "-m", "immediate",
                                  "-w", "-t", "30", "stop"]), check=False)
 
     def stop(self) -> None:
