@@ -42,9 +42,9 @@ def server_user() -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def make_server_dir(prefix: str = "pg_warden-") -> str:
+def make_server_dir(prefix: str = "pg_warden-", parent: str | None = None) -> str:
     """A temp dir the server user owns and everyone can traverse."""
-    d = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("PG_WARDEN_TMP", "/tmp"))
+    d = tempfile.mkdtemp(prefix=prefix, dir=parent or os.environ.get("PG_WARDEN_TMP", "/tmp"))
     uid, gid = server_user()
     os.chown(d, uid, gid)
     os.chmod(d, 0o755)
