@@ -1,5 +1,6 @@
 # pg_warden — PGXS build of the extension, plus convenience targets.
 #   make && make install    build and install into the server pg_config names
+#   make installcheck       the pg_regress tests on a temp instance of the installed server
 #   make test               the whole test suite (same as scripts/test)
 #   make demo               the demo (same as scripts/demo)
 
@@ -9,8 +10,24 @@ MODULEDIR = extension
 DATA = extension/pg_warden.control
 # The install script is assembled from one file per subsystem.
 DATA_built = pg_warden--1.0.sql
-EXTRA_CLEAN = pg_warden--1.0.sql
+EXTRA_CLEAN = pg_warden--1.0.sql regress-destdir.conf
 PGFILEDESC = "pg_warden - connection usage, admission and idle policies"
+
+# pg_regress (make installcheck): tests/regress/sql/*.sql against
+# tests/regress/expected/*.out, on a temp instance of the installed server's
+# binaries (pg_warden must be preloaded, so not the running server) on a free
+# port. The temp instance cannot run as root: run it as the postgres user from
+# a directory that user can write (scripts/regress does). docs/testing.md.
+REGRESS = $(sort $(basename $(notdir $(wildcard $(srcdir)/tests/regress/sql/*.sql))))
+REGRESS_PORT ?= $(shell python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null)
+REGRESS_OPTS = --inputdir=$(srcdir)/tests/regress --temp-config=$(srcdir)/tests/regress.conf \
+	--temp-instance=./tmp_check $(if $(REGRESS_PORT),--port=$(REGRESS_PORT))
+# With DESTDIR (pg_buildext installcheck with a package name: the package's
+# files, not installed yet) the temp instance loads the extension from there.
+ifdef DESTDIR
+REGRESS_PREP = regress-destdir.conf
+REGRESS_OPTS += --temp-config=regress-destdir.conf
+endif
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -33,6 +50,10 @@ override CPPFLAGS := $(patsubst -I$(includedir_server),-isystem $(includedir_ser
 pg_warden--1.0.sql: $(sort $(wildcard extension/sql/*.sql)) FORCE
 	cat $(filter-out FORCE,$^) > $@
 FORCE:
+
+regress-destdir.conf: FORCE
+	printf "extension_destdir = '%s'\ndynamic_library_path = '%s:\$$libdir'\n" \
+		'$(abspath $(DESTDIR))' '$(abspath $(DESTDIR))$(pkglibdir)' > $@
 
 .PHONY: test demo bench
 test:

@@ -1,14 +1,13 @@
 """pytest fixtures shared by the end-to-end and fault tests: real servers from
-the one harness (tests/harness/pgcluster.py), real libpq connections."""
-import os
+the one harness (tests/harness/, on the import path through pytest.ini's
+`pythonpath`), real libpq connections, wardend processes."""
 import resource
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "harness"))
-import pgcluster  # noqa: E402
-from pgcluster import wait_until  # noqa: E402
+import pgcluster
+from pgcluster import wait_until
+from wardend import BIN_DIR, Wardend
 
 # Thousands of client connections from one process need file descriptors.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -51,3 +50,23 @@ def replica_pair(make_cluster):
                timeout=30, what="streaming replication")
     yield primary, standby
     standby.destroy()
+
+
+@pytest.fixture
+def wardend(tmp_path):
+    """Factory: wardend(servers, body, daemon_extra, name) -> Wardend (not started).
+    Every wardend it made that still runs is killed at the end of the test."""
+    if not BIN_DIR:
+        pytest.skip("WARDEN_BIN_DIR is not set (scripts/test sets it after building the daemon)")
+    made = []
+
+    def factory(servers, body="", daemon_extra="", name="wardend"):
+        w = Wardend(tmp_path, servers, body, daemon_extra, name)
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        if w.proc and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()

@@ -7,169 +7,21 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import psycopg2
 import pytest
 
+from clients import close_all, connect, count
 from pgcluster import wait_until
+from wardend import (BIN_DIR, WARDENCTL, WARDEND, admission_cap, connlimit, has_override_api,
+                     restored)
 
-BIN_DIR = os.environ.get("WARDEN_BIN_DIR")
 if not BIN_DIR:
     pytest.skip("WARDEN_BIN_DIR is not set (scripts/test sets it after building the daemon)",
                 allow_module_level=True)
-WARDEND = os.path.join(BIN_DIR, "wardend")
-WARDENCTL = os.path.join(BIN_DIR, "wardenctl")
 INTERVAL = 0.2  # seconds, the poll interval of every test configuration
-
-
-def http_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Wardend:
-    """One wardend process with its own configuration, state file and log."""
-
-    def __init__(self, tmp_path, servers, body="", daemon_extra="", name="wardend"):
-        self.dir = tmp_path
-        self.port = http_port()
-        self.state_file = str(tmp_path / f"{name}.state")
-        self.config = str(tmp_path / f"{name}.toml")
-        self.logfile = str(tmp_path / f"{name}.log")
-        text = (f'[daemon]\ninterval = "200ms"\nstate_file = "{self.state_file}"\n'
-                f'http = "127.0.0.1:{self.port}"\ncooldown = "1s"\nreconnect_min = "50ms"\n'
-                f'reconnect_max = "500ms"\n{daemon_extra}\n')
-        for sname, cluster in servers:
-            text += f'[[server]]\nname = "{sname}"\ndsn = "{cluster.dsn()}"\n'
-        text += body
-        self.write(text)
-        self.proc = None
-
-    def write(self, text):
-        with open(self.config, "w") as f:
-            f.write(text)
-
-    def start(self, *args):
-        self.log_fh = open(self.logfile, "a")
-        self.proc = subprocess.Popen([WARDEND, "--config", self.config, *args],
-                                     stdout=self.log_fh, stderr=subprocess.STDOUT)
-        return self
-
-    def run_once(self, *args, timeout=30):
-        return subprocess.run([WARDEND, "--config", self.config, "--once", *args],
-                              capture_output=True, text=True, timeout=timeout)
-
-    def log(self):
-        with open(self.logfile, errors="replace") as f:
-            return f.read()
-
-    def wait_log(self, pattern, timeout=15):
-        return wait_until(lambda: re.search(pattern, self.log()), timeout=timeout,
-                          what=f"log line /{pattern}/ in wardend's log:\n{self.log()[-3000:]}")
-
-    def get(self, path, token=None, timeout=5):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return None, ""
-
-    def health(self):
-        code, body = self.get("/health")
-        return code, (json.loads(body) if code else None)
-
-    def wait_http(self, timeout=15):
-        return wait_until(lambda: self.get("/health")[0] is not None, timeout=timeout,
-                          what="wardend's HTTP endpoint")
-
-    def stop(self, timeout=20):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=timeout)
-        rc = self.proc.returncode if self.proc else None
-        self.proc = None
-        return rc
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def journal(self):
-        try:
-            with open(self.state_file) as f:
-                return json.load(f)["entries"]
-        except FileNotFoundError:
-            return []
-
-
-@pytest.fixture
-def wardend(tmp_path):
-    made = []
-
-    def factory(servers, body="", daemon_extra="", name="wardend"):
-        w = Wardend(tmp_path, servers, body, daemon_extra, name)
-        made.append(w)
-        return w
-
-    yield factory
-    for w in made:
-        if w.proc and w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-
-
-def connect(cluster, user, app="app", n=1):
-    conns = []
-    for _ in range(n):
-        c = psycopg2.connect(cluster.dsn(user=user, application_name=app))
-        c.autocommit = True
-        conns.append(c)
-    return conns
-
-
-def count(cluster, role):
-    return int(cluster.psql(
-        f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' "
-        "AND backend_type = 'client backend'"))
-
-
-def connlimit(cluster, role):
-    return int(cluster.psql(f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{role}'"))
-
-
-def has_override_api(cluster):
-    return cluster.psql("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = pronamespace "
-                        "WHERE nspname = 'warden' AND proname = 'close_admission'") != "0"
-
-
-def admission_cap(cluster, role):
-    """The cap wardend has put on the role: the extension's override where it
-    exists, else the role's CONNECTION LIMIT (None when neither is set)."""
-    if has_override_api(cluster):
-        v = cluster.psql(f"SELECT max_connections FROM warden.admission_overrides WHERE role = '{role}'")
-        return int(v) if v else None
-    v = connlimit(cluster, role)
-    return None if v == -1 else v
-
-
-def restored(cluster, role, original):
-    """No cap of wardend's left on the role, and its CONNECTION LIMIT is the original."""
-    if has_override_api(cluster) and cluster.psql(
-            f"SELECT count(*) FROM warden.admission_overrides WHERE role = '{role}'") != "0":
-        return False
-    return connlimit(cluster, role) == original
 
 
 def alive(conn):
@@ -179,14 +31,6 @@ def alive(conn):
         return True
     except psycopg2.Error:
         return False
-
-
-def close_all(conns):
-    for c in conns:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001 - already terminated
-            pass
 
 
 def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):

@@ -7,8 +7,8 @@ import time
 import psycopg2
 import pytest
 
+from clients import close_all, connect
 from pgcluster import wait_replayed, wait_until
-from test_daemon import Wardend, close_all, connect, wardend  # noqa: F401 (fixture)
 
 
 def overrides(cluster, role):

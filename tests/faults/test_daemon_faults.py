@@ -2,8 +2,8 @@
 unwritable state directory, a server down for a while, secrets kept out of
 every output, file modes, and bad configuration input (table-driven).
 
-Reuses the end-to-end helpers of tests/e2e/test_daemon.py (the Wardend class
-and its fixture). Lean on purpose: the whole file runs in about a minute."""
+Uses the shared harness's wardend (tests/harness/wardend.py and the `wardend`
+fixture). Lean on purpose: the whole file runs in about a minute."""
 import glob
 import json
 import os
@@ -13,18 +13,20 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
 import psycopg2
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from test_daemon import (WARDENCTL, WARDEND, Wardend, admission_cap, close_all,  # noqa: E402
-                         connlimit, count, restored, wardend)  # noqa: F401  (fixture)
+from clients import close_all, count
+from pgcluster import wait_until
+from wardend import (BIN_DIR, WARDENCTL, WARDEND, WardendAsPostgres, admission_cap, connlimit,
+                     restored)
 
-from pgcluster import wait_until  # noqa: E402
+if not BIN_DIR:
+    pytest.skip("WARDEN_BIN_DIR is not set (scripts/test sets it after building the daemon)",
+                allow_module_level=True)
 
 # A role name that needs quoting everywhere: a double quote, a semicolon, a space.
 ODD_ROLE = 'app"k9; x'
@@ -85,21 +87,6 @@ def test_kill9_with_override_and_connection_limit_in_force(make_cluster, wardend
     assert w.stop() == 0
     assert restored(ext, ODD_ROLE, 7) and restored(deg, ODD_ROLE, 7)
     close_all(held_e + held_d)
-
-
-def run_as_postgres(argv):
-    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *argv]
-
-
-class WardendAsPostgres(Wardend):
-    """wardend run as the `postgres` OS user, so that directory permissions
-    bind it (they do not bind root)."""
-
-    def start(self, *args):
-        self.log_fh = open(self.logfile, "a")
-        self.proc = subprocess.Popen(run_as_postgres([WARDEND, "--config", self.config, *args]),
-                                     stdout=self.log_fh, stderr=subprocess.STDOUT)
-        return self
 
 
 def test_state_directory_unwritable_withholds_and_reports_unhealthy(make_cluster):

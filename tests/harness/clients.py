@@ -23,3 +23,26 @@ def budget_loaded(cluster, name, max_connections, timeout=15):
     wait_until(lambda: cluster.psql(f"SELECT count(*) FROM warden.budget_usage WHERE name = '{name}' "
                                     f"AND max_connections IS NOT DISTINCT FROM {mc}") == "1",
                timeout=timeout, what=f"budget {name} in shared memory")
+
+
+def connect(cluster, user, app="app", n=1):
+    conns = []
+    for _ in range(n):
+        c = psycopg2.connect(cluster.dsn(user=user, application_name=app))
+        c.autocommit = True
+        conns.append(c)
+    return conns
+
+
+def count(cluster, role):
+    return int(cluster.psql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' "
+        "AND backend_type = 'client backend'"))
+
+
+def close_all(conns):
+    for c in conns:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - already terminated
+            pass
