@@ -2,6 +2,7 @@
 #   make && make install    build and install into the server pg_config names
 #   make test               the whole test suite (same as scripts/test)
 #   make demo               the demo (same as scripts/demo)
+#   make deb                Debian packages into build-deb/ (same as scripts/deb)
 
 MODULE_big = pg_warden
 OBJS = $(patsubst %.cpp,%.o,$(wildcard extension/src/*.cpp))
@@ -39,6 +40,11 @@ override CPPFLAGS := $(patsubst -I$(includedir_server),-isystem $(includedir_ser
 pg_warden--$(EXTVERSION).sql: $(sort $(wildcard extension/sql/*.sql)) FORCE
 	cat $(filter-out FORCE,$^) > $@
 FORCE:
+
+# Debian packages into build-deb/ (docs/packaging.md).
+.PHONY: deb
+deb:
+	scripts/deb
 
 .PHONY: test demo bench
 test:
