@@ -24,6 +24,8 @@ EXT = "postgresql-15-pg-warden"
 DAEMON = "pg-warden-daemon"
 UNIT = "/lib/systemd/system/wardend.service"
 CONF = "/etc/pg_warden/wardend.toml"
+with open(os.path.join(ROOT, "extension", "pg_warden.control")) as _f:
+    NEWEST = re.search(r"^default_version\s*=\s*'([^']+)'", _f.read(), re.M).group(1)
 
 if os.geteuid() != 0:
     pytest.skip("installs Debian packages: needs root", allow_module_level=True)
@@ -90,11 +92,11 @@ def test_packages_install_use_remove_purge(installed, tmp_path, monkeypatch):
     for pkg in (EXT, DAEMON):
         assert status(pkg) == "install ok installed", status(pkg)
     ext_files = listed(EXT)
-    for f in ("/usr/lib/postgresql/15/lib/pg_warden.so",
-              "/usr/share/postgresql/15/extension/pg_warden.control",
-              "/usr/share/postgresql/15/extension/pg_warden--1.0.sql",
-              "/usr/share/postgresql/15/extension/pg_warden--1.1.sql",
-              "/usr/share/postgresql/15/extension/pg_warden--1.0--1.1.sql"):
+    share = "/usr/share/postgresql/15/extension"
+    scripts = [f"pg_warden--{NEWEST}.sql"] + sorted(os.listdir(os.path.join(ROOT, "extension",
+                                                                            "versions")))
+    for f in ["/usr/lib/postgresql/15/lib/pg_warden.so", f"{share}/pg_warden.control"] + \
+            [f"{share}/{s}" for s in scripts]:
         assert f in ext_files, f
     daemon_files = listed(DAEMON)
     for f in ("/usr/sbin/wardend", "/usr/sbin/wardenctl", CONF, UNIT,
@@ -125,7 +127,7 @@ def test_packages_install_use_remove_purge(installed, tmp_path, monkeypatch):
     with pgcluster.Cluster(name="pkg").init() as c:
         c.start()
         c.psql("CREATE EXTENSION pg_warden")
-        assert c.psql("SELECT extversion FROM pg_extension WHERE extname = 'pg_warden'") == "1.1"
+        assert c.psql("SELECT extversion FROM pg_extension WHERE extname = 'pg_warden'") == NEWEST
         assert c.psql("SELECT count(*) FROM warden.server_usage") == "1"
 
         # wardend --once from the installed path, as the package's system user,
