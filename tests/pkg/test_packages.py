@@ -10,9 +10,12 @@ again. Needs root. WARDEN_DEB_DIR=DIR uses packages built before instead of
 building them.
 """
 import os
+import pathlib
 import pwd
 import re
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -56,6 +59,7 @@ def listed(pkg):
 @pytest.fixture(scope="module")
 def debs():
     out = os.environ.get("WARDEN_DEB_DIR")
+    out = os.path.abspath(out) if out else None
     if not out:
         out = os.path.join(ROOT, "build-deb")
         sh(os.path.join(ROOT, "scripts", "deb"), out)
@@ -87,7 +91,7 @@ def installed(debs):
                 sh("dpkg", "--purge", pkg, check=False)
 
 
-def test_packages_install_use_remove_purge(installed, tmp_path, monkeypatch):
+def test_packages_install_use_remove_purge(installed, monkeypatch):
     # -- installed: the files where Debian puts them ---------------------------------
     for pkg in (EXT, DAEMON):
         assert status(pkg) == "install ok installed", status(pkg)
@@ -132,16 +136,19 @@ def test_packages_install_use_remove_purge(installed, tmp_path, monkeypatch):
 
         # wardend --once from the installed path, as the package's system user,
         # against that cluster (trust authentication).
-        state_dir = tmp_path / "state"
+        # (pytest's tmp_path is under a 0700 directory of root: not reachable.)
+        work = pathlib.Path(tempfile.mkdtemp(prefix="pg_warden-pkg-"))
+        os.chmod(work, 0o755)
+        state_dir = work / "state"
         state_dir.mkdir()
         os.chown(state_dir, user.pw_uid, user.pw_gid)
-        os.chmod(tmp_path, 0o755)
-        conf = tmp_path / "wardend.toml"
+        conf = work / "wardend.toml"
         conf.write_text(f'[daemon]\ninterval = "200ms"\nstate_file = "{state_dir}/wardend.state"\n'
                         f'http = ""\n[[server]]\nname = "pkg"\n'
                         f'dsn = "{c.dsn(application_name="wardend")}"\n')
         res = sh("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
                  "/usr/sbin/wardend", "--config", str(conf), "--once", check=False)
+        shutil.rmtree(work)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "--once: done" in res.stdout + res.stderr
 
