@@ -3,15 +3,22 @@
 #   make installcheck       the pg_regress tests on a temp instance of the installed server
 #   make test               the whole test suite (same as scripts/test)
 #   make demo               the demo (same as scripts/demo)
+#   make deb                Debian packages into build-deb/ (same as scripts/deb)
 
 MODULE_big = pg_warden
 OBJS = $(patsubst %.cpp,%.o,$(wildcard extension/src/*.cpp))
 MODULEDIR = extension
 DATA = extension/pg_warden.control
-# The install script is assembled from one file per subsystem.
-DATA_built = pg_warden--1.0.sql
-EXTRA_CLEAN = pg_warden--1.0.sql regress-destdir.conf
 PGFILEDESC = "pg_warden - connection usage, admission and idle policies"
+
+# Extension versions (docs/packaging.md). The newest version's install script
+# is assembled from extension/sql/*.sql, one file per subsystem; released
+# versions are frozen in extension/versions/ (their install scripts, kept for
+# the upgrade test, and every upgrade script), never edited again.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" extension/pg_warden.control)
+DATA += $(wildcard extension/versions/pg_warden--*.sql)
+DATA_built = pg_warden--$(EXTVERSION).sql
+EXTRA_CLEAN = pg_warden--$(EXTVERSION).sql regress-destdir.conf
 
 # pg_regress (make installcheck): tests/regress/sql/*.sql against
 # tests/regress/expected/*.out, on a temp instance of the installed server's
@@ -47,13 +54,18 @@ include $(PGXS)
 override CPPFLAGS := $(patsubst -I$(includedir_server),-isystem $(includedir_server),$(patsubst -I$(includedir_internal),-isystem $(includedir_internal),$(CPPFLAGS)))
 
 # Always re-assembled (cheap): a renamed or removed part must not leave a stale script.
-pg_warden--1.0.sql: $(sort $(wildcard extension/sql/*.sql)) FORCE
+pg_warden--$(EXTVERSION).sql: $(sort $(wildcard extension/sql/*.sql)) FORCE
 	cat $(filter-out FORCE,$^) > $@
 FORCE:
 
 regress-destdir.conf: FORCE
 	printf "extension_destdir = '%s'\ndynamic_library_path = '%s:\$$libdir'\n" \
 		'$(abspath $(DESTDIR))' '$(abspath $(DESTDIR))$(pkglibdir)' > $@
+
+# Debian packages into build-deb/ (docs/packaging.md).
+.PHONY: deb
+deb:
+	scripts/deb
 
 .PHONY: test demo bench
 test:

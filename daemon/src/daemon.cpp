@@ -152,19 +152,32 @@ int Daemon::Run() {
   }
 
   StartWorkers();
+  bool ready = false;
   while (true) {
     if (g_term) break;
     if (g_reload) {
       g_reload = 0;
+      if (ready) notifier_.Reloading();
       Reload();
+      if (ready) notifier_.Ready(fmt::format("polling {} server(s)", slots_.size()));
     }
+    // systemd: ready once every server was polled once (reachable or not);
+    // the watchdog is fed only while no poll loop is stuck.
+    if (!ready && polls_.Polled() >= slots_.size()) {
+      ready = true;
+      notifier_.Ready(fmt::format("polling {} server(s)", slots_.size()));
+    }
+    notifier_.FeedWatchdog(!polls_.AnyStuck(notifier_.watchdog_timeout()));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   spdlog::info("stopping: undoing every change in force (a second SIGTERM skips this)");
+  notifier_.Stopping();
   shutdown_ = true;
   std::thread watcher([this] {
     while (shutdown_ && !fast_) {
       if (g_term > 1) fast_ = true;
+      // Undoing may take a while; TimeoutStopSec bounds it, not the watchdog.
+      notifier_.FeedWatchdog(true);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
@@ -207,12 +220,14 @@ void Daemon::Worker(Slot* s) {
   while (!stop_workers_) {
     auto cfg = config();
     double t0 = Mono();
+    polls_.Begin(s);
     try {
       Step(*s, *cfg);
     } catch (const std::exception& e) {  // a bug must not take the other servers down
       spdlog::error("[{}] unexpected error, reconnecting: {}", s->server.name, MaskDsn(e.what()));
       s->conn.reset();
     }
+    polls_.End(s);
     double left = cfg->daemon.interval.count() / 1000.0 - (Mono() - t0);
     if (left > 0) WaitFor(left);
   }

@@ -15,6 +15,7 @@
 #include "wardend/config.hpp"
 #include "wardend/decide.hpp"
 #include "wardend/journal.hpp"
+#include "wardend/notify.hpp"
 #include "wardend/pg.hpp"
 #include "wardend/status.hpp"
 
@@ -90,6 +91,8 @@ class Daemon {
   std::unique_ptr<StatusSegment> segment_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<InstanceLock> lock_;
+  ServiceNotifier notifier_;  // systemd (main thread; the stop watcher while it stops)
+  PollMonitor polls_;         // progress of the poll loops, for READY=1 and the watchdog
 
   std::mutex wake_mu_;
   std::condition_variable wake_;
