@@ -410,8 +410,7 @@ void Daemon::Reload() {
   board_.Reconfigure(*cfg, DryRun(*cfg));
   spdlog::info("reloaded {}: {} server(s), {} role limit(s), {} emergency step(s){}",
                opts_.config_path, cfg->servers.size(), cfg->role_limits.size(),
-               cfg->emergencies.size(),
-               DryRun(*cfg) ? ", DRY RUN" : "");
+               cfg->emergencies.size(), DryRun(*cfg) ? ", DRY RUN" : "");
   StartWorkers();
 }
 

@@ -186,8 +186,9 @@ Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
       Millis cooldown = limit.cooldown ? *limit.cooldown : cfg.daemon.cooldown;
       if (remaining > *limit.max_connections) {
         if (!rs.over_limit)
-          d.events.push_back(fmt::format("role {} over its limit: {} connections > max_connections {}",
-                                         limit.role, remaining, *limit.max_connections));
+          d.events.push_back(
+              fmt::format("role {} over its limit: {} connections > max_connections {}", limit.role,
+                          remaining, *limit.max_connections));
         rs.over_limit = true;
         rs.under_since.reset();
       } else if (rs.over_limit) {

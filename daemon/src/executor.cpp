@@ -75,8 +75,7 @@ void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, co
       if (t.TerminateIfStill(a)) {
         if (events_.action) events_.action("terminate", Describe(a));
         spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}",
-                     server_, a.pid, a.role, a.application_name, a.state, a.idle_seconds,
-                     a.reason);
+                     server_, a.pid, a.role, a.application_name, a.state, a.idle_seconds, a.reason);
         Record(t, a, false);
       } else {
         spdlog::debug("[{}] pid {} no longer qualifies: left alone", server_, a.pid);
@@ -115,8 +114,8 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
   } else {
     auto cur = mech.CurrentLimit(a.role);
     if (!cur) {
-      WarnOnce("norole:" + a.role, fmt::format("role {} does not exist: admission not closed",
-                                               a.role));
+      WarnOnce("norole:" + a.role,
+               fmt::format("role {} does not exist: admission not closed", a.role));
       return;
     }
     original = *cur;

@@ -233,7 +233,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     for (const auto& [role, rc] : s.roles)
       sample("pg_warden_role_connections",
              fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), rc.connections);
-  family("pg_warden_role_max_connections", "gauge", "max_connections of the role's [[role]] limit.");
+  family("pg_warden_role_max_connections", "gauge",
+         "max_connections of the role's [[role]] limit.");
   for (const auto& s : st.servers)
     for (const auto& b : cfg.role_limits)
       if (b.max_connections)

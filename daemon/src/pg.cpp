@@ -295,16 +295,14 @@ void Connection::OpenAdmission(const std::string& role) {
 
 std::unique_ptr<ConsoleConnection> ConsoleConnection::Open(const std::string& dsn,
                                                            int connect_timeout_s) {
-  return std::unique_ptr<ConsoleConnection>(
-      new ConsoleConnection(Connect(dsn, connect_timeout_s)));
+  return std::unique_ptr<ConsoleConnection>(new ConsoleConnection(Connect(dsn, connect_timeout_s)));
 }
 
 std::vector<std::map<std::string, std::string>> ConsoleConnection::Show(const char* statement,
                                                                         size_t max_rows) {
   ResultPtr r(PQexec(conn_.get(), statement));
   if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
-    throw PgError(std::string(statement) + ": " + Trimmed(PQerrorMessage(conn_.get())), "",
-                  !ok());
+    throw PgError(std::string(statement) + ": " + Trimmed(PQerrorMessage(conn_.get())), "", !ok());
   std::vector<std::map<std::string, std::string>> rows;
   const int nfields = PQnfields(r.get());
   for (int i = 0; i < PQntuples(r.get()) && static_cast<size_t>(i) < max_rows; ++i) {

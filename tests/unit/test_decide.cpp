@@ -262,14 +262,16 @@ TEST(Decide, ExemptRolesAreNeverActedOn) {
 // The two halves alone: each is a pure function of its inputs.
 
 TEST(DecideRoleLimits, TerminatesAndMarksOverTheLimitWithoutClosingItself) {
-  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_connections = 2\nmax_idle = 1\n"
-                   "idle_in_transaction_timeout = \"10s\"\n");
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_connections = 2\nmax_idle = 1\n"
+          "idle_in_transaction_timeout = \"10s\"\n");
   std::map<std::string, RoleState> roles;
-  auto d = DecideRoleLimits(cfg,
-                            Snap("api", 3,
-                                 {B(10, "api", "idle in transaction", 11), B(11, "api", "idle", 5),
-                                  B(12, "api", "idle", 50), B(13, "api", "idle in transaction", 2)}),
-                            roles, 0);
+  auto d =
+      DecideRoleLimits(cfg,
+                       Snap("api", 3,
+                            {B(10, "api", "idle in transaction", 11), B(11, "api", "idle", 5),
+                             B(12, "api", "idle", 50), B(13, "api", "idle in transaction", 2)}),
+                       roles, 0);
   // 10 (idle in transaction past 10s), then 12 (oldest idle beyond max_idle 1).
   EXPECT_EQ(Pids(d), (std::vector<int>{10, 12}));
   EXPECT_NE(d.actions[0].reason.find("role api: idle_in_transaction_timeout 10s"),
@@ -283,8 +285,9 @@ TEST(DecideRoleLimits, TerminatesAndMarksOverTheLimitWithoutClosingItself) {
 }
 
 TEST(DecideRoleLimits, ExemptRolesAndOwnSessionAreNeverCandidates) {
-  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\nmax_connections = 0\n"
-                   "[[role]]\nname = \"ops\"\nmax_idle = 0\nmax_connections = 0\n");
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\nmax_connections = 0\n"
+          "[[role]]\nname = \"ops\"\nmax_idle = 0\nmax_connections = 0\n");
   Snapshot s = Snap("api", 0, {B(1, "api", "idle", 99), B(2, "api", "idle", 9)});
   s.apps.push_back(AppUsage{"db", "ops", "app", 1, 0, 1, 0, 0});
   s.backends.push_back(B(3, "ops", "idle", 99));
@@ -296,9 +299,10 @@ TEST(DecideRoleLimits, ExemptRolesAndOwnSessionAreNeverCandidates) {
 }
 
 TEST(DecideEmergencies, SkipsSessionsAlreadyChosenAndLeavesRoleStatesAlone) {
-  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_connections = 1\n"
-                   "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
-                   "older_than = \"1m\"\n");
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_connections = 1\n"
+          "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+          "older_than = \"1m\"\n");
   ServerState st;
   auto idle = std::vector<Backend>{B(10, "api", "idle", 600), B(11, "api", "idle", 300),
                                    B(12, "api", "idle", 30)};

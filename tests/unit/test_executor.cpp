@@ -250,8 +250,7 @@ TEST(Executor, DryRunChangesNothingAndRecordsEachTerminationOnce) {
 TEST(Executor, TerminationsAreRecordedAndAStopRequestEndsTheRound) {
   Fixture f(AdmissionKind::kConnectionLimit);
   f.executor->Apply(f.target, f.state, false, {Kill(7)}, false, Never);
-  EXPECT_EQ(f.server.log,
-            (std::vector<std::string>{"terminate 7", "record wardend max_idle"}));
+  EXPECT_EQ(f.server.log, (std::vector<std::string>{"terminate 7", "record wardend max_idle"}));
   f.server.log.clear();
   f.executor->Apply(f.target, f.state, false, {Kill(8)}, false, [] { return true; });
   EXPECT_TRUE(f.server.log.empty());

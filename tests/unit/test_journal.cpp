@@ -28,8 +28,9 @@ std::string Read(const std::string& path) {
 }  // namespace
 
 TEST(Journal, SerializeAndParseRoundTrip) {
-  std::vector<JournalEntry> e = {{"primary", "app_api", AdmissionKind::kConnectionLimit, -1, 40, 1.5},
-                                 {"replica", "batch \"x\"", AdmissionKind::kOverride, -1, 3, 2}};
+  std::vector<JournalEntry> e = {
+      {"primary", "app_api", AdmissionKind::kConnectionLimit, -1, 40, 1.5},
+      {"replica", "batch \"x\"", AdmissionKind::kOverride, -1, 3, 2}};
   auto back = ParseJournal(SerializeJournal(e));
   ASSERT_EQ(back.size(), 2u);
   EXPECT_TRUE(back[0] == e[0]);

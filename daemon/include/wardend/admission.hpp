@@ -27,8 +27,7 @@ class AdmissionMechanism {
   // Undoes: `original` is the journaled limit before the first change,
   // `applied` what wardend set last, `previous` what it had set before (-1:
   // nothing). Returns a note for the log.
-  virtual std::string Reopen(const std::string& role, int original, int applied,
-                             int previous) = 0;
+  virtual std::string Reopen(const std::string& role, int original, int applied, int previous) = 0;
   // For the log: how a close to `limit` was done ("CONNECTION LIMIT 3 (was 7)").
   virtual std::string DescribeClose(int limit, int original) const = 0;
   // Whether a change it made vanishes with the server's memory (a restart):

@@ -48,7 +48,6 @@ struct ServerConfig {
   std::string pgbouncer_dsn;  // optional
 };
 
-
 // One [[role]] table: wardend's per-role limits (soft: above them wardend
 // acts, along the ladder in docs/daemon.md). Not the extension's budgets,
 // which are hard login caps.

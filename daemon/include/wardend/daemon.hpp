@@ -53,7 +53,7 @@ class Daemon {
     bool redetect = false;   // detect again before the next poll (after SIGHUP)
     bool in_recovery = false;
     double backoff_ms = 0;
-    double next_attempt = 0;           // monotonic seconds
+    double next_attempt = 0;       // monotonic seconds
     std::set<std::string> warned;  // one-time warnings
     std::thread thread;
   };

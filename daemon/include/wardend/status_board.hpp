@@ -44,9 +44,9 @@ class StatusBoard {
   void JournalError(const std::string& server, const std::string& error);  // "": cleared
 
  private:
-  ServerStatus& StatusOf(const std::string& name);  // mu_ held
+  ServerStatus& StatusOf(const std::string& name);          // mu_ held
   void RefreshAlerts(const Config& cfg, ServerStatus& st);  // mu_ held
-  void Publish();                                   // mu_ held
+  void Publish();                                           // mu_ held
 
   mutable std::mutex mu_;
   DaemonStatus status_;
