@@ -13,13 +13,6 @@
 
 namespace wardend {
 
-struct BouncerReport {
-  bool ok = false;
-  std::string error;  // DSN passwords masked
-  std::vector<PoolStat> pools;
-  std::vector<BouncerDbStat> stats;
-};
-
 // The rows of SHOW POOLS / SHOW STATS (column -> text) as status values;
 // missing columns read as 0 (they differ between PgBouncer versions).
 std::vector<PoolStat> PoolsFromRows(const std::vector<std::map<std::string, std::string>>& rows);

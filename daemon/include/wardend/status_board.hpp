@@ -12,7 +12,6 @@
 #include "wardend/config.hpp"
 #include "wardend/decide.hpp"
 #include "wardend/journal.hpp"
-#include "wardend/pgbouncer.hpp"
 #include "wardend/snapshot.hpp"
 #include "wardend/status.hpp"
 
