@@ -1,6 +1,7 @@
 // Parsing and validation of wardend.toml. Every key is checked for type and
 // range, unknown keys are errors (a typo must not silently disable a role limit),
-// and every error names the file, the line and the key.
+// and every error names the file, the line and the key. Pure (no I/O but
+// reading the file named), no locks.
 #include "wardend/config.hpp"
 
 #include <toml++/toml.h>

@@ -1,4 +1,4 @@
-// Health, readiness, alerts and metrics documents (see health.hpp).
+// Health, readiness, alerts and metrics documents (see health.hpp). Pure: no locks.
 #include "wardend/health.hpp"
 
 #include <fmt/format.h>
