@@ -241,8 +241,10 @@ int Main(int argc, char** argv) {
   if (check->parsed()) {
     try {
       Config cfg = LoadConfig(file);
-      std::cout << fmt::format("{}: ok: {} server(s), {} budget(s), {} emergency step(s)\n", file,
-                               cfg.servers.size(), cfg.budgets.size(), cfg.emergencies.size());
+      for (const auto& w : cfg.warnings) std::cerr << "wardenctl: warning: " << w << "\n";
+      std::cout << fmt::format("{}: ok: {} server(s), {} role limit(s), {} emergency step(s)\n",
+                               file, cfg.servers.size(), cfg.role_limits.size(),
+                               cfg.emergencies.size());
       return 0;
     } catch (const ConfigError& e) {
       std::cerr << "wardenctl: invalid configuration: " << e.what() << "\n";

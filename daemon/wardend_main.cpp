@@ -13,7 +13,7 @@ namespace {
 
 int Main(int argc, char** argv) {
   CLI::App app{
-      "wardend: enforces per-role connection budgets and the emergency runbook with pg_warden"};
+      "wardend: enforces per-role connection limits and the emergency runbook with pg_warden"};
   wardend::Options opts;
   opts.config_path = "/etc/pg_warden/wardend.toml";
   app.add_option("-c,--config", opts.config_path, "configuration file (TOML)");
@@ -29,6 +29,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   wardend::SetupLogging(cfg.daemon.log_format, cfg.daemon.log_level);
+  for (const auto& w : cfg.warnings) spdlog::warn("{}", w);
   wardend::InstallSignalHandlers();
   int rc;
   {

@@ -125,7 +125,7 @@ def main():
         bin_dir = os.environ.get("WARDEN_BIN_DIR")
         wardend = os.path.join(bin_dir, "wardend") if bin_dir else None
         if wardend and os.path.exists(wardend):
-            title("wardend: per-role budget for app_api (max_idle = 4), /health")
+            title("wardend: per-role limits for app_api (max_idle = 4), /health")
             work = tempfile.mkdtemp(prefix="wardend-demo-")
             conf = os.path.join(work, "wardend.toml")
             with open(conf, "w") as f:
@@ -138,8 +138,8 @@ http = "127.0.0.1:{pgcluster.free_port()}"
 name = "primary"
 dsn = "host={cluster.sockdir} port={cluster.port} dbname=postgres user=warden application_name=wardend"
 
-[[budget]]
-role = "app_api"
+[[role]]
+name = "app_api"
 max_connections = 40
 max_idle = 4
 priority = "normal"

@@ -1,6 +1,7 @@
 // Parsing and validation of wardend.toml. Every key is checked for type and
-// range, unknown keys are errors (a typo must not silently disable a budget),
-// and every error names the file, the line and the key.
+// range, unknown keys are errors (a typo must not silently disable a role limit),
+// and every error names the file, the line and the key. Pure (no I/O but
+// reading the file named), no locks.
 #include "wardend/config.hpp"
 
 #include <toml++/toml.h>
@@ -28,14 +29,16 @@ const char* ToString(EmergencyAction a) {
   return a == EmergencyAction::kTerminateIdle ? "terminate_idle" : "close_admission";
 }
 
-const BudgetConfig* Config::BudgetFor(const std::string& role) const {
-  for (const auto& b : budgets)
-    if (b.role == role) return &b;
+const char* ToString(RoleScope) { return "server"; }
+
+const RoleLimitConfig* Config::RoleLimitFor(const std::string& role) const {
+  for (const auto& r : role_limits)
+    if (r.role == role) return &r;
   return nullptr;
 }
 
 Priority Config::PriorityOf(const std::string& role) const {
-  const BudgetConfig* b = BudgetFor(role);
+  const RoleLimitConfig* b = RoleLimitFor(role);
   return b ? b->priority : Priority::kNormal;
 }
 
@@ -196,7 +199,7 @@ class Parser {
     }
     Config cfg;
     cfg.path = file_;
-    CheckKeys(root, "", {"daemon", "server", "budget", "emergency"});
+    CheckKeys(root, "", {"daemon", "server", "role", "budget", "emergency"});
 
     if (const toml::node* dn = root.get("daemon")) {
       const toml::table* d = dn->as_table();
@@ -228,31 +231,18 @@ class Parser {
     if (cfg.servers.empty())
       throw ConfigError(file_, 1, "server", "at least one [[server]] is required");
 
+    // [[role]]; the older spelling [[budget]] (key `role` for `name`) is
+    // still read, with a warning, for one release.
     std::set<std::string> roles;
-    auto budgets = Tables(root, "budget");
-    for (size_t i = 0; i < budgets.size(); ++i) {
-      const toml::table& t = *budgets[i];
-      std::string p = "budget[" + std::to_string(i) + "].";
-      CheckKeys(t, p,
-                {"role", "max_connections", "max_idle", "idle_in_transaction_timeout", "priority",
-                 "cooldown"});
-      BudgetConfig b;
-      auto role = String(t, p, "role");
-      if (!role || role->empty())
-        Fail(t.get("role"), p + "role", "is required (a role name)", LineOf(t));
-      // PostgreSQL truncates longer names to NAMEDATALEN - 1 = 63 bytes: the budget would
-      // then never match the role it names.
-      if (role->size() > 63) Fail(t.get("role"), p + "role", "must be at most 63 bytes");
-      if (!roles.insert(*role).second)
-        Fail(t.get("role"), p + "role", "duplicate budget for role \"" + *role + "\"");
-      b.role = *role;
-      if (auto v = Int(t, p, "max_connections", 0, 262143))
-        b.max_connections = static_cast<int>(*v);
-      if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
-      b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
-      if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
-      b.cooldown = Duration(t, p, "cooldown", Millis(0));
-      cfg.budgets.push_back(std::move(b));
+    for (const char* table : {"role", "budget"}) {
+      const bool legacy = std::string(table) == "budget";
+      auto tables = Tables(root, table);
+      if (legacy && !tables.empty())
+        cfg.warnings.push_back(file_ + ":" + std::to_string(LineOf(*tables[0])) +
+                               ": [[budget]] is deprecated and will not be read by the next "
+                               "release: write [[role]] with name = \"...\" instead of role");
+      for (size_t i = 0; i < tables.size(); ++i)
+        cfg.role_limits.push_back(ParseRoleLimit(*tables[i], table, i, legacy, roles));
     }
 
     auto emergencies = Tables(root, "emergency");
@@ -295,6 +285,40 @@ class Parser {
       cfg.emergencies.push_back(std::move(e));
     }
     return cfg;
+  }
+
+  // One [[role]] (or legacy [[budget]]) table; `seen` catches a role named twice.
+  RoleLimitConfig ParseRoleLimit(const toml::table& t, const char* table, size_t i, bool legacy,
+                                 std::set<std::string>& seen) const {
+    std::string p = std::string(table) + "[" + std::to_string(i) + "].";
+    const char* name_key = legacy ? "role" : "name";
+    if (legacy)
+      CheckKeys(t, p,
+                {"role", "max_connections", "max_idle", "idle_in_transaction_timeout", "priority",
+                 "cooldown"});
+    else
+      CheckKeys(t, p,
+                {"name", "scope", "max_connections", "max_idle", "idle_in_transaction_timeout",
+                 "priority", "cooldown"});
+    RoleLimitConfig b;
+    auto role = String(t, p, name_key);
+    if (!role || role->empty())
+      Fail(t.get(name_key), p + name_key, "is required (a role name)", LineOf(t));
+    // PostgreSQL truncates longer names to NAMEDATALEN - 1 = 63 bytes: the limit would
+    // then never match the role it names.
+    if (role->size() > 63) Fail(t.get(name_key), p + name_key, "must be at most 63 bytes");
+    if (!seen.insert(*role).second)
+      Fail(t.get(name_key), p + name_key, "duplicate limits for role \"" + *role + "\"");
+    b.role = *role;
+    if (auto scope = String(t, p, "scope"); scope && *scope != "server")
+      Fail(t.get("scope"), p + "scope",
+           "must be \"server\" (each server alone), not \"" + *scope + "\"");
+    if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
+    if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
+    b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
+    if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
+    b.cooldown = Duration(t, p, "cooldown", Millis(0));
+    return b;
   }
 
   void ParseDaemon(const toml::table& d, DaemonConfig& c) {

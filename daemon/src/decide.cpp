@@ -1,4 +1,5 @@
-// The budget ladder and the emergency steps (see docs/daemon.md, "Decisions").
+// The [[role]] ladder and the emergency steps (see decide.hpp and
+// docs/daemon.md, "Decisions"). Pure functions: no I/O, no locks.
 #include "wardend/decide.hpp"
 
 #include <fmt/format.h>
@@ -98,13 +99,28 @@ void SortOldestFirst(std::vector<const Backend*>& v) {
   });
 }
 
+bool IsExempt(const Snapshot& snap, const std::string& role) {
+  return std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), role) !=
+         snap.exempt_roles.end();
+}
+
+// Idle sessions per role that wardend may act on: never its own session,
+// never one of warden.exempt_roles.
+std::map<std::string, std::vector<const Backend*>> IdleCandidates(const Snapshot& snap) {
+  std::map<std::string, std::vector<const Backend*>> by_role;
+  for (const auto& b : snap.backends)
+    if (b.pid != snap.own_pid && IsIdleState(b.state) && !IsExempt(snap, b.role))
+      by_role[b.role].push_back(&b);
+  return by_role;
+}
+
 }  // namespace
 
 std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState& state) {
   std::map<std::string, int> want;
-  for (const auto& b : cfg.budgets) {
+  for (const auto& b : cfg.role_limits) {
     auto it = state.roles.find(b.role);
-    if (b.max_connections && it != state.roles.end() && it->second.budget_closed)
+    if (b.max_connections && it != state.roles.end() && it->second.over_limit)
       want[b.role] = *b.max_connections;
   }
   for (const auto& [step, caps] : state.emergency_caps) {
@@ -117,87 +133,85 @@ std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState
   return want;
 }
 
-Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now) {
+Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
+                          std::map<std::string, RoleState>& role_states, double now) {
   Decision d;
   std::set<int> chosen;  // a session is terminated once, by the first step that picks it
   const auto roles = snap.Roles();
+  auto by_role = IdleCandidates(snap);
 
-  // Candidates per role, idle ones only; the daemon's own session is never one.
-  // warden.exempt_roles are never acted on, by wardend either.
-  auto exempt = [&](const std::string& role) {
-    return std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), role) !=
-           snap.exempt_roles.end();
-  };
-  std::map<std::string, std::vector<const Backend*>> by_role;
-  for (const auto& b : snap.backends)
-    if (b.pid != snap.own_pid && IsIdleState(b.state) && !exempt(b.role))
-      by_role[b.role].push_back(&b);
-
-  // 1. Per-role budgets, in ladder order.
-  for (const auto& budget : cfg.budgets) {
-    auto rc = roles.find(budget.role);
+  for (const auto& limit : cfg.role_limits) {
+    auto rc = roles.find(limit.role);
     int held = rc == roles.end() ? 0 : rc->second.connections;
     int terminated = 0;
-    std::vector<const Backend*>& mine = by_role[budget.role];
+    std::vector<const Backend*>& mine = by_role[limit.role];
 
     // a. idle in transaction past its timeout, longest first.
-    if (budget.idle_in_transaction_timeout) {
-      double limit = budget.idle_in_transaction_timeout->count() / 1000.0;
+    if (limit.idle_in_transaction_timeout) {
+      double timeout = limit.idle_in_transaction_timeout->count() / 1000.0;
       std::vector<const Backend*> c;
       for (const Backend* b : mine)
-        if (IsIdleInTransaction(b->state) && b->state_seconds >= limit) c.push_back(b);
+        if (IsIdleInTransaction(b->state) && b->state_seconds >= timeout) c.push_back(b);
       SortOldestFirst(c);
       for (const Backend* b : c) {
         if (!chosen.insert(b->pid).second) continue;
         d.actions.push_back(
-            Terminate(*b, limit, "idle_in_transaction_timeout",
-                      fmt::format("budget {}: idle_in_transaction_timeout {}", budget.role,
-                                  FormatDuration(*budget.idle_in_transaction_timeout))));
+            Terminate(*b, timeout, "idle_in_transaction_timeout",
+                      fmt::format("role {}: idle_in_transaction_timeout {}", limit.role,
+                                  FormatDuration(*limit.idle_in_transaction_timeout))));
         ++terminated;
       }
     }
     // b. idle beyond max_idle, oldest idle first.
-    if (budget.max_idle) {
+    if (limit.max_idle) {
       std::vector<const Backend*> idle;
       for (const Backend* b : mine)
         if (b->state == "idle" && !chosen.count(b->pid)) idle.push_back(b);
-      if (static_cast<int>(idle.size()) > *budget.max_idle) {
+      if (static_cast<int>(idle.size()) > *limit.max_idle) {
         SortOldestFirst(idle);
-        size_t excess = idle.size() - static_cast<size_t>(*budget.max_idle);
+        size_t excess = idle.size() - static_cast<size_t>(*limit.max_idle);
         for (size_t i = 0; i < excess; ++i) {
           chosen.insert(idle[i]->pid);
           d.actions.push_back(
               Terminate(*idle[i], 0, "max_idle",
-                        fmt::format("budget {}: max_idle {}", budget.role, *budget.max_idle)));
+                        fmt::format("role {}: max_idle {}", limit.role, *limit.max_idle)));
           ++terminated;
         }
       }
     }
     // c. still above max_connections: close admission; reopen after the cool-down.
-    if (budget.max_connections && !exempt(budget.role)) {
-      RoleState& rs = state.roles[budget.role];
+    if (limit.max_connections && !IsExempt(snap, limit.role)) {
+      RoleState& rs = role_states[limit.role];
       int remaining = held - terminated;
-      double cooldown = (budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown).count() / 1000.0;
-      if (remaining > *budget.max_connections) {
-        if (!rs.budget_closed)
-          d.events.push_back(fmt::format("role {} over budget: {} connections > max_connections {}",
-                                         budget.role, remaining, *budget.max_connections));
-        rs.budget_closed = true;
+      Millis cooldown = limit.cooldown ? *limit.cooldown : cfg.daemon.cooldown;
+      if (remaining > *limit.max_connections) {
+        if (!rs.over_limit)
+          d.events.push_back(
+              fmt::format("role {} over its limit: {} connections > max_connections {}", limit.role,
+                          remaining, *limit.max_connections));
+        rs.over_limit = true;
         rs.under_since.reset();
-      } else if (rs.budget_closed) {
+      } else if (rs.over_limit) {
         if (!rs.under_since) rs.under_since = now;
-        if (now - *rs.under_since >= cooldown) {
-          rs.budget_closed = false;
+        if (now - *rs.under_since >= cooldown.count() / 1000.0) {
+          rs.over_limit = false;
           rs.under_since.reset();
-          d.events.push_back(fmt::format(
-              "role {} back under budget for {}", budget.role,
-              FormatDuration(budget.cooldown ? *budget.cooldown : cfg.daemon.cooldown)));
+          d.events.push_back(fmt::format("role {} back under its limit for {}", limit.role,
+                                         FormatDuration(cooldown)));
         }
       }
     }
   }
+  return d;
+}
 
-  // 2. Emergency steps: fire on the way up, undone on the way down (hysteresis).
+Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState& state,
+                           const std::set<int>& already_chosen) {
+  Decision d;
+  std::set<int> chosen = already_chosen;
+  const auto roles = snap.Roles();
+  auto by_role = IdleCandidates(snap);
+
   state.emergency_active.resize(cfg.emergencies.size(), false);
   for (size_t i = 0; i < cfg.emergencies.size(); ++i) {
     const EmergencyConfig& e = cfg.emergencies[i];
@@ -209,10 +223,10 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       if (e.action == EmergencyAction::kCloseAdmission) {
         auto& caps = state.emergency_caps[i];
         caps.clear();
-        for (const auto& b : cfg.budgets)
+        for (const auto& b : cfg.role_limits)
           if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) !=
                   e.priorities.end() &&
-              !exempt(b.role)) {
+              !IsExempt(snap, b.role)) {
             auto rc = roles.find(b.role);
             caps[b.role] = rc == roles.end() ? 0 : rc->second.connections;
           }
@@ -244,8 +258,19 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
       }
     }
   }
+  return d;
+}
 
-  // 3. Admission: bring what is in force to what should be.
+Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now) {
+  Decision d = DecideRoleLimits(cfg, snap, state.roles, now);
+  std::set<int> chosen;
+  for (const auto& a : d.actions)
+    if (a.kind == Action::Kind::kTerminate) chosen.insert(a.pid);
+  Decision e = DecideEmergencies(cfg, snap, state, chosen);
+  d.actions.insert(d.actions.end(), e.actions.begin(), e.actions.end());
+  d.events.insert(d.events.end(), e.events.begin(), e.events.end());
+
+  // Admission: bring what is in force to what should be.
   const auto want = DesiredAdmission(cfg, state);
   for (const auto& [role, limit] : want) {
     auto it = state.applied.find(role);
@@ -254,11 +279,11 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
     a.kind = Action::Kind::kCloseAdmission;
     a.role = role;
     a.limit = limit;
-    const BudgetConfig* b = cfg.BudgetFor(role);
+    const RoleLimitConfig* b = cfg.RoleLimitFor(role);
     auto rs = state.roles.find(role);
-    if (b && b->max_connections && rs != state.roles.end() && rs->second.budget_closed &&
+    if (b && b->max_connections && rs != state.roles.end() && rs->second.over_limit &&
         limit == *b->max_connections)
-      a.reason = fmt::format("budget {}: over max_connections {}", role, *b->max_connections);
+      a.reason = fmt::format("role {}: over max_connections {}", role, *b->max_connections);
     else
       a.reason = fmt::format("emergency: role {} (priority {}) capped at {}", role,
                              ToString(cfg.PriorityOf(role)), limit);

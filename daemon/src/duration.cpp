@@ -1,4 +1,4 @@
-// Parsing and printing of configuration durations.
+// Parsing and printing of configuration durations. Pure: no locks.
 #include "wardend/duration.hpp"
 
 #include <cctype>

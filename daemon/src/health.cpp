@@ -1,4 +1,4 @@
-// Health, readiness, alerts and metrics documents (see health.hpp).
+// Health, readiness, alerts and metrics documents (see health.hpp). Pure: no locks.
 #include "wardend/health.hpp"
 
 #include <fmt/format.h>
@@ -115,12 +115,12 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
   else if (s.usage_percent >= degraded)
     out["usage_degraded"] = {
         "warning", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, degraded), 0};
-  for (const auto& b : cfg.budgets) {
+  for (const auto& b : cfg.role_limits) {
     auto it = s.roles.find(b.role);
     if (b.max_connections && it != s.roles.end() && it->second.connections > *b.max_connections)
-      out["role_over_budget:" + b.role] = {
+      out["role_over_limit:" + b.role] = {
           "warning",
-          fmt::format("{}: role {} holds {} connections, budget {}", s.name, b.role,
+          fmt::format("{}: role {} holds {} connections, max_connections {}", s.name, b.role,
                       it->second.connections, *b.max_connections),
           0};
   }
@@ -233,11 +233,12 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     for (const auto& [role, rc] : s.roles)
       sample("pg_warden_role_connections",
              fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), rc.connections);
-  family("pg_warden_role_budget", "gauge", "max_connections of the role's [[budget]].");
+  family("pg_warden_role_max_connections", "gauge",
+         "max_connections of the role's [[role]] limit.");
   for (const auto& s : st.servers)
-    for (const auto& b : cfg.budgets)
+    for (const auto& b : cfg.role_limits)
       if (b.max_connections)
-        sample("pg_warden_role_budget",
+        sample("pg_warden_role_max_connections",
                fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(b.role)), *b.max_connections);
   family("pg_warden_admission_closed", "gauge",
          "Connection cap wardend has put on a role (present while closed).");

@@ -15,6 +15,16 @@
 
 namespace wardend {
 
+const char* ToString(AdmissionKind k) {
+  return k == AdmissionKind::kConnectionLimit ? "alter_role" : "override";
+}
+
+std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name) {
+  if (name == "override") return AdmissionKind::kOverride;
+  if (name == "alter_role") return AdmissionKind::kConnectionLimit;
+  return std::nullopt;
+}
+
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
   return a.server == b.server && a.role == b.role && a.mechanism == b.mechanism &&
          a.original_limit == b.original_limit && a.applied_limit == b.applied_limit &&
@@ -29,7 +39,7 @@ std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
   for (const auto& e : entries)
     j["entries"].push_back({{"server", e.server},
                             {"role", e.role},
-                            {"mechanism", e.mechanism},
+                            {"mechanism", ToString(e.mechanism)},
                             {"original_limit", e.original_limit},
                             {"applied_limit", e.applied_limit},
                             {"previous_limit", e.previous_limit},
@@ -48,9 +58,10 @@ std::vector<JournalEntry> ParseJournal(const std::string& text) {
       JournalEntry x;
       x.server = e.at("server").get<std::string>();
       x.role = e.at("role").get<std::string>();
-      x.mechanism = e.at("mechanism").get<std::string>();
-      if (x.mechanism != "alter_role" && x.mechanism != "override")
-        throw std::runtime_error("unknown mechanism \"" + x.mechanism + "\"");
+      const auto name = e.at("mechanism").get<std::string>();
+      auto kind = AdmissionKindFrom(name);
+      if (!kind) throw std::runtime_error("unknown mechanism \"" + name + "\"");
+      x.mechanism = *kind;
       x.original_limit = e.at("original_limit").get<int>();
       x.applied_limit = e.at("applied_limit").get<int>();
       x.previous_limit = e.value("previous_limit", -1);

@@ -1,4 +1,4 @@
-// libpq edge (see pg.hpp). No locks: a Connection belongs to one server's thread.
+// libpq edge (see pg.hpp). No locks: a connection belongs to one server's thread.
 #include "wardend/pg.hpp"
 
 #include <fmt/format.h>
@@ -66,22 +66,28 @@ std::string Str(const nlohmann::json& v) { return v.is_string() ? v.get<std::str
 double Num(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : 0.0; }
 int Int(const nlohmann::json& v) { return v.is_number() ? static_cast<int>(v.get<double>()) : 0; }
 
-}  // namespace
+std::string Trimmed(std::string msg) {
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
 
-std::unique_ptr<Connection> Connection::Open(const std::string& dsn, int connect_timeout_s,
-                                             int statement_timeout_ms) {
+// Blocking connect bounded by connect_timeout; throws PgError (connection lost).
+ConnPtr Connect(const std::string& dsn, int connect_timeout_s) {
   std::string timeout = std::to_string(std::max(1, connect_timeout_s));
   // dbname first (expanded as the connection string), then our defaults.
   const char* keys[] = {"dbname", "connect_timeout", "fallback_application_name", nullptr};
   const char* vals[] = {dsn.c_str(), timeout.c_str(), "wardend", nullptr};
   ConnPtr c(PQconnectdbParams(keys, vals, 1));
   if (!c) throw PgError("out of memory", "", true);
-  if (PQstatus(c.get()) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c.get());
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-    throw PgError(msg, "", true);
-  }
-  std::unique_ptr<Connection> conn(new Connection(std::move(c)));
+  if (PQstatus(c.get()) != CONNECTION_OK) throw PgError(Trimmed(PQerrorMessage(c.get())), "", true);
+  return c;
+}
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::Open(const std::string& dsn, int connect_timeout_s,
+                                             int statement_timeout_ms) {
+  std::unique_ptr<Connection> conn(new Connection(Connect(dsn, connect_timeout_s)));
   conn->Exec("SELECT pg_catalog.set_config('statement_timeout', $1, false)",
              {std::to_string(statement_timeout_ms)});
   conn->Detect();
@@ -98,7 +104,7 @@ ResultPtr Connection::Exec(const std::string& sql, const std::vector<Param>& par
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
     std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_.get());
     if (msg.empty()) msg = PQerrorMessage(conn_.get());
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    msg = Trimmed(std::move(msg));
     const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
     throw PgError(msg, state ? state : "", PQstatus(conn_.get()) != CONNECTION_OK);
   }
@@ -264,66 +270,47 @@ bool Connection::RecordAction(const std::string& action, int pid, const std::str
   }
 }
 
-// -- admission mechanisms ----------------------------------------------------
-
-namespace {
-
-class AlterRoleAdmission : public Admission {
- public:
-  const char* mechanism() const override { return "alter_role"; }
-  bool Usable(bool in_recovery) const override { return !in_recovery; }
-  std::optional<int> CurrentLimit(Connection& c, const std::string& role) override {
-    auto r = c.Exec("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
-    if (PQntuples(r.get()) == 0) return std::nullopt;
-    return std::stoi(PQgetvalue(r.get(), 0, 0));
-  }
-  void Close(Connection& c, const std::string& role, int limit, const std::string&) override {
-    c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), limit));
-  }
-  std::string Open(Connection& c, const std::string& role, int original, int applied,
-                   int previous) override {
-    auto now = CurrentLimit(c, role);
-    if (!now) return "role no longer exists";
-    if (*now == original) return fmt::format("CONNECTION LIMIT already {}", original);
-    if (*now != applied && !(previous >= 0 && *now == previous))
-      return fmt::format("CONNECTION LIMIT was changed to {} by someone else: left as is", *now);
-    c.Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", c.QuoteIdent(role), original));
-    return fmt::format("CONNECTION LIMIT restored to {}", original);
-  }
-};
-
-class OverrideAdmission : public Admission {
- public:
-  const char* mechanism() const override { return "override"; }
-  bool Usable(bool) const override { return true; }
-  std::optional<int> CurrentLimit(Connection& c, const std::string& role) override {
-    auto r = c.Exec("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
-    if (PQntuples(r.get()) == 0) return std::nullopt;
-    return -1;
-  }
-  void Close(Connection& c, const std::string& role, int limit,
-             const std::string& reason) override {
-    c.Exec(
-        "SELECT warden.close_admission(role => $1, application => NULL, max_connections => "
-        "$2::int, "
-        "reason => $3, expires => NULL)",
-        {role, std::to_string(limit), "wardend: " + reason});
-  }
-  std::string Open(Connection& c, const std::string& role, int, int, int) override {
-    c.Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});
-    return "admission override removed";
-  }
-};
-
-}  // namespace
-
-std::unique_ptr<Admission> MakeAdmission(const std::string& mechanism) {
-  if (mechanism == "override") return std::make_unique<OverrideAdmission>();
-  return std::make_unique<AlterRoleAdmission>();
+std::optional<int> Connection::RoleConnectionLimit(const std::string& role) {
+  auto r = Exec("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
+  if (PQntuples(r.get()) == 0) return std::nullopt;
+  return std::stoi(PQgetvalue(r.get(), 0, 0));
 }
 
-std::string ChooseAdmission(const Capabilities& caps) {
-  return caps.close_admission ? "override" : "alter_role";
+void Connection::SetRoleConnectionLimit(const std::string& role, int limit) {
+  Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", QuoteIdent(role), limit));
+}
+
+void Connection::CloseAdmission(const std::string& role, int limit, const std::string& reason) {
+  Exec(
+      "SELECT warden.close_admission(role => $1, application => NULL, max_connections => "
+      "$2::int, reason => $3, expires => NULL)",
+      {role, std::to_string(limit), reason});
+}
+
+void Connection::OpenAdmission(const std::string& role) {
+  Exec("SELECT warden.open_admission(role => $1, application => NULL)", {role});
+}
+
+// -- PgBouncer's admin console -------------------------------------------------
+
+std::unique_ptr<ConsoleConnection> ConsoleConnection::Open(const std::string& dsn,
+                                                           int connect_timeout_s) {
+  return std::unique_ptr<ConsoleConnection>(new ConsoleConnection(Connect(dsn, connect_timeout_s)));
+}
+
+std::vector<std::map<std::string, std::string>> ConsoleConnection::Show(const char* statement,
+                                                                        size_t max_rows) {
+  ResultPtr r(PQexec(conn_.get(), statement));
+  if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+    throw PgError(std::string(statement) + ": " + Trimmed(PQerrorMessage(conn_.get())), "", !ok());
+  std::vector<std::map<std::string, std::string>> rows;
+  const int nfields = PQnfields(r.get());
+  for (int i = 0; i < PQntuples(r.get()) && static_cast<size_t>(i) < max_rows; ++i) {
+    std::map<std::string, std::string> row;
+    for (int f = 0; f < nfields; ++f) row[PQfname(r.get(), f)] = PQgetvalue(r.get(), i, f);
+    rows.push_back(std::move(row));
+  }
+  return rows;
 }
 
 }  // namespace wardend

@@ -1,4 +1,4 @@
-// Capacity arithmetic for `wardenctl plan` (see docs/daemon.md, "wardenctl plan").
+// Capacity arithmetic for `wardenctl plan` (see docs/daemon.md, "wardenctl plan"). No locks.
 #include "wardend/plan.hpp"
 
 #include <fmt/format.h>

@@ -33,10 +33,10 @@ def alive(conn):
         return False
 
 
-def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
+def test_role_limit_idle_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
     c = make_cluster()
     c.psql("CREATE ROLE app_idle LOGIN")
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_idle"\nmax_idle = 2\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_idle"\nmax_idle = 2\n').start()
     w.wait_log(r"\[primary\] polled")
     old = connect(c, "app_idle", "worker-old", 4)
     time.sleep(0.3)
@@ -44,7 +44,7 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
     breach = time.monotonic()
     wait_until(lambda: count(c, "app_idle") == 2, timeout=10, what="idle trimmed to max_idle")
     took = time.monotonic() - breach
-    print(f"\nbreach to idle budget enforced: {took * 1000:.0f} ms (interval 200 ms)")
+    print(f"\nbreach to max_idle enforced: {took * 1000:.0f} ms (interval 200 ms)")
     assert took < 5
     assert all(alive(x) for x in new)
     assert not any(alive(x) for x in old)
@@ -59,11 +59,11 @@ def test_idle_budget_enforced_down_to_max_idle(make_cluster, wardend, tmp_path):
     close_all(old + new)
 
 
-def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, wardend):
+def test_admission_closed_over_role_limit_and_reopened_after_cooldown(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_adm LOGIN CONNECTION LIMIT 50")
     w = wardend([("primary", c)],
-                '[[budget]]\nrole = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
+                '[[role]]\nname = "app_adm"\nmax_connections = 3\ncooldown = "1s"\n').start()
     w.wait_log(r"\[primary\] polled")
     held = connect(c, "app_adm", "api", 5)
     breach = time.monotonic()
@@ -76,7 +76,7 @@ def test_admission_closed_over_budget_and_reopened_after_cooldown(make_cluster, 
         assert connlimit(c, "app_adm") == 50
     with pytest.raises(psycopg2.OperationalError, match="too many connections"):
         connect(c, "app_adm")
-    close_all(held[:3])  # back under the budget: 2 <= 3
+    close_all(held[:3])  # back under the limit: 2 <= 3
     under = time.monotonic()
     wait_until(lambda: restored(c, "app_adm", 50), timeout=10, what="admission reopened")
     assert time.monotonic() - under >= 0.9, "reopened before the cool-down"
@@ -92,7 +92,7 @@ def test_emergency_close_admission_fires_and_is_undone(make_cluster, wardend):
     c = make_cluster(conf={"max_connections": "20"})
     c.psql("CREATE ROLE batch LOGIN; CREATE ROLE app_web LOGIN")
     w = wardend([("primary", c)],
-                '[[budget]]\nrole = "batch"\npriority = "low"\n'
+                '[[role]]\nname = "batch"\npriority = "low"\n'
                 '[[emergency]]\nat_percent = 60\naction = "close_admission"\n',
                 daemon_extra="hysteresis_percent = 10").start()
     w.wait_log(r"\[primary\] polled")
@@ -114,7 +114,7 @@ def test_emergency_terminate_idle_skips_critical_roles(make_cluster, wardend):
     c = make_cluster(conf={"max_connections": "20"})
     c.psql("CREATE ROLE app_e LOGIN; CREATE ROLE vip LOGIN")
     w = wardend([("primary", c)],
-                '[[budget]]\nrole = "vip"\npriority = "critical"\n'
+                '[[role]]\nname = "vip"\npriority = "critical"\n'
                 '[[emergency]]\nat_percent = 50\naction = "terminate_idle"\nolder_than = "1s"\n'
                 'skip_priority = ["critical"]\n').start()
     w.wait_log(r"\[primary\] polled")
@@ -133,7 +133,7 @@ def test_kill9_then_restart_restores_connection_limit(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_k LOGIN CONNECTION LIMIT 25")
     held = connect(c, "app_k", "api", 4)
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_k"\nmax_connections = 2\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_k"\nmax_connections = 2\n').start()
     wait_until(lambda: admission_cap(c, "app_k") == 2, timeout=10, what="admission closed")
     w.kill9()
     entries = w.journal()
@@ -141,7 +141,7 @@ def test_kill9_then_restart_restores_connection_limit(make_cluster, wardend):
     assert admission_cap(c, "app_k") == 2, "still in force after kill -9"
     r = ctl("status", "--config", w.config)  # the segment outlives kill -9; its pid does not
     assert r.returncode == 1 and "not running" in r.stderr
-    close_all(held[:3])  # under budget now: nothing to put back
+    close_all(held[:3])  # under the limit now: nothing to put back
     w.start()
     wait_until(lambda: restored(c, "app_k", 25), timeout=10, what="restored after restart")
     assert connlimit(c, "app_k") == 25
@@ -158,7 +158,7 @@ def test_sigterm_undoes_every_change(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_t LOGIN")
     held = connect(c, "app_t", "api", 3)
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_t"\nmax_connections = 1\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_t"\nmax_connections = 1\n').start()
     wait_until(lambda: admission_cap(c, "app_t") == 1, timeout=10, what="admission closed")
     assert w.stop() == 0
     assert restored(c, "app_t", -1)
@@ -170,7 +170,7 @@ def test_sigterm_undoes_every_change(make_cluster, wardend):
 def test_server_restart_while_daemon_runs(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_r LOGIN")
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_r"\nmax_idle = 1\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_r"\nmax_idle = 1\n').start()
     w.wait_http()
     wait_until(lambda: w.health()[0] == 200, timeout=10, what="healthy")
     c.restart()
@@ -178,7 +178,7 @@ def test_server_restart_while_daemon_runs(make_cluster, wardend):
     wait_until(lambda: w.health()[0] == 200 and w.health()[1]["checks"][0]["status"] == "Healthy",
                timeout=15, what="healthy again after the restart")
     conns = connect(c, "app_r", "svc", 3)
-    wait_until(lambda: count(c, "app_r") == 1, timeout=10, what="budget enforced after reconnecting")
+    wait_until(lambda: count(c, "app_r") == 1, timeout=10, what="role limit enforced after reconnecting")
     assert len(re.findall(r"\[primary\] connected", w.log())) >= 2
     close_all(conns)
     assert w.stop() == 0
@@ -189,7 +189,7 @@ def test_two_servers_one_down(make_cluster, wardend):
     b = make_cluster(name="b")
     a.psql("CREATE ROLE app_two LOGIN")
     b.stop()
-    w = wardend([("a", a), ("b", b)], '[[budget]]\nrole = "app_two"\nmax_idle = 0\n').start()
+    w = wardend([("a", a), ("b", b)], '[[role]]\nname = "app_two"\nmax_idle = 0\n').start()
     w.wait_http()
     code, h = wait_until(lambda: (lambda r: r if r[1] and len(r[1]["checks"]) == 2
                                   and r[1]["checks"][0]["status"] == "Healthy" else None)(w.health()),
@@ -215,7 +215,7 @@ def test_degraded_mode_without_the_extension(make_cluster, wardend):
     c = make_cluster(preload=False)
     c.psql("CREATE ROLE app_d LOGIN CONNECTION LIMIT 30")
     w = wardend([("plain", c)],
-                '[[budget]]\nrole = "app_d"\nmax_idle = 1\nmax_connections = 2\ncooldown = "500ms"\n').start()
+                '[[role]]\nname = "app_d"\nmax_idle = 1\nmax_connections = 2\ncooldown = "500ms"\n').start()
     w.wait_log("DEGRADED MODE")
     w.wait_http()
     code, h = wait_until(lambda: (lambda r: r if r[1] and r[1]["checks"][0]["data"]["mode"] != "unknown"
@@ -243,7 +243,7 @@ def test_degraded_mode_without_the_extension(make_cluster, wardend):
 def test_health_shape_status_metrics_alerts(make_cluster, wardend):
     c = make_cluster(conf={"max_connections": "23"})  # 20 usable
     c.psql("CREATE ROLE app_h LOGIN")
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_h"\nmax_connections = 100\n',
+    w = wardend([("primary", c)], '[[role]]\nname = "app_h"\nmax_connections = 100\n',
                 daemon_extra="degraded_percent = 30\nunhealthy_percent = 60").start()
     w.wait_http()
     code, h = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(w.health()), timeout=10,
@@ -312,7 +312,7 @@ def test_wardenctl_status_top_and_second_daemon_refused(make_cluster, wardend, t
     c = make_cluster()
     c.psql("CREATE ROLE app_s LOGIN")
     conns = connect(c, "app_s", "status-app", 3)
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_s"\nmax_idle = 1\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_s"\nmax_idle = 1\n').start()
     wait_until(lambda: count(c, "app_s") == 1, timeout=10, what="trimmed")
     r = wait_until(lambda: (lambda r: r if r.returncode == 0 and "primary" in r.stdout else None)(
         ctl("status", "--config", w.config)), timeout=10, what="wardenctl status")
@@ -360,19 +360,32 @@ def test_wardenctl_status_top_and_second_daemon_refused(make_cluster, wardend, t
 
 def test_wardenctl_check_config_and_plan(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[server]]\nname = "p"\ndsn = "x"\n[[budget]]\nrole = "a"\nmax_idle = "ten"\n')
+    bad.write_text('[[server]]\nname = "p"\ndsn = "x"\n[[role]]\nname = "a"\nmax_idle = "ten"\n')
     r = ctl("check-config", str(bad))
     assert r.returncode == 2
-    assert f"{bad}:6: key 'budget[0].max_idle'" in r.stderr
+    assert f"{bad}:6: key 'role[0].max_idle'" in r.stderr
     r = subprocess.run([WARDEND, "--config", str(bad)], capture_output=True, text=True, timeout=10)
-    assert r.returncode == 2 and "budget[0].max_idle" in r.stderr and ":6:" in r.stderr
+    assert r.returncode == 2 and "role[0].max_idle" in r.stderr and ":6:" in r.stderr
     good = tmp_path / "good.toml"
     good.write_text('[[server]]\nname = "p"\ndsn = "x"\n')
     r = ctl("check-config", str(good))
     assert r.returncode == 0 and "ok" in r.stdout
     example = os.path.join(os.path.dirname(__file__), "..", "..", "daemon", "wardend.example.toml")
     r = ctl("check-config", example)
-    assert r.returncode == 0 and "3 budget(s), 2 emergency step(s)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "3 role limit(s), 2 emergency step(s)" in r.stdout, r.stderr
+    # The old spelling [[budget]] (key `role`) is still read, with one warning at load.
+    old = tmp_path / "old.toml"
+    old.write_text(f'[daemon]\nstate_file = "{tmp_path}/old.state"\nhttp = ""\n'
+                   '[[server]]\nname = "p"\ndsn = "host=/nonexistent"\n'
+                   '[[budget]]\nrole = "a"\nmax_idle = 1\n[[budget]]\nrole = "b"\n')
+    r = ctl("check-config", str(old))
+    assert r.returncode == 0 and "2 role limit(s)" in r.stdout, r.stderr
+    assert r.stderr.count("[[budget]] is deprecated") == 1 and f"{old}:7:" in r.stderr, r.stderr
+    r = subprocess.run([WARDEND, "--config", str(old), "--once"], capture_output=True, text=True,
+                       timeout=30)
+    out = r.stdout + r.stderr
+    assert out.count("[[budget]] is deprecated") == 1, out
+    assert "2 role limit(s)" in out, out
 
     plan = tmp_path / "plan.toml"
     plan.write_text('max_connections = 500\nreserved = 3\nheadroom = 10\n'
@@ -395,7 +408,7 @@ def test_reload_once_dry_run_json_log_and_masked_password(make_cluster, wardend)
     c = make_cluster()
     c.psql("CREATE ROLE app_o LOGIN; ALTER ROLE postgres PASSWORD 'pw-secret-1'")
     conns = connect(c, "app_o", "svc", 3)
-    body = '[[budget]]\nrole = "app_o"\nmax_idle = 1\n'
+    body = '[[role]]\nname = "app_o"\nmax_idle = 1\n'
     w = wardend([("primary", c)], body, daemon_extra='log_format = "json"')
     w.write(open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn()} password=pw-secret-1"'))
     # The extension's worker samples states every 100 ms: let it see them.
@@ -419,7 +432,7 @@ def test_reload_once_dry_run_json_log_and_masked_password(make_cluster, wardend)
     text = open(w.config).read()
     w.write(text.replace("max_idle = 1", "max_idle = -4"))
     w.proc.send_signal(signal.SIGHUP)
-    w.wait_log(r"reload: .*budget\[0\]\.max_idle.*keeping the previous configuration")
+    w.wait_log(r"reload: .*role\[0\]\.max_idle.*keeping the previous configuration")
     conns += connect(c, "app_o", "svc", 2)
     wait_until(lambda: count(c, "app_o") == 1, timeout=10, what="old config still enforced")
     w.write(text.replace("max_idle = 1", "max_idle = 3"))
@@ -448,7 +461,7 @@ def test_rss_while_watching_many_connections(make_cluster, wardend):
     for i in range(n):
         conns += connect(c, "app_m", f"svc-{i % 40}")
     w = wardend([("primary", c)],
-                '[[budget]]\nrole = "app_m"\nmax_connections = 100000\nmax_idle = 100000\n'
+                '[[role]]\nname = "app_m"\nmax_connections = 100000\nmax_idle = 100000\n'
                 '[[emergency]]\nat_percent = 99\naction = "terminate_idle"\nolder_than = "1h"\n').start()
     w.wait_http()
     wait_until(lambda: (lambda h: h[1] and h[1]["checks"][0]["data"]["connections"] >= n)(w.health()),
@@ -528,7 +541,7 @@ def test_idle_in_transaction_timeout_longest_first(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_x LOGIN")
     w = wardend([("primary", c)],
-                '[[budget]]\nrole = "app_x"\nidle_in_transaction_timeout = "1s"\n').start()
+                '[[role]]\nname = "app_x"\nidle_in_transaction_timeout = "1s"\n').start()
     w.wait_log(r"\[primary\] polled")
     idle = connect(c, "app_x", "plain-idle", 2)  # idle, not in a transaction: never touched
     txn = connect(c, "app_x", "in-txn", 2)
@@ -553,7 +566,7 @@ def test_standby_health_and_override(make_cluster, wardend):
     p.psql("CREATE ROLE app_sb LOGIN")
     sb = p.make_standby().start()
     w = wardend([("primary", p), ("replica", sb)],
-                '[[budget]]\nrole = "app_sb"\nmax_connections = 1\ncooldown = "500ms"\n').start()
+                '[[role]]\nname = "app_sb"\nmax_connections = 1\ncooldown = "500ms"\n').start()
     w.wait_http()
 
     def replica_check():
@@ -568,7 +581,7 @@ def test_standby_health_and_override(make_cluster, wardend):
     held = connect(sb, "app_sb", "ro", 3)
     if has_override_api(sb):
         wait_until(lambda: admission_cap(sb, "app_sb") == 1, timeout=10, what="override on the standby")
-        assert connlimit(p, "app_sb") == -1, "no ALTER ROLE on the primary for a standby's budget"
+        assert connlimit(p, "app_sb") == -1, "no ALTER ROLE on the primary for a standby's role limit"
         close_all(held)
         wait_until(lambda: restored(sb, "app_sb", -1), timeout=10, what="override lifted")
     else:
@@ -606,11 +619,11 @@ def test_reserved_slot_for_a_non_superuser_wardend(make_cluster, wardend):
             held += connect(c, "app_full", "hog")
     print(e.value)
     assert len(held) == 15  # 17 usable - 2 reserved for warden
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_full"\nmax_idle = 10\n')
+    w = wardend([("primary", c)], '[[role]]\nname = "app_full"\nmax_idle = 10\n')
     w.write(open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn(user="warden")}"'))
     w.start()
     w.wait_log(r"\[primary\] connected")
-    wait_until(lambda: count(c, "app_full") == 10, timeout=10, what="idle budget enforced as warden")
+    wait_until(lambda: count(c, "app_full") == 10, timeout=10, what="max_idle enforced as warden")
     assert "non-superuser" in w.log()
     close_all(held)
     assert w.stop() == 0
@@ -620,8 +633,8 @@ def test_server_settings_thresholds_and_exempt_roles(make_cluster, wardend):
     c = make_cluster(conf={"max_connections": "23", "warden.degraded_percent": "20",
                            "warden.unhealthy_percent": "95", "warden.exempt_roles": "'app_ex'"})
     c.psql("CREATE ROLE app_ex LOGIN; CREATE ROLE app_in LOGIN")
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_ex"\nmax_idle = 0\n'
-                '[[budget]]\nrole = "app_in"\nmax_idle = 0\n').start()
+    w = wardend([("primary", c)], '[[role]]\nname = "app_ex"\nmax_idle = 0\n'
+                '[[role]]\nname = "app_in"\nmax_idle = 0\n').start()
     w.wait_http()
     ex = connect(c, "app_ex", "exempt", 5)  # 6/20 = 30% >= warden.degraded_percent 20
     inn = connect(c, "app_in", "policed", 1)
@@ -654,7 +667,7 @@ def test_unwritable_state_file_withholds_changes(make_cluster, wardend):
     c = make_cluster()
     c.psql("CREATE ROLE app_u LOGIN CONNECTION LIMIT 40")
     held = connect(c, "app_u", "api", 3)
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_u"\nmax_connections = 1\n')
+    w = wardend([("primary", c)], '[[role]]\nname = "app_u"\nmax_connections = 1\n')
     os.mkdir(w.state_file + ".tmp")  # the journal's temp file cannot be created (even as root)
     w.start()
     w.wait_log("admission of role app_u NOT closed")

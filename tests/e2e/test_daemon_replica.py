@@ -19,7 +19,7 @@ def test_emergency_on_the_standby_closes_admission_there_only(replica_pair, ward
     primary, standby = replica_pair
     primary.psql("CREATE ROLE app_ro LOGIN; CREATE ROLE app_rw LOGIN")
     wait_replayed(primary, standby)
-    body = ('[[budget]]\nrole = "app_ro"\npriority = "low"\n'
+    body = ('[[role]]\nname = "app_ro"\npriority = "low"\n'
             '[[emergency]]\nat_percent = 20\naction = "close_admission"\n')
     w = wardend([("primary", primary), ("replica", standby)], body,
                 daemon_extra="hysteresis_percent = 5")
@@ -68,7 +68,7 @@ def test_override_already_gone_after_a_standby_restart(replica_pair, wardend):
     primary, standby = replica_pair
     primary.psql("CREATE ROLE batch_ro LOGIN")
     wait_replayed(primary, standby)
-    body = ('[[budget]]\nrole = "batch_ro"\npriority = "low"\n'
+    body = ('[[role]]\nname = "batch_ro"\npriority = "low"\n'
             '[[emergency]]\nat_percent = 20\naction = "close_admission"\n')
     w = wardend([("replica", standby)], body, daemon_extra="hysteresis_percent = 5").start()
     w.wait_log(r"\[replica\] polled")

@@ -63,7 +63,7 @@ def test_kill9_with_override_and_connection_limit_in_force(make_cluster, wardend
     held_e = connect_as(ext, ODD_ROLE, "api", 4)
     held_d = connect_as(deg, ODD_ROLE, "api", 4)
     w = wardend([("ext", ext), ("deg", deg)],
-                f'[[budget]]\nrole = {toml_str(ODD_ROLE)}\nmax_connections = 2\n').start()
+                f'[[role]]\nname = {toml_str(ODD_ROLE)}\nmax_connections = 2\n').start()
     wait_until(lambda: admission_cap(ext, ODD_ROLE) == 2, timeout=15, what="override on ext")
     wait_until(lambda: connlimit(deg, ODD_ROLE) == 2, timeout=15, what="CONNECTION LIMIT on deg")
     assert connlimit(ext, ODD_ROLE) == 7, "the extension's override, not ALTER ROLE"
@@ -73,7 +73,7 @@ def test_kill9_with_override_and_connection_limit_in_force(make_cluster, wardend
     assert by_server["deg"]["mechanism"] == "alter_role"
     assert by_server["deg"]["original_limit"] == 7 and by_server["deg"]["applied_limit"] == 2
     assert admission_cap(ext, ODD_ROLE) == 2 and connlimit(deg, ODD_ROLE) == 2, "kill -9 undoes nothing"
-    close_all(held_e[:3] + held_d[:3])  # under the budget now: nothing to put back
+    close_all(held_e[:3] + held_d[:3])  # under the limit now: nothing to put back
     w.start()
     wait_until(lambda: restored(ext, ODD_ROLE, 7) and restored(deg, ODD_ROLE, 7), timeout=15,
                what="both restored after the restart")
@@ -102,7 +102,7 @@ def test_state_directory_unwritable_withholds_and_reports_unhealthy(make_cluster
     os.chown(state_dir, pg.pw_uid, pg.pw_gid)
     segments_before = set(glob.glob("/dev/shm/pg_warden.*"))
     w = WardendAsPostgres(state_dir, [("primary", c)],
-                          '[[budget]]\nrole = "app_ro"\nmax_connections = 1\n')
+                          '[[role]]\nname = "app_ro"\nmax_connections = 1\n')
     try:
         w.start()
         w.wait_log(r"\[primary\] polled")
@@ -161,7 +161,7 @@ def test_state_file_system_full_withholds_changes(make_cluster, wardend, tmp_pat
     try:
         c = make_cluster()
         c.psql("CREATE ROLE app_full LOGIN CONNECTION LIMIT 30")
-        w = wardend([("primary", c)], '[[budget]]\nrole = "app_full"\nmax_connections = 1\n')
+        w = wardend([("primary", c)], '[[role]]\nname = "app_full"\nmax_connections = 1\n')
         state = str(mnt / "w.state")
         w.write(open(w.config).read().replace(w.state_file, state))
         w.state_file = state
@@ -200,7 +200,7 @@ def test_one_server_down_for_a_while_other_served(make_cluster, wardend):
     b = make_cluster(name="b")
     for c in (a, b):
         c.psql("CREATE ROLE app_down LOGIN")
-    w = wardend([("a", a), ("b", b)], '[[budget]]\nrole = "app_down"\nmax_idle = 0\n')
+    w = wardend([("a", a), ("b", b)], '[[role]]\nname = "app_down"\nmax_idle = 0\n')
     bouncer = f"host=127.0.0.1 port={free_port()} dbname=pgbouncer user=pgbouncer"
     w.write(open(w.config).read().replace(f'dsn = "{a.dsn()}"\n',
                                           f'dsn = "{a.dsn()}"\npgbouncer_dsn = "{bouncer}"\n'))
@@ -248,7 +248,7 @@ def test_passwords_never_shown(make_cluster, wardend):
     secret = "s3cret-XYZ"
     c = make_cluster()
     c.psql("CREATE ROLE app_pw LOGIN")
-    w = wardend([("primary", c)], '[[budget]]\nrole = "app_pw"\nmax_idle = 0\n',
+    w = wardend([("primary", c)], '[[role]]\nname = "app_pw"\nmax_idle = 0\n',
                 daemon_extra='log_level = "debug"')
     text = open(w.config).read().replace(f'dsn = "{c.dsn()}"', f'dsn = "{c.dsn()} password={secret}"')
     text += (f'[[server]]\nname = "gone"\ndsn = "postgresql://warden:{secret}@127.0.0.1:'
@@ -310,17 +310,18 @@ BAD_KEYS = [
     ("server", "dsn", "5", "string"),
     ("server", "pgbouncer_dsn", "[1]", "string"),
     ("server", "passwd", '"x"', "unknown key"),
-    ("budget", "role", "5", "string"),
-    ("budget", "role", '""', ""),
-    ("budget", "role", '"' + "r" * 64 + '"', ""),
-    ("budget", "role", '"bad\\u0000role"', ""),
-    ("budget", "max_connections", "-1", ""),
-    ("budget", "max_connections", '"3"', "integer"),
-    ("budget", "max_connections", "3000000000", ""),
-    ("budget", "max_idle", "-4", ""),
-    ("budget", "idle_in_transaction_timeout", '"1 fortnight"', ""),
-    ("budget", "priority", '"urgent"', ""),
-    ("budget", "cooldown", "10", ""),
+    ("role", "name", "5", "string"),
+    ("role", "name", '""', ""),
+    ("role", "name", '"' + "r" * 64 + '"', ""),
+    ("role", "name", '"bad\\u0000role"', ""),
+    ("role", "scope", '"cluster"', "server"),
+    ("role", "max_connections", "-1", ""),
+    ("role", "max_connections", '"3"', "integer"),
+    ("role", "max_connections", "3000000000", ""),
+    ("role", "max_idle", "-4", ""),
+    ("role", "idle_in_transaction_timeout", '"1 fortnight"', ""),
+    ("role", "priority", '"urgent"', ""),
+    ("role", "cooldown", "10", ""),
     ("emergency", "at_percent", "0", ""),
     ("emergency", "at_percent", "101", ""),
     ("emergency", "action", '"panic"', ""),
@@ -334,16 +335,16 @@ def bad_config(tmp_path, i, section, key, value):
     """A valid file with one bad key; returns (path, the bad key's line, its dotted name)."""
     daemon = ['[daemon]', f'state_file = "{tmp_path}/w{i}.state"', 'http = ""']
     server = ['[[server]]', 'name = "p"', 'dsn = "host=/nonexistent"']
-    budget = ['[[budget]]', 'role = "app"', 'max_connections = 3']
+    role = ['[[role]]', 'name = "app"', 'max_connections = 3']
     emergency = ['[[emergency]]', 'at_percent = 90', 'action = "terminate_idle"']
-    blocks = {"daemon": daemon, "server": server, "budget": budget, "emergency": emergency}
+    blocks = {"daemon": daemon, "server": server, "role": role, "emergency": emergency}
     block = blocks[section]
     k = next((j for j, line in enumerate(block) if line.startswith(key + " ")), None)
     if k is None:
         block.append(f"{key} = {value}")
     else:
         block[k] = f"{key} = {value}"
-    lines = daemon + server + budget + emergency
+    lines = daemon + server + role + emergency
     line = lines.index(f"{key} = {value}") + 1
     path = tmp_path / f"bad{i}.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -375,7 +376,7 @@ def test_odd_but_valid_role_names_accepted(tmp_path):
     """Quotes, semicolons, unicode and spaces are legal in role names: accepted
     as they are (the kill -9 test drives one through ALTER ROLE)."""
     roles = ['app"k9; x', "rôle-ünïcode", "a'b", "x; DROP ROLE postgres; --", "r" * 63]
-    body = "".join(f"[[budget]]\nrole = {toml_str(r)}\nmax_connections = 1\n" for r in roles)
+    body = "".join(f"[[role]]\nname = {toml_str(r)}\nmax_connections = 1\n" for r in roles)
     path = tmp_path / "odd.toml"
     path.write_text(f'[daemon]\nstate_file = "{tmp_path}/o.state"\nhttp = ""\n'
                     f'[[server]]\nname = "p"\ndsn = "host=/nonexistent"\n{body}')

@@ -4,7 +4,7 @@
 //    message names the file and a line ("fuzz.toml:<line>: ..."), never any
 //    other exception (toml++, std::out_of_range, ...) and never crashes;
 //  - an accepted configuration satisfies what the daemon relies on: at least
-//    one server, unique server names and budget roles, sane limits.
+//    one server, unique server names and [[role]] names, sane limits.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::set<std::string> names, roles;
   for (const auto& s : cfg.servers)
     if (s.name.empty() || !names.insert(s.name).second) std::abort();
-  for (const auto& b : cfg.budgets) {
+  for (const auto& b : cfg.role_limits) {
     if (b.role.empty() || !roles.insert(b.role).second) std::abort();
     if (b.max_connections && *b.max_connections < 0) std::abort();
     if (b.max_idle && *b.max_idle < 0) std::abort();

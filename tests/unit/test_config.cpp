@@ -27,15 +27,16 @@ pgbouncer_dsn = "host=127.0.0.1 port=6432 dbname=pgbouncer"
 name = "replica"
 dsn  = "host=/tmp port=5433"
 
-[[budget]]
-role = "app_api"
+[[role]]
+name = "app_api"
+scope = "server"
 max_connections = 40
 max_idle = 10
 idle_in_transaction_timeout = "30s"
 priority = "normal"
 
-[[budget]]
-role = "batch"
+[[role]]
+name = "batch"
 max_connections = 5
 priority = "low"
 cooldown = "10s"
@@ -71,13 +72,13 @@ TEST(Config, ParsesACompleteFile) {
   EXPECT_EQ(c.daemon.cooldown, Millis(2000));
   ASSERT_EQ(c.servers.size(), 2u);
   EXPECT_EQ(c.servers[0].pgbouncer_dsn, "host=127.0.0.1 port=6432 dbname=pgbouncer");
-  ASSERT_EQ(c.budgets.size(), 2u);
-  EXPECT_EQ(c.budgets[0].max_connections, 40);
-  EXPECT_EQ(c.budgets[0].max_idle, 10);
-  EXPECT_EQ(c.budgets[0].idle_in_transaction_timeout, Millis(30'000));
-  EXPECT_EQ(c.budgets[1].priority, Priority::kLow);
-  EXPECT_EQ(c.budgets[1].cooldown, Millis(10'000));
-  EXPECT_FALSE(c.budgets[1].max_idle.has_value());
+  ASSERT_EQ(c.role_limits.size(), 2u);
+  EXPECT_EQ(c.role_limits[0].max_connections, 40);
+  EXPECT_EQ(c.role_limits[0].max_idle, 10);
+  EXPECT_EQ(c.role_limits[0].idle_in_transaction_timeout, Millis(30'000));
+  EXPECT_EQ(c.role_limits[1].priority, Priority::kLow);
+  EXPECT_EQ(c.role_limits[1].cooldown, Millis(10'000));
+  EXPECT_FALSE(c.role_limits[1].max_idle.has_value());
   ASSERT_EQ(c.emergencies.size(), 2u);
   EXPECT_EQ(c.emergencies[0].older_than, Millis(1'800'000));
   EXPECT_EQ(c.emergencies[1].action, EmergencyAction::kCloseAdmission);
@@ -100,8 +101,9 @@ name = "primary"
 dsn  = "host=/var/run/postgresql dbname=postgres user=warden application_name=wardend"
 pgbouncer_dsn = "host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer"   # optional
 
-[[budget]]
-role = "app_api"
+[[role]]
+name = "app_api"
+scope = "server"              # server: on each server alone
 max_connections = 40          # soft: above it, act
 max_idle = 10                 # idle beyond this many: terminate oldest idle
 idle_in_transaction_timeout = "30s"
@@ -119,8 +121,31 @@ action = "close_admission"    # per-server override: low-priority roles capped a
 )",
                          "design.toml");
   EXPECT_EQ(c.servers.size(), 1u);
-  EXPECT_EQ(c.budgets.size(), 1u);
+  EXPECT_EQ(c.role_limits.size(), 1u);
   EXPECT_EQ(c.emergencies.size(), 2u);
+}
+
+TEST(Config, TheOldBudgetTableIsReadWithOneWarning) {
+  Config c = ParseConfig(kServer +
+                             "[[budget]]\nrole = \"api\"\nmax_idle = 2\n"
+                             "[[budget]]\nrole = \"batch\"\npriority = \"low\"\n"
+                             "[[role]]\nname = \"web\"\nmax_connections = 9\n",
+                         "w.toml");
+  ASSERT_EQ(c.role_limits.size(), 3u);
+  ASSERT_NE(c.RoleLimitFor("api"), nullptr);
+  EXPECT_EQ(c.RoleLimitFor("api")->max_idle, 2);
+  EXPECT_EQ(c.PriorityOf("batch"), Priority::kLow);
+  EXPECT_EQ(c.RoleLimitFor("web")->max_connections, 9);
+  ASSERT_EQ(c.warnings.size(), 1u);  // once per file, not once per table
+  EXPECT_EQ(c.warnings[0].rfind("w.toml:4: [[budget]] is deprecated", 0), 0u) << c.warnings[0];
+  EXPECT_NE(c.warnings[0].find("[[role]]"), std::string::npos);
+}
+
+TEST(Config, TheNewRoleTableWarnsNothing) {
+  Config c = ParseConfig(kServer + "[[role]]\nname = \"api\"\nscope = \"server\"\n", "w.toml");
+  ASSERT_EQ(c.role_limits.size(), 1u);
+  EXPECT_EQ(c.role_limits[0].scope, RoleScope::kServer);
+  EXPECT_TRUE(c.warnings.empty());
 }
 
 TEST(Config, DefaultsAsDocumented) {
@@ -172,26 +197,35 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
       {"server dup", kServer + "[[server]]\nname = \"p\"\ndsn = \"y\"\n", "server[1].name", 5},
       {"server unknown key", kServer + "port = 5432\n", "server[0].port", 4},
       {"server single table", "[server]\nname = \"p\"\ndsn = \"x\"\n", "server", 1},
-      {"budget without role", kServer + "[[budget]]\nmax_connections = 3\n", "budget[0].role", 4},
-      {"budget dup role", kServer + "[[budget]]\nrole = \"a\"\n[[budget]]\nrole = \"a\"\n",
-       "budget[1].role", 7},
-      {"budget max_connections string",
-       kServer + "[[budget]]\nrole = \"a\"\nmax_connections = \"40\"\n",
-       "budget[0].max_connections", 6},
-      {"budget max_connections negative",
-       kServer + "[[budget]]\nrole = \"a\"\nmax_connections = -1\n", "budget[0].max_connections",
+      {"role without name", kServer + "[[role]]\nmax_connections = 3\n", "role[0].name", 4},
+      {"role dup role", kServer + "[[role]]\nname = \"a\"\n[[role]]\nname = \"a\"\n",
+       "role[1].name", 7},
+      {"role max_connections string",
+       kServer + "[[role]]\nname = \"a\"\nmax_connections = \"40\"\n", "role[0].max_connections",
        6},
-      {"budget max_idle float", kServer + "[[budget]]\nrole = \"a\"\nmax_idle = 1.5\n",
-       "budget[0].max_idle", 6},
-      {"budget iit timeout",
-       kServer + "[[budget]]\nrole = \"a\"\nidle_in_transaction_timeout = \"30\"\n",
-       "budget[0].idle_in_transaction_timeout", 6},
-      {"budget priority", kServer + "[[budget]]\nrole = \"a\"\npriority = \"urgent\"\n",
-       "budget[0].priority", 6},
-      {"budget cooldown", kServer + "[[budget]]\nrole = \"a\"\ncooldown = 5\n",
-       "budget[0].cooldown", 6},
-      {"budget unknown", kServer + "[[budget]]\nrole = \"a\"\nmax_idel = 5\n", "budget[0].max_idel",
+      {"role max_connections negative", kServer + "[[role]]\nname = \"a\"\nmax_connections = -1\n",
+       "role[0].max_connections", 6},
+      {"role max_idle float", kServer + "[[role]]\nname = \"a\"\nmax_idle = 1.5\n",
+       "role[0].max_idle", 6},
+      {"role iit timeout",
+       kServer + "[[role]]\nname = \"a\"\nidle_in_transaction_timeout = \"30\"\n",
+       "role[0].idle_in_transaction_timeout", 6},
+      {"role priority", kServer + "[[role]]\nname = \"a\"\npriority = \"urgent\"\n",
+       "role[0].priority", 6},
+      {"role cooldown", kServer + "[[role]]\nname = \"a\"\ncooldown = 5\n", "role[0].cooldown", 6},
+      {"role unknown", kServer + "[[role]]\nname = \"a\"\nmax_idel = 5\n", "role[0].max_idel", 6},
+      {"role scope cluster", kServer + "[[role]]\nname = \"a\"\nscope = \"cluster\"\n",
+       "role[0].scope", 6},
+      {"role scope not a string", kServer + "[[role]]\nname = \"a\"\nscope = 1\n", "role[0].scope",
        6},
+      {"role with the old key", kServer + "[[role]]\nrole = \"a\"\n", "role[0].role", 5},
+      {"role single table", kServer + "[role]\nname = \"a\"\n", "role", 4},
+      {"role dup across spellings", kServer + "[[role]]\nname = \"a\"\n[[budget]]\nrole = \"a\"\n",
+       "budget[0].role", 7},
+      {"budget (deprecated) unknown", kServer + "[[budget]]\nrole = \"a\"\nscope = \"server\"\n",
+       "budget[0].scope", 6},
+      {"budget (deprecated) without role", kServer + "[[budget]]\nmax_connections = 3\n",
+       "budget[0].role", 4},
       {"emergency no at", kServer + "[[emergency]]\naction = \"terminate_idle\"\n",
        "emergency[0].at_percent", 4},
       {"emergency at range",

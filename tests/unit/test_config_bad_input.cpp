@@ -10,8 +10,8 @@ using namespace wardend;
 
 namespace {
 
-std::string WithBudget(const std::string& role_toml) {
-  return "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n[[budget]]\nrole = " + role_toml +
+std::string WithRole(const std::string& role_toml) {
+  return "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n[[role]]\nname = " + role_toml +
          "\nmax_connections = 1\n";
 }
 
@@ -27,9 +27,9 @@ std::string ErrorOf(const std::string& text) {
 }  // namespace
 
 TEST(ConfigBadInput, NulInAStringIsRefused) {
-  EXPECT_EQ(ErrorOf(WithBudget("\"bad\\u0000role\"")),
-            "w.toml:5: key 'budget[0].role': must not contain a NUL character (\\u0000)");
-  EXPECT_EQ(ErrorOf("[daemon]\nstate_file = \"/tmp/a\\u0000b\"\n" + WithBudget("\"r\"")),
+  EXPECT_EQ(ErrorOf(WithRole("\"bad\\u0000role\"")),
+            "w.toml:5: key 'role[0].name': must not contain a NUL character (\\u0000)");
+  EXPECT_EQ(ErrorOf("[daemon]\nstate_file = \"/tmp/a\\u0000b\"\n" + WithRole("\"r\"")),
             "w.toml:2: key 'daemon.state_file': must not contain a NUL character (\\u0000)");
   EXPECT_NE(ErrorOf("[[server]]\nname = \"p\"\ndsn = \"host=/tmp\\u0000x\"\n")
                 .find("key 'server[0].dsn'"),
@@ -37,17 +37,17 @@ TEST(ConfigBadInput, NulInAStringIsRefused) {
 }
 
 TEST(ConfigBadInput, RoleLongerThan63BytesIsRefused) {
-  EXPECT_EQ(ErrorOf(WithBudget("\"" + std::string(64, 'r') + "\"")),
-            "w.toml:5: key 'budget[0].role': must be at most 63 bytes");
+  EXPECT_EQ(ErrorOf(WithRole("\"" + std::string(64, 'r') + "\"")),
+            "w.toml:5: key 'role[0].name': must be at most 63 bytes");
   // 63 bytes is fine; so is a multi-byte name within 63 bytes.
-  EXPECT_EQ(ErrorOf(WithBudget("\"" + std::string(63, 'r') + "\"")), "");
-  EXPECT_EQ(ErrorOf(WithBudget("\"r\u00f4le-\u00fcn\u00efcode\"")), "");
+  EXPECT_EQ(ErrorOf(WithRole("\"" + std::string(63, 'r') + "\"")), "");
+  EXPECT_EQ(ErrorOf(WithRole("\"r\u00f4le-\u00fcn\u00efcode\"")), "");
 }
 
 TEST(ConfigBadInput, QuotesAndSemicolonsInRoleNamesAreKeptVerbatim) {
-  Config c = ParseConfig(WithBudget(R"("app\"k9; x")"), "w.toml");
-  ASSERT_EQ(c.budgets.size(), 1u);
-  EXPECT_EQ(c.budgets[0].role, "app\"k9; x");
-  c = ParseConfig(WithBudget(R"('x; DROP ROLE postgres; --')"), "w.toml");
-  EXPECT_EQ(c.budgets[0].role, "x; DROP ROLE postgres; --");
+  Config c = ParseConfig(WithRole(R"("app\"k9; x")"), "w.toml");
+  ASSERT_EQ(c.role_limits.size(), 1u);
+  EXPECT_EQ(c.role_limits[0].role, "app\"k9; x");
+  c = ParseConfig(WithRole(R"('x; DROP ROLE postgres; --')"), "w.toml");
+  EXPECT_EQ(c.role_limits[0].role, "x; DROP ROLE postgres; --");
 }

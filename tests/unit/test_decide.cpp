@@ -43,7 +43,7 @@ std::vector<int> Pids(const Decision& d) {
 }  // namespace
 
 TEST(Decide, IdleBeyondMaxIdleOldestFirstKeepsTheNewest) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 2\n");
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 2\n");
   ServerState st;
   auto d = Decide(cfg,
                   Snap("api", 1,
@@ -54,15 +54,15 @@ TEST(Decide, IdleBeyondMaxIdleOldestFirstKeepsTheNewest) {
   for (const auto& a : d.actions) EXPECT_NE(a.reason.find("max_idle 2"), std::string::npos);
 }
 
-TEST(Decide, NothingWithinBudget) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 2\nmax_connections = 10\n");
+TEST(Decide, NothingWithinTheLimits) {
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 2\nmax_connections = 10\n");
   ServerState st;
   auto d = Decide(cfg, Snap("api", 3, {B(10, "api", "idle", 5), B(11, "api", "idle", 50)}), st, 0);
   EXPECT_TRUE(d.actions.empty());
 }
 
 TEST(Decide, OwnSessionAndOtherRolesAreNeverPicked) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 0\n");
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\n");
   ServerState st;
   Snapshot s =
       Snap("api", 0, {B(1, "api", "idle", 99), B(10, "api", "idle", 5), B(20, "web", "idle", 500)});
@@ -72,7 +72,7 @@ TEST(Decide, OwnSessionAndOtherRolesAreNeverPicked) {
 
 TEST(Decide, LadderOrderIdleInTransactionThenIdleThenAdmission) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\nmax_idle = 1\n"
+      Cfg("[[role]]\nname = \"api\"\nmax_connections = 3\nmax_idle = 1\n"
           "idle_in_transaction_timeout = \"30s\"\n");
   ServerState st;
   // 4 active + 2 idle in transaction (one past 30s) + 3 idle = 9 > 3.
@@ -97,17 +97,17 @@ TEST(Decide, LadderOrderIdleInTransactionThenIdleThenAdmission) {
 }
 
 TEST(Decide, AdmissionNotClosedWhenTerminationsBringTheRoleUnder) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\nmax_idle = 0\n");
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_connections = 3\nmax_idle = 0\n");
   ServerState st;
   auto d =
       Decide(cfg, Snap("api", 2, {B(30, "api", "idle", 100), B(31, "api", "idle", 200)}), st, 0);
   EXPECT_EQ(Pids(d).size(), 2u);
   for (const auto& a : d.actions) EXPECT_EQ(a.kind, Action::Kind::kTerminate);
-  EXPECT_FALSE(st.roles["api"].budget_closed);
+  EXPECT_FALSE(st.roles["api"].over_limit);
 }
 
 TEST(Decide, AdmissionReopensOnlyAfterTheCooldownWithoutFlapping) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\n");
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_connections = 3\n");
   ServerState st;
   auto d = Decide(cfg, Snap("api", 5, {}), st, 100);
   ASSERT_EQ(d.actions.size(), 1u);
@@ -115,7 +115,7 @@ TEST(Decide, AdmissionReopensOnlyAfterTheCooldownWithoutFlapping) {
   st.applied["api"] = 3;  // the executor applied it
   // Still over: nothing new.
   EXPECT_TRUE(Decide(cfg, Snap("api", 5, {}), st, 101).actions.empty());
-  // Under budget, but the cool-down (10s) has not passed.
+  // Under its limit, but the cool-down (10s) has not passed.
   EXPECT_TRUE(Decide(cfg, Snap("api", 2, {}), st, 102).actions.empty());
   EXPECT_TRUE(Decide(cfg, Snap("api", 3, {}), st, 108).actions.empty());
   // Over again: the cool-down restarts.
@@ -129,8 +129,8 @@ TEST(Decide, AdmissionReopensOnlyAfterTheCooldownWithoutFlapping) {
   EXPECT_TRUE(Decide(cfg, Snap("api", 2, {}), st, 121).actions.empty());
 }
 
-TEST(Decide, PerBudgetCooldownOverridesTheDaemonDefault) {
-  Config cfg = Cfg("[[budget]]\nrole = \"api\"\nmax_connections = 3\ncooldown = \"1s\"\n");
+TEST(Decide, PerRoleCooldownOverridesTheDaemonDefault) {
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_connections = 3\ncooldown = \"1s\"\n");
   ServerState st;
   Decide(cfg, Snap("api", 5, {}), st, 0);
   st.applied["api"] = 3;
@@ -142,7 +142,7 @@ TEST(Decide, PerBudgetCooldownOverridesTheDaemonDefault) {
 
 TEST(Decide, EmergencyTerminateIdleFiresOnTheWayUpAndIsUndoneWithHysteresis) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"vip\"\npriority = \"critical\"\n"
+      Cfg("[[role]]\nname = \"vip\"\npriority = \"critical\"\n"
           "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"30m\"\n"
           "skip_priority = [\"critical\"]\n");
   ServerState st;
@@ -169,8 +169,8 @@ TEST(Decide, EmergencyTerminateIdleFiresOnTheWayUpAndIsUndoneWithHysteresis) {
 
 TEST(Decide, EmergencyCloseAdmissionCapsLowPriorityRolesAtWhatTheyHold) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\n"
-          "[[budget]]\nrole = \"api\"\nmax_connections = 50\n"
+      Cfg("[[role]]\nname = \"batch\"\npriority = \"low\"\n"
+          "[[role]]\nname = \"api\"\nmax_connections = 50\n"
           "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
   ServerState st;
   Snapshot s = Snap("batch", 7, {}, 96);
@@ -190,16 +190,16 @@ TEST(Decide, EmergencyCloseAdmissionCapsLowPriorityRolesAtWhatTheyHold) {
   EXPECT_EQ(d.actions[0].role, "batch");
 }
 
-TEST(Decide, TightestLimitWinsWhenBudgetAndEmergencyBothClose) {
+TEST(Decide, TightestLimitWinsWhenRoleLimitAndEmergencyBothClose) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"batch\"\npriority = \"low\"\nmax_connections = 10\n"
+      Cfg("[[role]]\nname = \"batch\"\npriority = \"low\"\nmax_connections = 10\n"
           "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
   ServerState st;
   auto d = Decide(cfg, Snap("batch", 12, {}, 50), st, 0);
   ASSERT_EQ(d.actions.size(), 1u);
   EXPECT_EQ(d.actions[0].limit, 10);
   st.applied["batch"] = 10;
-  // The emergency caps batch at the 12 it holds; the budget's 10 is tighter.
+  // The emergency caps batch at the 12 it holds; the role limit of 10 is tighter.
   d = Decide(cfg, Snap("batch", 12, {}, 97), st, 1);
   EXPECT_TRUE(d.actions.empty());
   EXPECT_EQ(DesiredAdmission(cfg, st).at("batch"), 10);
@@ -218,7 +218,7 @@ TEST(Decide, ARoleNoLongerInTheConfigurationIsReopened) {
 
 TEST(Decide, ASessionIsPickedOnceEvenIfSeveralStepsMatch) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"api\"\nmax_idle = 0\n"
+      Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\n"
           "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
   ServerState st;
   auto d = Decide(cfg, Snap("api", 0, {B(10, "api", "idle", 100)}, 60), st, 0);
@@ -248,7 +248,7 @@ TEST(Backoff, GrowsWithJitterAndIsCapped) {
 
 TEST(Decide, ExemptRolesAreNeverActedOn) {
   Config cfg =
-      Cfg("[[budget]]\nrole = \"ops\"\nmax_idle = 0\nmax_connections = 1\npriority = \"low\"\n"
+      Cfg("[[role]]\nname = \"ops\"\nmax_idle = 0\nmax_connections = 1\npriority = \"low\"\n"
           "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
           "[[emergency]]\nat_percent = 60\naction = \"close_admission\"\n");
   ServerState st;
@@ -257,4 +257,62 @@ TEST(Decide, ExemptRolesAreNeverActedOn) {
   auto d = Decide(cfg, s, st, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{11}));
   for (const auto& a : d.actions) EXPECT_NE(a.kind, Action::Kind::kCloseAdmission);
+}
+
+// The two halves alone: each is a pure function of its inputs.
+
+TEST(DecideRoleLimits, TerminatesAndMarksOverTheLimitWithoutClosingItself) {
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_connections = 2\nmax_idle = 1\n"
+          "idle_in_transaction_timeout = \"10s\"\n");
+  std::map<std::string, RoleState> roles;
+  auto d =
+      DecideRoleLimits(cfg,
+                       Snap("api", 3,
+                            {B(10, "api", "idle in transaction", 11), B(11, "api", "idle", 5),
+                             B(12, "api", "idle", 50), B(13, "api", "idle in transaction", 2)}),
+                       roles, 0);
+  // 10 (idle in transaction past 10s), then 12 (oldest idle beyond max_idle 1).
+  EXPECT_EQ(Pids(d), (std::vector<int>{10, 12}));
+  EXPECT_NE(d.actions[0].reason.find("role api: idle_in_transaction_timeout 10s"),
+            std::string::npos)
+      << d.actions[0].reason;
+  // 7 held - 2 terminated = 5 > 2: over its limit; closing is Decide's job.
+  EXPECT_TRUE(roles["api"].over_limit);
+  for (const auto& a : d.actions) EXPECT_EQ(a.kind, Action::Kind::kTerminate);
+  ASSERT_EQ(d.events.size(), 1u);
+  EXPECT_NE(d.events[0].find("over its limit"), std::string::npos);
+}
+
+TEST(DecideRoleLimits, ExemptRolesAndOwnSessionAreNeverCandidates) {
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\nmax_connections = 0\n"
+          "[[role]]\nname = \"ops\"\nmax_idle = 0\nmax_connections = 0\n");
+  Snapshot s = Snap("api", 0, {B(1, "api", "idle", 99), B(2, "api", "idle", 9)});
+  s.apps.push_back(AppUsage{"db", "ops", "app", 1, 0, 1, 0, 0});
+  s.backends.push_back(B(3, "ops", "idle", 99));
+  s.exempt_roles = {"ops"};
+  std::map<std::string, RoleState> roles;
+  auto d = DecideRoleLimits(cfg, s, roles, 0);
+  EXPECT_EQ(Pids(d), (std::vector<int>{2}));  // pid 1 is wardend's own session (own_pid)
+  EXPECT_FALSE(roles["ops"].over_limit);
+}
+
+TEST(DecideEmergencies, SkipsSessionsAlreadyChosenAndLeavesRoleStatesAlone) {
+  Config cfg =
+      Cfg("[[role]]\nname = \"api\"\nmax_connections = 1\n"
+          "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+          "older_than = \"1m\"\n");
+  ServerState st;
+  auto idle = std::vector<Backend>{B(10, "api", "idle", 600), B(11, "api", "idle", 300),
+                                   B(12, "api", "idle", 30)};
+  auto d = DecideEmergencies(cfg, Snap("api", 5, idle, 95), st, {10});
+  EXPECT_EQ(Pids(d), (std::vector<int>{11}));  // 10 already chosen, 12 too young
+  EXPECT_EQ(d.actions[0].rule, "emergency 90%");
+  EXPECT_TRUE(st.emergency_active.at(0));
+  EXPECT_TRUE(st.roles.empty());  // the role half's state is not touched
+  // Not yet below 90 - 5: still active, no new event.
+  d = DecideEmergencies(cfg, Snap("api", 5, {}, 86), st, {});
+  EXPECT_TRUE(d.events.empty());
+  EXPECT_TRUE(st.emergency_active.at(0));
 }

@@ -28,7 +28,7 @@ ServerStatus Up(const std::string& name, int conns, int max) {
 
 Config Cfg() {
   return ParseConfig(
-      "[[server]]\nname = \"p\"\ndsn = \"x\"\n[[budget]]\nrole = \"api\"\nmax_connections = 2\n",
+      "[[server]]\nname = \"p\"\ndsn = \"x\"\n[[role]]\nname = \"api\"\nmax_connections = 2\n",
       "t.toml");
 }
 
@@ -96,13 +96,13 @@ TEST(Health, DegradedModeAndStandbyAreShown) {
   EXPECT_DOUBLE_EQ(j["checks"][0]["data"]["replay_lag_seconds"].get<double>(), 0.5);
 }
 
-TEST(Alerts, OverBudgetUnreachableAndUsage) {
+TEST(Alerts, OverLimitUnreachableAndUsage) {
   Config cfg = Cfg();
   ServerStatus s = Up("a", 95, 100);
   s.roles["api"] = RoleCount{5, 5, 0, 0};
   auto a = CurrentAlerts(cfg, s);
   EXPECT_TRUE(a.count("usage_unhealthy"));
-  EXPECT_TRUE(a.count("role_over_budget:api"));
+  EXPECT_TRUE(a.count("role_over_limit:api"));
   ServerStatus down;
   down.name = "b";
   a = CurrentAlerts(cfg, down);

@@ -28,8 +28,9 @@ std::string Read(const std::string& path) {
 }  // namespace
 
 TEST(Journal, SerializeAndParseRoundTrip) {
-  std::vector<JournalEntry> e = {{"primary", "app_api", "alter_role", -1, 40, 1.5},
-                                 {"replica", "batch \"x\"", "override", -1, 3, 2}};
+  std::vector<JournalEntry> e = {
+      {"primary", "app_api", AdmissionKind::kConnectionLimit, -1, 40, 1.5},
+      {"replica", "batch \"x\"", AdmissionKind::kOverride, -1, 3, 2}};
   auto back = ParseJournal(SerializeJournal(e));
   ASSERT_EQ(back.size(), 2u);
   EXPECT_TRUE(back[0] == e[0]);
@@ -55,16 +56,16 @@ TEST(Journal, EveryChangeIsOnDiskBeforeTheCallReturns) {
   Journal j(path);
   j.Load();  // missing file: empty
   EXPECT_TRUE(j.Entries().empty());
-  j.Upsert({"primary", "api", "alter_role", 25, 10, 1});
+  j.Upsert({"primary", "api", AdmissionKind::kConnectionLimit, 25, 10, 1});
   auto on_disk = ParseJournal(Read(path));
   ASSERT_EQ(on_disk.size(), 1u);
   EXPECT_EQ(on_disk[0].original_limit, 25);
   // Tightening keeps one entry per (server, role).
-  j.Upsert({"primary", "api", "alter_role", 25, 5, 1});
+  j.Upsert({"primary", "api", AdmissionKind::kConnectionLimit, 25, 5, 1});
   on_disk = ParseJournal(Read(path));
   ASSERT_EQ(on_disk.size(), 1u);
   EXPECT_EQ(on_disk[0].applied_limit, 5);
-  j.Upsert({"replica", "api", "override", -1, 5, 1});
+  j.Upsert({"replica", "api", AdmissionKind::kOverride, -1, 5, 1});
   j.Remove("primary", "api");
   on_disk = ParseJournal(Read(path));
   ASSERT_EQ(on_disk.size(), 1u);
@@ -77,9 +78,9 @@ TEST(Journal, ANewProcessReplaysWhatThePreviousOneLeft) {
   std::filesystem::remove(path);
   {
     Journal crashed(path);
-    crashed.Upsert({"primary", "api", "alter_role", -1, 3, 1});
-    crashed.Upsert({"primary", "batch", "alter_role", 8, 2, 1});
-    crashed.Upsert({"replica", "batch", "override", -1, 2, 1});
+    crashed.Upsert({"primary", "api", AdmissionKind::kConnectionLimit, -1, 3, 1});
+    crashed.Upsert({"primary", "batch", AdmissionKind::kConnectionLimit, 8, 2, 1});
+    crashed.Upsert({"replica", "batch", AdmissionKind::kOverride, -1, 2, 1});
     // ... kill -9: no destructor work is needed, the file is already complete.
   }
   Journal next(path);
@@ -90,18 +91,18 @@ TEST(Journal, ANewProcessReplaysWhatThePreviousOneLeft) {
   EXPECT_EQ(primary[0].original_limit, -1);
   EXPECT_EQ(primary[1].original_limit, 8);
   ASSERT_TRUE(next.Find("replica", "batch").has_value());
-  EXPECT_EQ(next.Find("replica", "batch")->mechanism, "override");
+  EXPECT_EQ(next.Find("replica", "batch")->mechanism, AdmissionKind::kOverride);
   EXPECT_FALSE(next.Find("replica", "api").has_value());
 }
 
 TEST(Journal, AFailedWriteLeavesTheJournalUnchanged) {
   Journal j("/nonexistent-dir/wardend.state");
-  EXPECT_THROW(j.Upsert({"p", "r", "alter_role", -1, 1, 1}), std::runtime_error);
+  EXPECT_THROW(j.Upsert({"p", "r", AdmissionKind::kConnectionLimit, -1, 1, 1}), std::runtime_error);
   EXPECT_TRUE(j.Entries().empty());
 }
 
 TEST(Journal, ThePreviousLimitSurvivesACrashBetweenJournalAndChange) {
-  JournalEntry e{"primary", "api", "alter_role", -1, 4, 1};
+  JournalEntry e{"primary", "api", AdmissionKind::kConnectionLimit, -1, 4, 1};
   e.previous_limit = 10;  // 10 was in force; 4 journaled, maybe not applied
   auto back = ParseJournal(SerializeJournal({e}));
   ASSERT_EQ(back.size(), 1u);

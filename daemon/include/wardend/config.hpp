@@ -14,9 +14,13 @@ namespace wardend {
 enum class Priority { kLow, kNormal, kCritical };
 enum class LogFormat { kPlain, kJson };
 enum class EmergencyAction { kTerminateIdle, kCloseAdmission };
+// Where a [[role]] limit counts connections. Only "server" (each server
+// alone) exists now; "cluster" comes with Patroni fleets.
+enum class RoleScope { kServer };
 
 const char* ToString(Priority p);
 const char* ToString(EmergencyAction a);
+const char* ToString(RoleScope s);
 
 struct DaemonConfig {
   Millis interval{1000};
@@ -26,7 +30,7 @@ struct DaemonConfig {
   bool dry_run = false;
   LogFormat log_format = LogFormat::kPlain;
   std::string log_level = "info";
-  Millis cooldown{60'000};        // a role back under budget this long: admission reopened
+  Millis cooldown{60'000};        // a role back under its limit this long: admission reopened
   double hysteresis_percent = 5;  // an emergency step is undone below at_percent - this
   double degraded_percent = 80;   // health thresholds, as warden.degraded_percent
   double unhealthy_percent = 90;  // ... and warden.unhealthy_percent
@@ -44,8 +48,12 @@ struct ServerConfig {
   std::string pgbouncer_dsn;  // optional
 };
 
-struct BudgetConfig {
-  std::string role;
+// One [[role]] table: wardend's per-role limits (soft: above them wardend
+// acts, along the ladder in docs/daemon.md). Not the extension's budgets,
+// which are hard login caps.
+struct RoleLimitConfig {
+  std::string role;  // the key `name`
+  RoleScope scope = RoleScope::kServer;
   std::optional<int> max_connections;
   std::optional<int> max_idle;
   std::optional<Millis> idle_in_transaction_timeout;
@@ -65,11 +73,14 @@ struct Config {
   std::string path;
   DaemonConfig daemon;
   std::vector<ServerConfig> servers;
-  std::vector<BudgetConfig> budgets;
+  std::vector<RoleLimitConfig> role_limits;
   std::vector<EmergencyConfig> emergencies;
+  // Accepted but deprecated constructs ("FILE:LINE: ..."), for the caller to
+  // log once (the parser itself does no I/O).
+  std::vector<std::string> warnings;
 
-  const BudgetConfig* BudgetFor(const std::string& role) const;
-  Priority PriorityOf(const std::string& role) const;  // normal without a budget
+  const RoleLimitConfig* RoleLimitFor(const std::string& role) const;
+  Priority PriorityOf(const std::string& role) const;  // normal without a [[role]]
 };
 
 // Every configuration problem: what() is "FILE:LINE: key 'K': message".

@@ -1,5 +1,6 @@
-// wardend's main loop: one thread per server (poll, decide, act), the journal,
-// the status board (HTTP, shared memory), signals, reload and shutdown.
+// wardend's main loop, and only the loop: one thread per server (connect
+// with backoff, poll, decide, hand the actions to its Executor, report to the
+// StatusBoard), the main thread for signals, reload and shutdown.
 #pragma once
 
 #include <atomic>
@@ -14,10 +15,12 @@
 
 #include "wardend/config.hpp"
 #include "wardend/decide.hpp"
+#include "wardend/executor.hpp"
 #include "wardend/journal.hpp"
 #include "wardend/notify.hpp"
 #include "wardend/pg.hpp"
-#include "wardend/status.hpp"
+#include "wardend/pgbouncer.hpp"
+#include "wardend/status_board.hpp"
 
 namespace wardend {
 
@@ -31,7 +34,6 @@ struct Options {
 void InstallSignalHandlers();
 
 class HttpServer;
-class StatusSegment;
 class InstanceLock;
 
 class Daemon {
@@ -45,15 +47,15 @@ class Daemon {
     ServerConfig server;
     ServerState state;
     std::unique_ptr<Connection> conn;
-    ConnPtr bouncer;         // pgbouncer's admin console
+    std::unique_ptr<Executor> executor;
+    BouncerPoller bouncer;   // pgbouncer's admin console
     bool recovered = false;  // the journal's leftovers for this server were undone
     double detected_at = 0;  // monotonic time of the last capability detection
     bool redetect = false;   // detect again before the next poll (after SIGHUP)
     bool in_recovery = false;
     double backoff_ms = 0;
-    double next_attempt = 0;           // monotonic seconds
-    std::set<std::string> warned;      // one-time warnings
-    std::set<std::string> dry_logged;  // dry-run decisions already logged
+    double next_attempt = 0;       // monotonic seconds
+    std::set<std::string> warned;  // one-time warnings
     std::thread thread;
   };
 
@@ -61,21 +63,13 @@ class Daemon {
   bool DryRun(const Config& cfg) const { return opts_.dry_run || cfg.daemon.dry_run; }
   void StartWorkers();
   void StopWorkers();
+  std::unique_ptr<Slot> MakeSlot(const ServerConfig& sc);
   void Worker(Slot* s);
   void Step(Slot& s, const Config& cfg);
   bool EnsureConnected(Slot& s, const Config& cfg);
-  void Execute(Slot& s, const Config& cfg, const Snapshot& snap, const Action& a);
-  void ApplyClose(Slot& s, const Config& cfg, const Snapshot& snap, const Action& a);
-  bool Undo(Slot& s, const JournalEntry& e, const std::string& why);
+  bool Redetect(Slot& s, const Config& cfg);
   void UndoAll(Slot& s, const Config& cfg, const std::string& why);
-  void PollBouncer(Slot& s, const Config& cfg, ServerStatus& st);
-  void Record(Slot& s, const Action& a, bool dry);
-  void NoteAction(Slot& s, const std::string& kind, const std::string& text);
-  void UpdateStatusOk(Slot& s, const Config& cfg, const Snapshot& snap, double poll_seconds);
-  void UpdateStatusError(Slot& s, const Config& cfg, const std::string& error);
-  void RefreshAlerts(const Config& cfg, ServerStatus& st);
-  ServerStatus& StatusOf(const std::string& name);  // status_mu_ held
-  void Publish();                                   // status_mu_ held
+  void PollError(Slot& s, const Config& cfg, const std::string& error);
   void Reload();
   void WaitFor(double seconds);
   void WarnOnce(Slot& s, const std::string& key, const std::string& msg);
@@ -86,9 +80,7 @@ class Daemon {
   std::unique_ptr<Journal> journal_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // by server name; survive reloads
 
-  std::mutex status_mu_;
-  DaemonStatus status_;
-  std::unique_ptr<StatusSegment> segment_;
+  StatusBoard board_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<InstanceLock> lock_;
   ServiceNotifier notifier_;  // systemd (main thread; the stop watcher while it stops)

@@ -1,6 +1,9 @@
 // The decisions of wardend as pure functions: (config, snapshot, state of the
-// daemon for that server, now) -> actions. No I/O here; the executor applies
-// the actions and records what it applied in ServerState::applied.
+// daemon for that server, now) -> actions. Two halves, each testable alone:
+// the per-role limits ([[role]]: the ladder) and the emergency steps
+// ([[emergency]]); Decide() runs both and then reconciles admission. No I/O,
+// no threads, no locks; the executor applies the actions and records what it
+// applied in ServerState::applied.
 #pragma once
 
 #include <map>
@@ -28,7 +31,7 @@ struct Action {
   double min_idle_seconds = 0;  // the session must still be idle at least this long
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
-  std::string reason;  // "budget app_api: max_idle 10", "emergency 90%: ..."
+  std::string reason;  // "role app_api: max_idle 10", "emergency 90%: ..."
   std::string rule;    // short: "max_idle", "idle_in_transaction_timeout", "emergency 90%", ...
 };
 
@@ -36,8 +39,8 @@ const char* ToString(Action::Kind k);
 std::string Describe(const Action& a);
 
 struct RoleState {
-  bool budget_closed = false;         // closed because over max_connections
-  std::optional<double> under_since;  // when it went back under its budget
+  bool over_limit = false;            // closed because over its max_connections
+  std::optional<double> under_since;  // when it went back under its limit
 };
 
 struct ServerState {
@@ -54,8 +57,23 @@ struct Decision {
   std::vector<std::string> events;  // "emergency 90% fired", for the log
 };
 
-// One poll's decisions. Updates state's hysteresis fields (not `applied`).
+// One poll's decisions: DecideRoleLimits, then DecideEmergencies (skipping the
+// sessions the first chose), then the admission changes that bring
+// state.applied to DesiredAdmission. Updates state's hysteresis fields (not
+// `applied`).
 Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now);
+
+// The [[role]] ladder: idle in transaction past its timeout, idle beyond
+// max_idle (terminations), and whether each role is over its max_connections
+// (roles[..].over_limit, with the cool-down before it is reopened).
+Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
+                          std::map<std::string, RoleState>& roles, double now);
+
+// The [[emergency]] steps: fire on the way up, undone below at_percent minus
+// the hysteresis; terminate_idle picks sessions not in `already_chosen`,
+// close_admission records the caps in state.emergency_caps.
+Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState& state,
+                           const std::set<int>& already_chosen);
 
 // The admission limits that should be in force (role -> limit).
 std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState& state);

@@ -11,11 +11,20 @@
 
 namespace wardend {
 
+// How a role's admission was closed. The state file names them "override"
+// and "alter_role"; ToString/AdmissionKindFrom are the one mapping.
+enum class AdmissionKind {
+  kOverride,         // the extension's warden.close_admission (per server, also on a standby)
+  kConnectionLimit,  // ALTER ROLE ... CONNECTION LIMIT (degraded mode, primary only)
+};
+const char* ToString(AdmissionKind k);
+std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name);
+
 struct JournalEntry {
   std::string server;
   std::string role;
-  std::string mechanism;  // "alter_role" (CONNECTION LIMIT) or "override" (warden.close_admission)
-  int original_limit = -1;  // alter_role: rolconnlimit before the first change (-1 = none)
+  AdmissionKind mechanism = AdmissionKind::kOverride;
+  int original_limit = -1;  // kConnectionLimit: rolconnlimit before the first change (-1 = none)
   int applied_limit = -1;   // what wardend set
   double since = 0;         // unix time of the first change
   // What wardend had set before the last change (-1: nothing): a crash between

@@ -1,10 +1,13 @@
-// libpq at the edge: RAII handles, one connection per server, the poll (one
-// round trip) and the statements that apply actions. All SQL goes through
+// libpq at the edge, and the only file that calls it: RAII handles, one
+// connection per server, the poll (one round trip) and the statements that
+// apply actions; PgBouncer's admin console. All SQL to PostgreSQL goes through
 // PQexecParams; role names that must be identifiers through PQescapeIdentifier.
+// No locks: a connection belongs to one server's thread.
 #pragma once
 
 #include <libpq-fe.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -73,6 +76,13 @@ class Connection {
   bool TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
                         double min_idle_seconds);
 
+  // The role's rolconnlimit (-1: none); nullopt: no such role.
+  std::optional<int> RoleConnectionLimit(const std::string& role);
+  void SetRoleConnectionLimit(const std::string& role, int limit);  // ALTER ROLE
+  // warden.close_admission / warden.open_admission for the role, any application.
+  void CloseAdmission(const std::string& role, int limit, const std::string& reason);
+  void OpenAdmission(const std::string& role);
+
   // Puts the action into warden.terminations when warden.record_action exists;
   // a failure disables it for this connection (logged once by the caller).
   bool RecordAction(const std::string& action, int pid, const std::string& database,
@@ -86,28 +96,20 @@ class Connection {
   Capabilities caps_;
 };
 
-// Closing and reopening a role's admission on one server. Two mechanisms:
-// the extension's per-server override (preferred; also on a standby), or
-// ALTER ROLE ... CONNECTION LIMIT (degraded mode; primary only).
-class Admission {
+// PgBouncer's admin console: the simple query protocol only, constant
+// statements, no parameters (it refuses PQexecParams).
+class ConsoleConnection {
  public:
-  virtual ~Admission() = default;
-  virtual const char* mechanism() const = 0;
-  // Whether it can act on this server now (ALTER ROLE never on a standby).
-  virtual bool Usable(bool in_recovery) const = 0;
-  // The limit in force before any change (for the journal); nullopt: no such role.
-  virtual std::optional<int> CurrentLimit(Connection& c, const std::string& role) = 0;
-  virtual void Close(Connection& c, const std::string& role, int limit,
-                     const std::string& reason) = 0;
-  // Undoes: `original` is the journaled limit before the first change,
-  // `applied` what wardend set last, `previous` what it had set before (-1:
-  // nothing). Returns a note for the log.
-  virtual std::string Open(Connection& c, const std::string& role, int original, int applied,
-                           int previous) = 0;
-};
+  // Connects (bounded by connect_timeout seconds); throws PgError.
+  static std::unique_ptr<ConsoleConnection> Open(const std::string& dsn, int connect_timeout_s);
+  // The rows of a constant statement ("SHOW POOLS"), column name -> text;
+  // at most max_rows. Throws PgError.
+  std::vector<std::map<std::string, std::string>> Show(const char* statement, size_t max_rows);
+  bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
 
-std::unique_ptr<Admission> MakeAdmission(const std::string& mechanism);
-// The mechanism this connection should use: "override" or "alter_role".
-std::string ChooseAdmission(const Capabilities& caps);
+ private:
+  explicit ConsoleConnection(ConnPtr c) : conn_(std::move(c)) {}
+  ConnPtr conn_;
+};
 
 }  // namespace wardend

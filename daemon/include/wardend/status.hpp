@@ -31,6 +31,14 @@ struct BouncerDbStat {  // one pgbouncer database (SHOW STATS)
   double xact_count = 0, query_count = 0, wait_seconds = 0;
 };
 
+// One read of a server's PgBouncer admin console.
+struct BouncerReport {
+  bool ok = false;
+  std::string error;  // DSN passwords masked
+  std::vector<PoolStat> pools;
+  std::vector<BouncerDbStat> stats;
+};
+
 struct ServerStatus {
   std::string name;
   bool connected = false;

@@ -1,0 +1,89 @@
+// Executing wardend's decisions on one server: terminate (re-checked on the
+// server), close and reopen admission (through an AdmissionMechanism), record
+// in warden.terminations, and the journal-before-change rule: a change is in
+// the state file before it is applied, and leaves it only once its undo is
+// confirmed on the server.
+// Threads: an Executor belongs to one server's thread (the Journal it shares
+// with the other servers has its own mutex; the Events callbacks take the
+// status board's). No other locks.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "wardend/admission.hpp"
+#include "wardend/decide.hpp"
+#include "wardend/journal.hpp"
+#include "wardend/pg.hpp"
+
+namespace wardend {
+
+// What the executor needs of one server: ConnectionTarget over a libpq
+// Connection here, a fake in the unit tests.
+class ActionTarget {
+ public:
+  virtual ~ActionTarget() = default;
+  virtual bool ok() const = 0;  // connected
+  // Terminates the session if it is still the one decided on and still idle.
+  virtual bool TerminateIfStill(const Action& a) = 0;
+  virtual bool CanRecord() const = 0;  // warden.record_action exists (and works)
+  virtual void Record(const std::string& what, const Action& a, bool dry_run) = 0;
+  virtual AdmissionKind Preferred() const = 0;  // the mechanism this server offers
+  virtual AdmissionMechanism& Mechanism(AdmissionKind kind) = 0;
+};
+
+class ConnectionTarget final : public ActionTarget {
+ public:
+  explicit ConnectionTarget(Connection& c) : c_(c) {}
+  bool ok() const override { return c_.ok(); }
+  bool TerminateIfStill(const Action& a) override;
+  bool CanRecord() const override { return c_.caps().record_action; }
+  void Record(const std::string& what, const Action& a, bool dry_run) override;
+  AdmissionKind Preferred() const override { return ChooseMechanism(c_.caps()); }
+  AdmissionMechanism& Mechanism(AdmissionKind kind) override;
+
+ private:
+  Connection& c_;
+  std::unique_ptr<AdmissionMechanism> override_, connection_limit_;
+};
+
+class Executor {
+ public:
+  // The loop's status board, called on this server's thread.
+  struct Events {
+    std::function<void(const std::string& kind, const std::string& text)> action;
+    std::function<void(const std::string& error)> journal_error;  // "": writable again
+  };
+  Executor(std::string server, Journal& journal, Events events);
+
+  // One poll's actions, in order. Dry run: each decision is logged once while
+  // it holds, terminations are recorded as dry runs, nothing is changed.
+  // Stops early when stop() says so or the target lost its connection.
+  void Apply(ActionTarget& t, ServerState& state, bool in_recovery,
+             const std::vector<Action>& actions, bool dry_run, const std::function<bool()>& stop);
+  // One action; a failed statement throws PgError.
+  void Execute(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a);
+  // Undoes a journaled change; true once it is undone and out of the journal.
+  bool Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery, const std::string& why);
+  // Undoes every change journaled for this server.
+  void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why);
+  // After a reconnect: changes that vanish with the server's memory (overrides)
+  // are forgotten, so that the next decision puts them back if still needed.
+  void ForgetLostAtRestart(ActionTarget& t, ServerState& state);
+
+ private:
+  void Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a);
+  void Record(ActionTarget& t, const Action& a, bool dry_run);
+  void WarnOnce(const std::string& key, const std::string& message);
+
+  std::string server_;
+  Journal& journal_;
+  Events events_;
+  std::set<std::string> warned_;      // one-time warnings
+  std::set<std::string> dry_logged_;  // dry-run decisions already logged
+};
+
+}  // namespace wardend

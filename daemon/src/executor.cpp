@@ -1,0 +1,218 @@
+// Executing wardend's decisions (see executor.hpp). Runs on one server's
+// thread; the Journal takes its own mutex, the Events callbacks the status
+// board's.
+#include "wardend/executor.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+namespace wardend {
+
+namespace {
+
+double Wall() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+bool ConnectionTarget::TerminateIfStill(const Action& a) {
+  return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.min_idle_seconds);
+}
+
+void ConnectionTarget::Record(const std::string& what, const Action& a, bool dry_run) {
+  c_.RecordAction(what, a.pid, a.database, a.role, a.application_name, a.state, a.idle_seconds,
+                  a.reason, dry_run);
+}
+
+AdmissionMechanism& ConnectionTarget::Mechanism(AdmissionKind kind) {
+  auto& m = kind == AdmissionKind::kOverride ? override_ : connection_limit_;
+  if (!m) m = MakeMechanism(kind, c_);
+  return *m;
+}
+
+Executor::Executor(std::string server, Journal& journal, Events events)
+    : server_(std::move(server)), journal_(journal), events_(std::move(events)) {}
+
+void Executor::WarnOnce(const std::string& key, const std::string& message) {
+  if (warned_.insert(key).second) spdlog::warn("[{}] {}", server_, message);
+}
+
+void Executor::Apply(ActionTarget& t, ServerState& state, bool in_recovery,
+                     const std::vector<Action>& actions, bool dry_run,
+                     const std::function<bool()>& stop) {
+  std::set<std::string> dry_now;
+  for (const auto& a : actions) {
+    if (stop() || !t.ok()) break;
+    try {
+      if (dry_run) {
+        std::string key = a.kind == Action::Kind::kTerminate
+                              ? fmt::format("t{}", a.pid)
+                              : fmt::format("a{}:{}", a.role, a.limit);
+        dry_now.insert(key);
+        if (!dry_logged_.count(key)) {
+          spdlog::info("[{}] dry-run: would {}", server_, Describe(a));
+          if (a.kind == Action::Kind::kTerminate) Record(t, a, true);
+        }
+        continue;
+      }
+      Execute(t, state, in_recovery, a);
+    } catch (const PgError& e) {
+      spdlog::error("[{}] {} failed: {}", server_, Describe(a), e.what());
+      if (e.connection_lost()) break;
+    } catch (const std::exception& e) {
+      spdlog::error("[{}] {} failed: {}", server_, Describe(a), e.what());
+    }
+  }
+  dry_logged_ = std::move(dry_now);
+}
+
+void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a) {
+  switch (a.kind) {
+    case Action::Kind::kTerminate:
+      if (t.TerminateIfStill(a)) {
+        if (events_.action) events_.action("terminate", Describe(a));
+        spdlog::info("[{}] terminated pid {} (role {}, application \"{}\", {} for {:.1f}s): {}",
+                     server_, a.pid, a.role, a.application_name, a.state, a.idle_seconds, a.reason);
+        Record(t, a, false);
+      } else {
+        spdlog::debug("[{}] pid {} no longer qualifies: left alone", server_, a.pid);
+      }
+      break;
+    case Action::Kind::kCloseAdmission:
+      Close(t, state, in_recovery, a);
+      break;
+    case Action::Kind::kOpenAdmission: {
+      auto e = journal_.Find(server_, a.role);
+      if (!e) {
+        state.applied.erase(a.role);
+        spdlog::info("[{}] admission of role {}: nothing to reopen ({})", server_, a.role,
+                     a.reason);
+        break;
+      }
+      if (Undo(t, *e, in_recovery, a.reason)) state.applied.erase(a.role);
+      break;
+    }
+  }
+}
+
+void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a) {
+  auto existing = journal_.Find(server_, a.role);
+  AdmissionMechanism& mech = t.Mechanism(existing ? existing->mechanism : t.Preferred());
+  if (!mech.Usable(in_recovery)) {
+    WarnOnce("standby-close:" + a.role,
+             fmt::format("cannot close admission of role {}: this server is a standby and "
+                         "warden.close_admission is absent (ALTER ROLE is impossible here)",
+                         a.role));
+    return;
+  }
+  int original;
+  if (existing) {
+    original = existing->original_limit;
+  } else {
+    auto cur = mech.CurrentLimit(a.role);
+    if (!cur) {
+      WarnOnce("norole:" + a.role,
+               fmt::format("role {} does not exist: admission not closed", a.role));
+      return;
+    }
+    original = *cur;
+  }
+  if (mech.kind() == AdmissionKind::kConnectionLimit && original >= 0 && original <= a.limit) {
+    // Its own CONNECTION LIMIT is already as tight: nothing to lower.
+    if (existing)
+      Undo(t, *existing, in_recovery,
+           fmt::format("its own CONNECTION LIMIT {} is tight enough", original));
+    state.applied[a.role] = a.limit;
+    WarnOnce(fmt::format("tight:{}:{}", a.role, a.limit),
+             fmt::format("role {} already has CONNECTION LIMIT {} <= {}: left as is", a.role,
+                         original, a.limit));
+    return;
+  }
+  JournalEntry e{server_,  a.role,  mech.kind(),
+                 original, a.limit, existing ? existing->since : Wall()};
+  // A retry of the same limit keeps what was known to be in force before it.
+  if (existing)
+    e.previous_limit =
+        existing->applied_limit == a.limit ? existing->previous_limit : existing->applied_limit;
+  try {
+    journal_.Upsert(e);  // before the change: a crash right after still knows what to undo
+  } catch (const std::exception& ex) {
+    // Never change what could not be journaled: it might never be undone.
+    std::string msg = fmt::format("state file {}: {}", journal_.path(), ex.what());
+    spdlog::error("[{}] admission of role {} NOT closed: {}", server_, a.role, msg);
+    if (events_.journal_error) events_.journal_error(msg);
+    return;
+  }
+  if (events_.journal_error) events_.journal_error("");
+  mech.Close(a.role, a.limit, a.reason);
+  state.applied[a.role] = a.limit;
+  if (events_.action) events_.action("close_admission", Describe(a));
+  spdlog::warn("[{}] closed admission of role {}: {}: {}", server_, a.role,
+               mech.DescribeClose(a.limit, original), a.reason);
+  Action rec = a;
+  rec.state = "";
+  Record(t, rec, false);
+}
+
+bool Executor::Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery,
+                    const std::string& why) {
+  if (!t.ok()) return false;
+  try {
+    AdmissionMechanism& mech = t.Mechanism(e.mechanism);
+    if (!mech.Usable(in_recovery)) {
+      WarnOnce("standby-undo:" + e.role,
+               fmt::format("cannot restore CONNECTION LIMIT of role {} on a standby; kept in the "
+                           "state file",
+                           e.role));
+      return false;
+    }
+    std::string note = mech.Reopen(e.role, e.original_limit, e.applied_limit, e.previous_limit);
+    journal_.Remove(e.server, e.role);
+    if (events_.action)
+      events_.action("open_admission", fmt::format("reopen admission of role {}: {}", e.role, why));
+    spdlog::warn("[{}] reopened admission of role {} ({}): {}", server_, e.role, why, note);
+    Action rec;
+    rec.kind = Action::Kind::kOpenAdmission;
+    rec.role = e.role;
+    rec.limit = e.original_limit;
+    rec.reason = why + ": " + note;
+    Record(t, rec, false);
+    return true;
+  } catch (const PgError& ex) {
+    spdlog::error("[{}] cannot reopen admission of role {}: {}", server_, e.role, ex.what());
+    return false;
+  } catch (const std::exception& ex) {  // the state file: undone, but still journaled
+    spdlog::error("[{}] admission of role {}: state file {}: {} (undone; entry kept)", server_,
+                  e.role, journal_.path(), ex.what());
+    return false;
+  }
+}
+
+void Executor::UndoAll(ActionTarget& t, bool in_recovery, const std::string& why) {
+  for (const auto& e : journal_.EntriesFor(server_)) Undo(t, e, in_recovery, why);
+}
+
+void Executor::ForgetLostAtRestart(ActionTarget& t, ServerState& state) {
+  for (const auto& e : journal_.EntriesFor(server_))
+    if (t.Mechanism(e.mechanism).LostAtRestart()) state.applied.erase(e.role);
+}
+
+void Executor::Record(ActionTarget& t, const Action& a, bool dry_run) {
+  if (!t.ok() || !t.CanRecord()) return;
+  try {
+    // The extension keeps the action in its 63-byte policy column: keep it short.
+    std::string what = a.kind == Action::Kind::kTerminate
+                           ? "wardend " + a.rule
+                           : fmt::format("wardend {} {}", ToString(a.kind), a.limit);
+    t.Record(what, a, dry_run);
+  } catch (const PgError& e) {
+    WarnOnce("record_action",
+             fmt::format("warden.record_action failed, not used again on this connection: {}",
+                         e.what()));
+  }
+}
+
+}  // namespace wardend
