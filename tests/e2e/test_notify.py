@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_daemon import WARDEND, Wardend, wardend  # noqa: F401  (fixture)
+from wardend import WARDEND, Wardend
 
 WATCHDOG_USEC = 600_000  # pings every 0.3 s; a poll stuck for 0.6 s stops them
 
