@@ -7,6 +7,7 @@
  */
 #include "pg_warden/loader.hpp"
 
+#include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/usage.hpp"
@@ -63,6 +64,8 @@ void LoadAll() {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
+    /* Nothing the extension enforced outlives it: no SQL is left to lift them. */
+    ClearAdmissionOverrides();
   } else {
     if (logged_missing_extension)
       ereport(LOG,
@@ -75,6 +78,11 @@ void LoadAll() {
        unknown, e.g. at a new loader's first load, was lost until the next change). */
     for (int i = 0; i < kNumConfigLoaders; i++)
       watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
+    /* The loader runs as the bootstrap superuser: nobody's function or operator
+       on the database's default search_path may stand in for pg_catalog's (the
+       setting is local to this transaction). */
+    (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
+                            GUC_ACTION_LOCAL, true, 0, false);
     PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumConfigLoaders; i++) {
