@@ -107,6 +107,29 @@ void LoadAll() {
   if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
 
+/*
+ * warden.degraded_percent must be below warden.unhealthy_percent. Check hooks
+ * cannot compare the two reliably (a reload applies them one at a time, in
+ * file order), so the pair is checked where it is used: health tests
+ * unhealthy first, so a contradicting degraded_percent is never reached.
+ * The loader says so at its start and at each reload that changes the pair.
+ */
+void CheckHealthThresholds() {
+  static int logged_degraded = -1, logged_unhealthy = -1;
+  if (guc_degraded_percent == logged_degraded && guc_unhealthy_percent == logged_unhealthy) return;
+  logged_degraded = guc_degraded_percent;
+  logged_unhealthy = guc_unhealthy_percent;
+  if (guc_degraded_percent >= guc_unhealthy_percent)
+    ereport(WARNING,
+            (errmsg("pg_warden: warden.degraded_percent (%d) must be below "
+                    "warden.unhealthy_percent (%d)",
+                    guc_degraded_percent, guc_unhealthy_percent),
+             errdetail("Health goes from healthy straight to unhealthy at %d %%: the degraded "
+                       "status is never reported.",
+                       guc_unhealthy_percent),
+             errhint("Set warden.degraded_percent below warden.unhealthy_percent and reload.")));
+}
+
 void LoaderMain() {
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, die);
@@ -124,12 +147,14 @@ void LoaderMain() {
   CacheRegisterSyscacheCallback(AUTHOID, OnRoleInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, OnRoleInvalidation, 0);
   ereport(LOG, (errmsg("pg_warden loader started in database \"%s\"", guc_database)));
+  CheckHealthThresholds();
 
   for (;;) {
     CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      CheckHealthThresholds();
     }
     /* Starting a transaction accepts pending invalidations (may set config_stale). */
     SetCurrentStatementStartTimestamp();
