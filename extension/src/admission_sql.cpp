@@ -2,8 +2,11 @@
  * admission_sql.cpp — the SQL functions of admission: admission overrides
  * (close_admission, open_admission, admission_overrides), budget_usage, and
  * validate_budget, the validation of warden.budgets rows. Runs in client
- * backends. Locks: admission_lock (exclusive to change an override, shared
- * to copy the rules out; never held while building tuples or ereporting).
+ * backends; ClearAdmissionOverrides also in the loader (DROP EXTENSION).
+ * Overrides are transactional: the calls queue their change in backend
+ * memory and a commit callback applies the queue. Locks: admission_lock
+ * (exclusive to apply changes, shared to copy the rules out; never held
+ * while building tuples or ereporting).
  */
 #include "pg_warden/admission.hpp"
 
@@ -78,7 +81,6 @@ void OverrideValues(const AdmissionRule &r, int64 connections, Datum *values, bo
   nulls[6] = false;
 }
 
-
 /*
  * Overrides are transactional: close_admission() and open_admission() queue
  * their change in this backend's memory, and the change is applied to shared
@@ -86,8 +88,8 @@ void OverrideValues(const AdmissionRule &r, int64 connections, Datum *values, bo
  * savepoint taken before the call, leaves nothing). The queue is bounded.
  */
 struct PendingChange {
-  bool close;          /* close_admission (rule is the override) or open_admission */
-  AdmissionRule rule;  /* for open_admission only role and application count */
+  bool close;         /* close_admission (rule is the override) or open_admission */
+  AdmissionRule rule; /* for open_admission only role and application count */
   SubTransactionId subid;
 };
 
@@ -134,8 +136,7 @@ void LogChange(const PendingChange &c) {
   if (c.close)
     ereport(LOG, (errmsg("pg_warden: admission closed for role \"%s\" application \"%s\" at %d "
                          "connections (reason: %s)",
-                         role ? role : "*", application ? application : "*",
-                         c.rule.max_connections,
+                         role ? role : "*", application ? application : "*", c.rule.max_connections,
                          c.rule.reason[0] ? c.rule.reason : "none given")));
   else
     ereport(LOG, (errmsg("pg_warden: admission reopened for role \"%s\" application \"%s\"",
@@ -229,8 +230,8 @@ void ClearAdmissionOverrides() {
   RecountActive();
   LWLockRelease(admission->lock);
   if (cleared > 0)
-    ereport(LOG, (errmsg("pg_warden: %d admission override(s) lifted: the extension is gone",
-                         cleared)));
+    ereport(LOG,
+            (errmsg("pg_warden: %d admission override(s) lifted: the extension is gone", cleared)));
 }
 
 }  // namespace warden
@@ -416,7 +417,8 @@ WARDEN_FUNCTION(validate_budget) {
   const bool has_database = TextArgument(fcinfo, 4, "database", database, sizeof(database));
   if (!has_application && !has_role && !has_database) {
     if (has_max && max_connections == 0)
-      InvalidArgument("max_connections", "must not be 0 when application, role and database are NULL",
+      InvalidArgument("max_connections",
+                      "must not be 0 when application, role and database are NULL",
                       "Such a budget matches every login: it would refuse every non-superuser "
                       "connection to this server.",
                       "Name the application, role or database to lock out.");

@@ -7,8 +7,9 @@
  *
  * Selection rules: client backends only, never roles in
  * warden.exempt_roles, never a superuser's session unless the policy's
- * owner is a superuser (a short transaction reads pg_authid, a shared
- * catalog, only when such a policy has matching sessions).
+ * owner is a superuser, and never Patroni's own session (a superuser's whose
+ * application_name is "Patroni") (a short transaction reads pg_authid, a
+ * shared catalog, only when such a check is needed).
  *
  * Locks: idle_policies_lock (shared) through CopyIdlePolicies, only when
  * the loader's generation moved; terminations_lock through
