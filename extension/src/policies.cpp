@@ -8,10 +8,11 @@
  * Selection rules (policies and terminate_idle): client backends only, never
  * the caller, never roles in warden.exempt_roles, never a superuser's
  * session unless the policy's owner (or terminate_idle's caller) is a
- * superuser, and never Patroni's own session (a superuser's named "Patroni"). The remaining
- * matching sessions are grouped by (database, role, application_name); in each group the keep_min
- * most recently idle are kept, and the others idle for at least the timeout are terminated, oldest
- * idle first.
+ * superuser, and never Patroni's own session (a superuser's session named
+ * "Patroni"). The remaining matching sessions are grouped by (database,
+ * role, application_name); in each group the keep_min most recently idle
+ * are kept, and the others idle for at least the timeout are terminated,
+ * oldest idle first.
  *
  * Locks: idle_policies_lock (see policies.hpp); terminations_lock through
  * TerminateAndRecord; ProcArrayLock through BackendPidGetProc.
