@@ -209,7 +209,7 @@ void LoadIdlePolicies() {
     }
     if (!DatumGetBool(v[10])) {
       ereport(WARNING, (errmsg("pg_warden: idle policy \"%s\" is ignored: its owner \"%s\" is "
-                               "neither a superuser nor a member of pg_signal_backend",
+                               "not a superuser and lacks the privileges of pg_signal_backend",
                                name, isnull[11] ? "" : NameStr(*DatumGetName(v[11])))));
       continue;
     }

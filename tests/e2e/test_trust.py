@@ -166,3 +166,17 @@ def test_contradicting_health_thresholds_are_reported(make_cluster):
                    timeout=5, what="unhealthy")
     finally:
         close_all(held)
+
+
+def test_policy_of_an_owner_without_inherited_privileges_is_not_loaded(cluster):
+    """The loader checks what PostgreSQL checks to signal (has_privs_of_role):
+    a NOINHERIT member of pg_signal_backend does not have its privileges."""
+    cluster.psql("CREATE ROLE noinh NOINHERIT LOGIN IN ROLE pg_signal_backend; "
+                 "CREATE ROLE inh LOGIN IN ROLE pg_signal_backend")
+    # a superuser writes the rows (as a restore would): the owners are kept
+    cluster.psql("INSERT INTO warden.idle_policies (name, idle_timeout, application, owner) VALUES "
+                 "('by-noinh', '1 h', 'x', 'noinh'), ('by-inh', '1 h', 'x', 'inh')")
+    wait_until(lambda: "loaded 1 idle policies" in cluster.log_text(), timeout=10, what="policies loaded")
+    assert ('idle policy "by-noinh" is ignored: its owner "noinh" is not a superuser and lacks '
+            'the privileges of pg_signal_backend') in cluster.log_text()
+    assert 'idle policy "by-inh" is ignored' not in cluster.log_text()
