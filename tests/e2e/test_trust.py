@@ -5,7 +5,6 @@ recorded once per idle period whatever else changes, and what runs under
 import time
 
 import psycopg2
-import pytest
 
 import pgcluster
 from clients import close_all, connect, refused, try_connect
