@@ -9,6 +9,22 @@
 CREATE FUNCTION warden.assert_preloaded() RETURNS void
   LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'assert_preloaded';
 SELECT warden.assert_preloaded();
+-- Refuse to install where the loader never looks: policies and budgets made
+-- here would be accepted and never enforced.
+DO $$
+BEGIN
+  IF pg_catalog.current_database() OPERATOR(pg_catalog.<>)
+     pg_catalog.current_setting('warden.database') THEN
+    RAISE EXCEPTION 'pg_warden must be created in database "%" (warden.database), not in "%"',
+        pg_catalog.current_setting('warden.database'), pg_catalog.current_database()
+      USING ERRCODE = '55000',
+            DETAIL = 'pg_warden''s worker reads policies and budgets from warden.database only.',
+            HINT = pg_catalog.format('Connect to database %I and run CREATE EXTENSION there, or set '
+                                     'warden.database = %L in postgresql.conf and restart the server.',
+                                     pg_catalog.current_setting('warden.database'),
+                                     pg_catalog.current_database());
+  END IF;
+END $$;
 COMMENT ON FUNCTION warden.assert_preloaded() IS
   'Raises an error unless pg_warden was loaded through shared_preload_libraries.';
 REVOKE ALL ON FUNCTION warden.assert_preloaded() FROM PUBLIC;

@@ -21,13 +21,13 @@ CREATE FUNCTION warden.record_action(
 COMMENT ON FUNCTION warden.record_action(int, name, name, text, text, float8, text, bool, inet) IS
   'Records an action of wardend in warden.terminations (source ''daemon''; action goes to the policy column).';
 
--- Privileges: monitoring roles read the ring; the daemon records as a
--- pg_signal_backend member.
+-- Privileges: monitoring roles read the ring; recording is for the extension
+-- owner and whom it grants EXECUTE (wardend's role, docs/daemon.md), not for
+-- every pg_signal_backend member (who could forge entries and push real ones
+-- out of the ring).
 REVOKE ALL ON FUNCTION warden.terminations(),
   warden.record_action(int, name, name, text, text, float8, text, bool, inet) FROM PUBLIC;
 REVOKE ALL ON warden.terminations FROM PUBLIC;
 GRANT SELECT ON warden.terminations TO pg_monitor;
 -- A view calls its function with the reader's privileges: pg_monitor needs both.
 GRANT EXECUTE ON FUNCTION warden.terminations() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION warden.record_action(int, name, name, text, text, float8, text, bool, inet)
-  TO pg_signal_backend;

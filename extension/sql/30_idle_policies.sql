@@ -35,14 +35,17 @@ COMMENT ON TABLE warden.idle_policies IS
 -- restore keeps the original owners). Whether a policy may touch superuser
 -- sessions is decided from its owner's attributes when it is loaded.
 CREATE FUNCTION warden.idle_policies_check() RETURNS trigger
-  LANGUAGE plpgsql AS $$
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  writer_is_super bool := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+  writer_is_super bool := (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                            WHERE r.rolname OPERATOR(pg_catalog.=) current_user);
 BEGIN
-  IF NOT writer_is_super AND NOT pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') THEN
+  -- USAGE: the privileges of pg_signal_backend (has_privs_of_role), what
+  -- PostgreSQL checks to signal; membership without INHERIT is not enough.
+  IF NOT writer_is_super AND NOT pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE') THEN
     RAISE EXCEPTION 'permission denied to write idle policies'
       USING ERRCODE = '42501',
-            DETAIL = 'Only superusers and members of pg_signal_backend may define idle policies.';
+            DETAIL = 'Only superusers and roles with the privileges of pg_signal_backend may define idle policies.';
   END IF;
   PERFORM warden.validate_idle_policy(NEW.name, NEW.idle_timeout, NEW.application, NEW.role,
                                       NEW.database, NEW.state, NEW.keep_min, NEW.schedule,
@@ -52,6 +55,11 @@ BEGIN
   END IF;
   IF NOT writer_is_super THEN
     NEW.owner := current_user;
+  ELSIF NEW.owner IS NULL THEN
+    RAISE EXCEPTION 'invalid value for "owner": must not be NULL' USING ERRCODE = '22023';
+  ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) NEW.owner) THEN
+    RAISE EXCEPTION 'role "%" does not exist', NEW.owner USING ERRCODE = '42704',
+      DETAIL = 'An idle policy''s owner must be a role: its privileges decide what the policy may terminate.';
   END IF;
   RETURN NEW;
 END
@@ -71,14 +79,15 @@ CREATE FUNCTION warden.add_idle_policy(
     database text DEFAULT NULL, state text DEFAULT 'idle', keep_min int DEFAULT 0,
     schedule text DEFAULT NULL, dry_run bool DEFAULT false)
   RETURNS void
-  LANGUAGE plpgsql AS $$
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM warden.validate_idle_policy(name, idle_timeout, application, role, database, state,
                                       keep_min, schedule, dry_run);
-  IF EXISTS (SELECT 1 FROM warden.idle_policies p WHERE p.name = add_idle_policy.name) THEN
+  IF EXISTS (SELECT 1 FROM warden.idle_policies p
+              WHERE p.name OPERATOR(pg_catalog.=) add_idle_policy.name) THEN
     RAISE EXCEPTION 'idle policy "%" already exists', name USING ERRCODE = '23505';
   END IF;
-  IF (SELECT count(*) FROM warden.idle_policies) >= 64 THEN
+  IF (SELECT pg_catalog.count(*) FROM warden.idle_policies) OPERATOR(pg_catalog.>=) 64 THEN
     RAISE EXCEPTION 'too many idle policies' USING ERRCODE = '54000',
       DETAIL = 'pg_warden holds at most 64 idle policies.';
   END IF;
@@ -91,12 +100,12 @@ COMMENT ON FUNCTION warden.add_idle_policy(text, interval, text, text, text, tex
   'Adds an idle-termination policy; it applies at commit. Validates every argument first.';
 
 CREATE FUNCTION warden.drop_idle_policy(name text) RETURNS void
-  LANGUAGE plpgsql AS $$
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF name IS NULL THEN
     RAISE EXCEPTION 'invalid value for "name": must not be NULL' USING ERRCODE = '22023';
   END IF;
-  DELETE FROM warden.idle_policies p WHERE p.name = drop_idle_policy.name;
+  DELETE FROM warden.idle_policies p WHERE p.name OPERATOR(pg_catalog.=) drop_idle_policy.name;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'idle policy "%" does not exist', name USING ERRCODE = '42704';
   END IF;

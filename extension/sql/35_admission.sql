@@ -24,14 +24,36 @@ CREATE FUNCTION warden.validate_budget(
 COMMENT ON FUNCTION warden.validate_budget(text, int, text, text, text, int) IS
   'Raises an error (SQLSTATE 22023, naming the argument) unless the arguments make a valid budget.';
 
+-- The row trigger also checks what one row cannot show: the number of budgets
+-- (an INSERT ... ON CONFLICT that replaces a budget adds none) and that the
+-- reservations, together, leave connections to everyone else.
 CREATE FUNCTION warden.budgets_validate() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  usable int := pg_catalog.current_setting('max_connections')::int OPERATOR(pg_catalog.-)
+                pg_catalog.current_setting('superuser_reserved_connections')::int;
+  others_reserved bigint;
 BEGIN
   PERFORM warden.validate_budget(NEW.name, NEW.max_connections, NEW.application, NEW.role,
                                  NEW.database, NEW.reserved);
-  IF TG_OP = 'INSERT' AND (SELECT count(*) FROM warden.budgets) >= 128 THEN
+  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT'
+     AND NOT EXISTS (SELECT FROM warden.budgets b WHERE b.name OPERATOR(pg_catalog.=) NEW.name)
+     AND (SELECT pg_catalog.count(*) FROM warden.budgets) OPERATOR(pg_catalog.>=) 128 THEN
     RAISE EXCEPTION 'too many budgets' USING ERRCODE = '54000',
       DETAIL = 'At most 128 budgets can be enforced.';
+  END IF;
+  IF NEW.reserved OPERATOR(pg_catalog.>) 0 THEN
+    SELECT coalesce(pg_catalog.sum(b.reserved), 0) INTO others_reserved
+      FROM warden.budgets b
+     WHERE b.name OPERATOR(pg_catalog.<>) NEW.name
+       AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR b.name OPERATOR(pg_catalog.<>) OLD.name);
+    IF others_reserved OPERATOR(pg_catalog.+) NEW.reserved OPERATOR(pg_catalog.>=) usable THEN
+      RAISE EXCEPTION 'invalid value for "reserved": the reservations together must be smaller than the server''s usable connections'
+        USING ERRCODE = '22023',
+              DETAIL = pg_catalog.format('Other budgets reserve %s, this one %s; max_connections - superuser_reserved_connections is %s.',
+                                         others_reserved, NEW.reserved, usable),
+              HINT = 'Lower a reservation, or raise max_connections.';
+    END IF;
   END IF;
   RETURN NEW;
 END $$;
@@ -46,17 +68,40 @@ CREATE FUNCTION warden.set_budget(
     name text, max_connections int DEFAULT NULL, application text DEFAULT NULL,
     role text DEFAULT NULL, database text DEFAULT NULL, reserved int DEFAULT 0)
   RETURNS warden.budgets
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   result warden.budgets;
+  msg text;
+  state text;
+  detail text;
+  hint text;
 BEGIN
+  -- Validated here first, and raised from this function: an error carries no
+  -- CONTEXT of the INSERT below (the row trigger checks again, for plain DML).
+  BEGIN
+    PERFORM warden.validate_budget(set_budget.name, set_budget.max_connections,
+                                   set_budget.application, set_budget.role, set_budget.database,
+                                   set_budget.reserved);
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE,
+                            detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    IF detail OPERATOR(pg_catalog.<>) '' AND hint OPERATOR(pg_catalog.<>) '' THEN
+      RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = state, DETAIL = detail, HINT = hint;
+    ELSIF detail OPERATOR(pg_catalog.<>) '' THEN
+      RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = state, DETAIL = detail;
+    ELSIF hint OPERATOR(pg_catalog.<>) '' THEN
+      RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = state, HINT = hint;
+    ELSE
+      RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = state;
+    END IF;
+  END;
   INSERT INTO warden.budgets AS b (name, max_connections, application, role, database, reserved)
   VALUES (set_budget.name, set_budget.max_connections, set_budget.application,
-          set_budget.role, set_budget.database, coalesce(set_budget.reserved, 0))
+          set_budget.role, set_budget.database, set_budget.reserved)
   ON CONFLICT ON CONSTRAINT budgets_pkey DO UPDATE
     SET max_connections = EXCLUDED.max_connections, application = EXCLUDED.application,
         role = EXCLUDED.role, database = EXCLUDED.database, reserved = EXCLUDED.reserved,
-        created_by = current_user, created_at = now()
+        created_by = current_user, created_at = pg_catalog.now()
   RETURNING b.* INTO result;
   RETURN result;
 END $$;
@@ -64,12 +109,12 @@ COMMENT ON FUNCTION warden.set_budget(text, int, text, text, text, int) IS
   'Creates or replaces a connection budget, enforced at login on every server within one sample interval of commit.';
 
 CREATE FUNCTION warden.drop_budget(name text) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF name IS NULL THEN
     RAISE EXCEPTION 'invalid value for "name": must not be NULL' USING ERRCODE = '22023';
   END IF;
-  DELETE FROM warden.budgets b WHERE b.name = drop_budget.name;
+  DELETE FROM warden.budgets b WHERE b.name OPERATOR(pg_catalog.=) drop_budget.name;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'budget "%" does not exist', name USING ERRCODE = '42704';
   END IF;
@@ -90,20 +135,20 @@ COMMENT ON VIEW warden.budget_usage IS
 
 -- Admission overrides: this server only, shared memory only.
 CREATE FUNCTION warden.close_admission(
-    role text, application text DEFAULT NULL, max_connections int DEFAULT NULL,
+    role text DEFAULT NULL, application text DEFAULT NULL, max_connections int DEFAULT NULL,
     reason text DEFAULT NULL, expires interval DEFAULT NULL,
     OUT role name, OUT application text, OUT max_connections int, OUT reason text,
     OUT since timestamptz, OUT expires timestamptz, OUT connections int)
   RETURNS record
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'close_admission';
 COMMENT ON FUNCTION warden.close_admission(text, text, int, text, interval) IS
-  'Caps logins of a role and/or application pattern on this server (NULL max_connections = what it holds now), until open_admission() or expiry; not replicated, gone at restart.';
+  'Caps logins of a role and/or application pattern on this server (NULL max_connections = what it holds now), from commit until open_admission() or expiry; not replicated, gone at restart or DROP EXTENSION.';
 
-CREATE FUNCTION warden.open_admission(role text, application text DEFAULT NULL)
+CREATE FUNCTION warden.open_admission(role text DEFAULT NULL, application text DEFAULT NULL)
   RETURNS boolean
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'open_admission';
 COMMENT ON FUNCTION warden.open_admission(text, text) IS
-  'Lifts the admission override of a role/application on this server; false if there was none.';
+  'Lifts the admission override of a role/application on this server at commit; false if there was none.';
 
 CREATE FUNCTION warden.admission_overrides(
     OUT role name, OUT application text, OUT max_connections int, OUT reason text,

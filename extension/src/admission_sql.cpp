@@ -2,22 +2,29 @@
  * admission_sql.cpp — the SQL functions of admission: admission overrides
  * (close_admission, open_admission, admission_overrides), budget_usage, and
  * validate_budget, the validation of warden.budgets rows. Runs in client
- * backends. Locks: admission_lock (exclusive to change an override, shared
- * to copy the rules out; never held while building tuples or ereporting).
+ * backends; ClearAdmissionOverrides also in the loader (DROP EXTENSION).
+ * Overrides are transactional: the calls queue their change in backend
+ * memory and a commit callback applies the queue. Locks: admission_lock
+ * (exclusive to apply changes, shared to copy the rules out; never held
+ * while building tuples or ereporting).
  */
 #include "pg_warden/admission.hpp"
 
 #include "pg_warden/boundary.hpp"
+#include "pg_warden/guc.hpp"
 #include "pg_warden/usage.hpp"
 #include "pg_warden/validate.hpp"
 
 namespace warden {
 namespace {
 
-/* Index of the override for (role, application), or -1. Caller holds the lock. */
-int FindOverride(const char *role, const char *application) {
+/*
+ * Index in rules (admission->rules or a copy of it) of the override for
+ * (role, application), or -1. The caller holds the lock for the shared one.
+ */
+int FindOverride(const AdmissionRule *rules, const char *role, const char *application) {
   for (int r = kMaxBudgets; r < kMaxRules; r++) {
-    const AdmissionRule &rule = admission->rules[r];
+    const AdmissionRule &rule = rules[r];
     if (!rule.in_use) continue;
     if (rule.has_role != (role != nullptr) || rule.has_application != (application != nullptr))
       continue;
@@ -74,7 +81,159 @@ void OverrideValues(const AdmissionRule &r, int64 connections, Datum *values, bo
   nulls[6] = false;
 }
 
+/*
+ * Overrides are transactional: close_admission() and open_admission() queue
+ * their change in this backend's memory, and the change is applied to shared
+ * memory when the transaction commits (a ROLLBACK, or a ROLLBACK TO a
+ * savepoint taken before the call, leaves nothing). The queue is bounded.
+ */
+struct PendingChange {
+  bool close;         /* close_admission (rule is the override) or open_admission */
+  AdmissionRule rule; /* for open_admission only role and application count */
+  SubTransactionId subid;
+};
+
+constexpr int kMaxPendingChanges = 2 * kMaxOverrides;
+PendingChange *pending = nullptr; /* TopMemoryContext */
+int npending = 0;
+bool callbacks_registered = false;
+
+const char *RoleOf(const AdmissionRule &r) { return r.has_role ? r.role : nullptr; }
+const char *ApplicationOf(const AdmissionRule &r) {
+  return r.has_application ? r.application : nullptr;
+}
+
+/*
+ * Applies one change to rules (the shared ones under the exclusive lock, or a
+ * copy). *existed: an override for the key was in force. False: no free slot.
+ */
+bool ApplyChange(AdmissionRule *rules, const PendingChange &c, TimestampTz now, bool *existed) {
+  int slot = FindOverride(rules, RoleOf(c.rule), ApplicationOf(c.rule));
+  if (existed) *existed = slot >= 0 && RuleActive(rules[slot], now);
+  if (!c.close) {
+    if (slot >= 0) rules[slot].in_use = false;
+    return true;
+  }
+  for (int r = kMaxBudgets; r < kMaxRules && slot < 0; r++)
+    if (!RuleActive(rules[r], now)) slot = r;
+  if (slot < 0) return false;
+  rules[slot] = c.rule;
+  return true;
+}
+
+/* A copy of the rules as they will be once the queued changes apply. */
+AdmissionRule *RulesAfterPending(TimestampTz now) {
+  AdmissionRule *copy = static_cast<AdmissionRule *>(palloc(sizeof(AdmissionRule) * kMaxRules));
+  LWLockAcquire(admission->lock, LW_SHARED);
+  memcpy(copy, admission->rules, sizeof(AdmissionRule) * kMaxRules);
+  LWLockRelease(admission->lock);
+  for (int i = 0; i < npending; i++) (void)ApplyChange(copy, pending[i], now, nullptr);
+  return copy;
+}
+
+void LogChange(const PendingChange &c) {
+  const char *role = RoleOf(c.rule), *application = ApplicationOf(c.rule);
+  if (c.close)
+    ereport(LOG, (errmsg("pg_warden: admission closed for role \"%s\" application \"%s\" at %d "
+                         "connections (reason: %s)",
+                         role ? role : "*", application ? application : "*", c.rule.max_connections,
+                         c.rule.reason[0] ? c.rule.reason : "none given")));
+  else
+    ereport(LOG, (errmsg("pg_warden: admission reopened for role \"%s\" application \"%s\"",
+                         role ? role : "*", application ? application : "*")));
+}
+
+void OnXactEvent(XactEvent event, void *) {
+  if (npending == 0) return;
+  switch (event) {
+    case XACT_EVENT_PRE_PREPARE:
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("cannot PREPARE a transaction that changed admission overrides"),
+                      errdetail("Admission overrides live in this server's shared memory only.")));
+      break;
+    case XACT_EVENT_COMMIT:
+    case XACT_EVENT_PARALLEL_COMMIT: {
+      const TimestampTz now = GetCurrentTimestamp();
+      bool applied[kMaxPendingChanges];
+      LWLockAcquire(admission->lock, LW_EXCLUSIVE);
+      for (int i = 0; i < npending; i++)
+        applied[i] = ApplyChange(admission->rules, pending[i], now, nullptr);
+      RecountActive();
+      LWLockRelease(admission->lock);
+      const int n = npending;
+      npending = 0;
+      /* After the lock: a LOG or WARNING here can no longer abort anything. */
+      for (int i = 0; i < n; i++) {
+        if (applied[i])
+          LogChange(pending[i]);
+        else
+          ereport(WARNING,
+                  (errmsg("pg_warden: admission override for role \"%s\" application \"%s\" "
+                          "not applied: too many admission overrides",
+                          RoleOf(pending[i].rule) ? RoleOf(pending[i].rule) : "*",
+                          ApplicationOf(pending[i].rule) ? ApplicationOf(pending[i].rule) : "*")));
+      }
+      break;
+    }
+    case XACT_EVENT_ABORT:
+    case XACT_EVENT_PARALLEL_ABORT:
+    case XACT_EVENT_PREPARE:
+      npending = 0;
+      break;
+    default:
+      break;
+  }
+}
+
+void OnSubXactEvent(SubXactEvent event, SubTransactionId sub, SubTransactionId parent, void *) {
+  if (event == SUBXACT_EVENT_ABORT_SUB) {
+    int kept = 0;
+    for (int i = 0; i < npending; i++)
+      if (pending[i].subid != sub) pending[kept++] = pending[i];
+    npending = kept;
+  } else if (event == SUBXACT_EVENT_COMMIT_SUB) {
+    for (int i = 0; i < npending; i++)
+      if (pending[i].subid == sub) pending[i].subid = parent;
+  }
+}
+
+void QueueChange(const PendingChange &c) {
+  if (!callbacks_registered) {
+    pending = static_cast<PendingChange *>(
+        MemoryContextAlloc(TopMemoryContext, sizeof(PendingChange) * kMaxPendingChanges));
+    RegisterXactCallback(OnXactEvent, nullptr);
+    RegisterSubXactCallback(OnSubXactEvent, nullptr);
+    callbacks_registered = true;
+  }
+  if (npending == kMaxPendingChanges)
+    ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                    errmsg("too many admission override changes in one transaction"),
+                    errdetail("At most %d close_admission()/open_admission() calls apply at one "
+                              "commit.",
+                              kMaxPendingChanges),
+                    errhint("Commit, then continue.")));
+  pending[npending] = c;
+  pending[npending].subid = GetCurrentSubTransactionId();
+  npending++;
+}
+
 }  // namespace
+
+void ClearAdmissionOverrides() {
+  const TimestampTz now = GetCurrentTimestamp();
+  int cleared = 0;
+  LWLockAcquire(admission->lock, LW_EXCLUSIVE);
+  for (int r = kMaxBudgets; r < kMaxRules; r++) {
+    if (RuleActive(admission->rules[r], now)) cleared++;
+    admission->rules[r].in_use = false;
+  }
+  RecountActive();
+  LWLockRelease(admission->lock);
+  if (cleared > 0)
+    ereport(LOG,
+            (errmsg("pg_warden: %d admission override(s) lifted: the extension is gone", cleared)));
+}
+
 }  // namespace warden
 
 using namespace warden;
@@ -85,8 +244,18 @@ WARDEN_FUNCTION(close_admission) {
   char role_buf[NAMEDATALEN], application_buf[NAMEDATALEN], reason_buf[kMaxReason];
   const char *role, *application;
   OverrideKey(fcinfo, role_buf, application_buf, &role, &application);
-  if (role != nullptr && !OidIsValid(get_role_oid(role, true)))
-    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"%s\" does not exist", role)));
+  if (role != nullptr) {
+    CheckRoleExists(role);
+    if (superuser_arg(get_role_oid(role, false)))
+      InvalidArgument("role", psprintf("\"%s\" is a superuser", role),
+                      "pg_warden never refuses a superuser's login: the override would do nothing.",
+                      "Superusers are kept out with ALTER ROLE ... NOLOGIN or pg_hba.conf.");
+    if (IsExemptRole(role))
+      InvalidArgument("role", psprintf("\"%s\" is in warden.exempt_roles", role),
+                      "pg_warden never refuses an exempt role's login: the override would do "
+                      "nothing.",
+                      "Remove the role from warden.exempt_roles first.");
+  }
   if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) < 0)
     InvalidArgument("max_connections", "must not be negative");
   const char *reason =
@@ -107,8 +276,10 @@ WARDEN_FUNCTION(close_admission) {
             (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
   desc = BlessTupleDesc(desc);
 
-  AdmissionRule rule;
-  memset(&rule, 0, sizeof(rule));
+  PendingChange change;
+  memset(&change, 0, sizeof(change));
+  change.close = true;
+  AdmissionRule &rule = change.rule;
   rule.in_use = true;
   rule.kind = RuleKind::kOverride;
   strlcpy(rule.name, "override", NAMEDATALEN);
@@ -121,48 +292,41 @@ WARDEN_FUNCTION(close_admission) {
   const int64 holding = MatchingConnections(rule);
   rule.max_connections = PG_ARGISNULL(2) ? static_cast<int32>(holding) : PG_GETARG_INT32(2);
 
-  LWLockAcquire(admission->lock, LW_EXCLUSIVE);
-  int slot = FindOverride(role, application);
-  if (slot < 0) {
-    for (int r = kMaxBudgets; r < kMaxRules && slot < 0; r++)
-      if (!RuleActive(admission->rules[r], now)) slot = r;
-  }
-  if (slot >= 0) {
-    admission->rules[slot] = rule;
-    RecountActive();
-  }
-  LWLockRelease(admission->lock);
-  if (slot < 0)
+  /* Refused now, not at commit, when the overrides would not fit. */
+  AdmissionRule *after = RulesAfterPending(now);
+  if (!ApplyChange(after, change, now, nullptr))
     ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("too many admission overrides"),
                     errdetail("At most %d overrides can be in force at once.", kMaxOverrides),
                     errhint("Lift one with warden.open_admission().")));
-  ereport(LOG, (errmsg("pg_warden: admission closed for role \"%s\" application \"%s\" at %d "
-                       "connections (reason: %s)",
-                       role ? role : "*", application ? application : "*", rule.max_connections,
-                       reason ? reason : "none given")));
+  pfree(after);
+  QueueChange(change);
   Datum values[7];
   bool nulls[7];
   OverrideValues(rule, holding, values, nulls);
   return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }
 
-/* warden.open_admission(role, application) -> true if an override was lifted */
+/*
+ * warden.open_admission(role, application) -> true if an override was in
+ * force (counting this transaction's own changes); lifted at commit.
+ */
 WARDEN_FUNCTION(open_admission) {
   RequireAdmission();
   char role_buf[NAMEDATALEN], application_buf[NAMEDATALEN];
   const char *role, *application;
   OverrideKey(fcinfo, role_buf, application_buf, &role, &application);
-  LWLockAcquire(admission->lock, LW_EXCLUSIVE);
-  const int slot = FindOverride(role, application);
-  if (slot >= 0) {
-    admission->rules[slot].in_use = false;
-    RecountActive();
-  }
-  LWLockRelease(admission->lock);
-  if (slot >= 0)
-    ereport(LOG, (errmsg("pg_warden: admission reopened for role \"%s\" application \"%s\"",
-                         role ? role : "*", application ? application : "*")));
-  PG_RETURN_BOOL(slot >= 0);
+  PendingChange change;
+  memset(&change, 0, sizeof(change));
+  change.close = false;
+  CopyName(change.rule.role, role, &change.rule.has_role);
+  CopyName(change.rule.application, application, &change.rule.has_application);
+  const TimestampTz now = GetCurrentTimestamp();
+  AdmissionRule *after = RulesAfterPending(now);
+  bool existed = false;
+  (void)ApplyChange(after, change, now, &existed);
+  pfree(after);
+  if (existed) QueueChange(change);
+  PG_RETURN_BOOL(existed);
 }
 
 /* warden.admission_overrides(): the overrides in force on this server */
@@ -246,9 +410,25 @@ WARDEN_FUNCTION(validate_budget) {
                     "or both.");
   if (has_max && reserved > max_connections)
     InvalidArgument("reserved", "must not exceed max_connections");
-  TextArgument(fcinfo, 2, "application", application, sizeof(application));
+  const bool has_application =
+      TextArgument(fcinfo, 2, "application", application, sizeof(application));
   CheckApplicationPattern("application", application);
-  TextArgument(fcinfo, 3, "role", role, sizeof(role));
-  TextArgument(fcinfo, 4, "database", database, sizeof(database));
+  const bool has_role = TextArgument(fcinfo, 3, "role", role, sizeof(role));
+  const bool has_database = TextArgument(fcinfo, 4, "database", database, sizeof(database));
+  if (!has_application && !has_role && !has_database) {
+    if (has_max && max_connections == 0)
+      InvalidArgument("max_connections",
+                      "must not be 0 when application, role and database are NULL",
+                      "Such a budget matches every login: it would refuse every non-superuser "
+                      "connection to this server.",
+                      "Name the application, role or database to lock out.");
+    if (reserved > 0)
+      InvalidArgument("reserved", "must be 0 when application, role and database are NULL",
+                      "Slots reserved for every login are reserved for nobody: it would have "
+                      "no effect.",
+                      "Name the application, role or database the slots are kept for.");
+  }
+  CheckRoleExists(has_role ? role : nullptr);
+  CheckDatabaseExists(has_database ? database : nullptr);
   PG_RETURN_VOID();
 }

@@ -7,8 +7,9 @@
  *
  * Selection rules: client backends only, never roles in
  * warden.exempt_roles, never a superuser's session unless the policy's
- * owner is a superuser (a short transaction reads pg_authid, a shared
- * catalog, only when such a policy has matching sessions).
+ * owner is a superuser, and never Patroni's own session (a superuser's whose
+ * application_name is "Patroni") (a short transaction reads pg_authid, a
+ * shared catalog, only when such a check is needed).
  *
  * Locks: idle_policies_lock (shared) through CopyIdlePolicies, only when
  * the loader's generation moved; terminations_lock through
@@ -61,15 +62,38 @@ bool Same(const Decided &d, const SampledBackend &sb) {
   return d.pid == sb.pid && d.state_start == sb.state_start;
 }
 
+IdlePolicy previous_policies[kMaxIdlePolicies];
+
+/*
+ * A new generation (any configuration change: a budget too) keeps the dry-run
+ * decisions of every policy that is still there unchanged, at its new index;
+ * an added or edited policy decides afresh.
+ */
 void RefreshPolicies() {
   const uint64 gen = ConfigGeneration();
   if (gen == local_generation) return;
+  const int previous_count = local_count;
+  memcpy(previous_policies, local_policies, sizeof(IdlePolicy) * previous_count);
   local_count = CopyIdlePolicies(local_policies);
   local_generation = gen;
-  /* policy indexes may have moved: a dry run records its decisions afresh */
-  if (dry_decided != nullptr)
-    memset(dry_decided, 0,
-           sizeof(Decided) * static_cast<Size>(usage->max_backends) * kMaxIdlePolicies);
+  if (dry_decided == nullptr) return;
+  int from[kMaxIdlePolicies];
+  bool moved = local_count != previous_count;
+  for (int p = 0; p < local_count; p++) {
+    from[p] = -1;
+    for (int q = 0; q < previous_count && from[p] < 0; q++)
+      if (memcmp(&local_policies[p], &previous_policies[q], sizeof(IdlePolicy)) == 0) from[p] = q;
+    moved |= from[p] != p;
+  }
+  if (!moved) return;
+  Decided row[kMaxIdlePolicies];
+  for (int slot = 0; slot < usage->max_backends; slot++) {
+    Decided *decided = &dry_decided[static_cast<Size>(slot) * kMaxIdlePolicies];
+    memcpy(row, decided, sizeof(row));
+    memset(decided, 0, sizeof(row));
+    for (int p = 0; p < local_count; p++)
+      if (from[p] >= 0) decided[p] = row[from[p]];
+  }
 }
 
 bool PolicyMatches(const IdlePolicy &p, const UsageKey &key) {
@@ -228,7 +252,8 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, con
       if ((pol.states & StateBit(sb.state)) == 0 || sb.entry <= 0) continue;
       const UsageKey &key = usage->entries[sb.entry].key;
       if (!PolicyMatches(pol, key) || IsExemptRole(key.role)) continue;
-      if (!pol.owner_superuser) {
+      /* a superuser's session: only for a superuser's policy, and never Patroni's own */
+      if (!pol.owner_superuser || IsPatroniApplication(key.application)) {
         if (!in_transaction) {
           /* superuser flags come from pg_authid (a shared catalog) */
           SetCurrentStatementStartTimestamp();

@@ -53,6 +53,10 @@ void DefineSettings() {
   MarkGUCPrefixReserved("warden");
 }
 
+bool IsPatroniApplication(const char *application) {
+  return application != nullptr && strcmp(application, "Patroni") == 0;
+}
+
 bool IsExemptRole(const char *role_name) {
   if (guc_exempt_roles == nullptr || guc_exempt_roles[0] == '\0') return false;
   /* A plain scan of the comma list: no allocation on the login path. */

@@ -7,6 +7,7 @@
  */
 #include "pg_warden/loader.hpp"
 
+#include "pg_warden/admission.hpp"
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
 #include "pg_warden/usage.hpp"
@@ -63,6 +64,8 @@ void LoadAll() {
       watched[i] = InvalidOid;
       kConfigLoaders[i].clear();
     }
+    /* Nothing the extension enforced outlives it: no SQL is left to lift them. */
+    ClearAdmissionOverrides();
   } else {
     if (logged_missing_extension)
       ereport(LOG,
@@ -75,6 +78,11 @@ void LoadAll() {
        unknown, e.g. at a new loader's first load, was lost until the next change). */
     for (int i = 0; i < kNumConfigLoaders; i++)
       watched[i] = get_relname_relid(kConfigLoaders[i].table, nsp);
+    /* The loader runs as the bootstrap superuser: nobody's function or operator
+       on the database's default search_path may stand in for pg_catalog's (the
+       setting is local to this transaction). */
+    (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
+                            GUC_ACTION_LOCAL, true, 0, false);
     PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumConfigLoaders; i++) {
@@ -99,6 +107,29 @@ void LoadAll() {
   if (sampler != nullptr) SetLatch(&sampler->procLatch);
 }
 
+/*
+ * warden.degraded_percent must be below warden.unhealthy_percent. Check hooks
+ * cannot compare the two reliably (a reload applies them one at a time, in
+ * file order), so the pair is checked where it is used: health tests
+ * unhealthy first, so a contradicting degraded_percent is never reached.
+ * The loader says so at its start and at each reload that changes the pair.
+ */
+void CheckHealthThresholds() {
+  static int logged_degraded = -1, logged_unhealthy = -1;
+  if (guc_degraded_percent == logged_degraded && guc_unhealthy_percent == logged_unhealthy) return;
+  logged_degraded = guc_degraded_percent;
+  logged_unhealthy = guc_unhealthy_percent;
+  if (guc_degraded_percent >= guc_unhealthy_percent)
+    ereport(WARNING,
+            (errmsg("pg_warden: warden.degraded_percent (%d) must be below "
+                    "warden.unhealthy_percent (%d)",
+                    guc_degraded_percent, guc_unhealthy_percent),
+             errdetail("Health goes from healthy straight to unhealthy at %d %%: the degraded "
+                       "status is never reported.",
+                       guc_unhealthy_percent),
+             errhint("Set warden.degraded_percent below warden.unhealthy_percent and reload.")));
+}
+
 void LoaderMain() {
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, die);
@@ -116,12 +147,14 @@ void LoaderMain() {
   CacheRegisterSyscacheCallback(AUTHOID, OnRoleInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, OnRoleInvalidation, 0);
   ereport(LOG, (errmsg("pg_warden loader started in database \"%s\"", guc_database)));
+  CheckHealthThresholds();
 
   for (;;) {
     CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      CheckHealthThresholds();
     }
     /* Starting a transaction accepts pending invalidations (may set config_stale). */
     SetCurrentStatementStartTimestamp();

@@ -8,7 +8,8 @@
  * Selection rules (policies and terminate_idle): client backends only, never
  * the caller, never roles in warden.exempt_roles, never a superuser's
  * session unless the policy's owner (or terminate_idle's caller) is a
- * superuser. The remaining matching sessions are grouped by (database,
+ * superuser, and never Patroni's own session (a superuser's session named
+ * "Patroni"). The remaining matching sessions are grouped by (database,
  * role, application_name); in each group the keep_min most recently idle
  * are kept, and the others idle for at least the timeout are terminated,
  * oldest idle first.
@@ -29,6 +30,8 @@
 
 namespace warden {
 namespace {
+
+constexpr int64 kMinIdleTimeoutUs = 10 * 1000;
 
 struct IdlePoliciesShared {
   LWLock *lock;
@@ -82,6 +85,22 @@ bool TryParseCron(const char *expr, CronSchedule *out, char *err, size_t errsize
   return false;
 }
 
+/*
+ * Can the schedule ever match? Only a day of month can rule out every date
+ * (31 in a 30-day month, 30 February): with the day of week also restricted,
+ * cron matches either, and every week has every weekday.
+ */
+bool ScheduleCanMatch(const CronSchedule &s) {
+  if (!s.dom_restricted || s.dow_restricted) return true;
+  static const int kDaysInMonth[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  for (int month = 1; month <= 12; month++) {
+    if ((s.months & (1u << month)) == 0) continue;
+    for (int day = 1; day <= kDaysInMonth[month]; day++)
+      if (s.days_of_month & (1u << day)) return true;
+  }
+  return false;
+}
+
 bool ValidateSchedule(FunctionCallInfo fcinfo, int argno, CronSchedule *out) {
   if (PG_ARGISNULL(argno)) return false;
   char *s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
@@ -90,6 +109,10 @@ bool ValidateSchedule(FunctionCallInfo fcinfo, int argno, CronSchedule *out) {
     InvalidArgument("schedule", err, psprintf("The schedule was \"%s\".", s),
                     "A schedule has 5 fields: minute hour day-of-month month "
                     "day-of-week, e.g. '* 0-5 * * *'.");
+  if (!ScheduleCanMatch(*out))
+    InvalidArgument("schedule", "never matches: no month named has those days",
+                    psprintf("The schedule was \"%s\".", s),
+                    "A policy with this schedule would never apply.");
   return true;
 }
 
@@ -103,11 +126,20 @@ void ValidatePolicyArgs(FunctionCallInfo fcinfo, IdlePolicy *p) {
   TextArgument(fcinfo, 0, "name", p->name, NAMEDATALEN);
   if (p->name[0] == '\0') InvalidArgument("name", "must not be empty");
   p->idle_timeout_us = PositiveIntervalArgument(fcinfo, 1, "idle_timeout");
+  /* The worker samples every warden.sample_interval (at least 10 ms) and
+     wakes at a candidate's deadline to the millisecond: below its reach a
+     timeout would be a promise it cannot keep. */
+  if (p->idle_timeout_us < kMinIdleTimeoutUs)
+    InvalidArgument("idle_timeout", "must be at least 10 milliseconds", nullptr,
+                    "The worker cannot see a session idle for less: it samples every "
+                    "warden.sample_interval (10 ms at least).");
   p->any_application =
       !TextArgument(fcinfo, 2, "application", p->application, sizeof(p->application));
   CheckApplicationPattern("application", p->application);
   p->any_role = !TextArgument(fcinfo, 3, "role", p->role, NAMEDATALEN);
   p->any_database = !TextArgument(fcinfo, 4, "database", p->database, NAMEDATALEN);
+  CheckRoleExists(p->any_role ? nullptr : p->role);
+  CheckDatabaseExists(p->any_database ? nullptr : p->database);
   p->states = ValidateState(fcinfo, 5);
   p->keep_min = NonNegativeArgument(fcinfo, 6, "keep_min");
   p->scheduled = ValidateSchedule(fcinfo, 7, &p->schedule);
@@ -153,10 +185,10 @@ void LoadIdlePolicies() {
   static const char *query =
       "SELECT p.name, p.idle_timeout, p.application, p.role, p.database, p.state, p.keep_min,"
       "       p.schedule, p.dry_run, coalesce(r.rolsuper, false),"
-      "       coalesce(r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'pg_signal_backend', 'MEMBER'),"
+      "       coalesce(r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'pg_signal_backend', 'USAGE'),"
       "                false), p.owner"
       "  FROM warden.idle_policies p"
-      "  LEFT JOIN pg_catalog.pg_roles r ON r.rolname = p.owner"
+      "  LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) p.owner"
       " WHERE p.enabled ORDER BY p.name";
   if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
     elog(ERROR, "pg_warden loader: could not read warden.idle_policies");
@@ -177,7 +209,7 @@ void LoadIdlePolicies() {
     }
     if (!DatumGetBool(v[10])) {
       ereport(WARNING, (errmsg("pg_warden: idle policy \"%s\" is ignored: its owner \"%s\" is "
-                               "neither a superuser nor a member of pg_signal_backend",
+                               "not a superuser and lacks the privileges of pg_signal_backend",
                                name, isnull[11] ? "" : NameStr(*DatumGetName(v[11])))));
       continue;
     }
@@ -253,6 +285,11 @@ WARDEN_FUNCTION(terminate_idle) {
   const int32 keep_min = NonNegativeArgument(fcinfo, 5, "keep_min");
   const bool dry_run = BoolArgument(fcinfo, 6, "dry_run") || !guc_enforce;
 
+  if (!guc_enforce && !PG_GETARG_BOOL(6))
+    ereport(NOTICE, (errmsg("warden.enforce is off: no session is terminated"),
+                     errdetail("The rows returned are dry runs (dry_run = true): the sessions "
+                               "that would have been terminated."),
+                     errhint("Set warden.enforce = on to terminate.")));
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
   const Oid role_oid = has_role ? get_role_oid(role, true) : InvalidOid;
@@ -278,7 +315,8 @@ WARDEN_FUNCTION(terminate_idle) {
     const char *app = be->st_appname ? be->st_appname : "";
     if (!KeyMatches(KeyFilter{nullptr, nullptr, has_app ? application : nullptr}, "", "", app))
       continue;
-    if (!caller_super && superuser_arg(be->st_userid)) continue;
+    /* a superuser's session: only for a superuser, and never Patroni's own */
+    if ((!caller_super || IsPatroniApplication(app)) && superuser_arg(be->st_userid)) continue;
     const char *role_name = GetUserNameFromId(be->st_userid, true);
     if (role_name && IsExemptRole(role_name)) continue;
     GroupKey gk;

@@ -46,6 +46,17 @@ int32 NonNegativeArgument(FunctionCallInfo fcinfo, int argno, const char *arg) {
   return v;
 }
 
+void CheckRoleExists(const char *role) {
+  if (role != nullptr && !OidIsValid(get_role_oid(role, true)))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"%s\" does not exist", role)));
+}
+
+void CheckDatabaseExists(const char *database) {
+  if (database != nullptr && !OidIsValid(get_database_oid(database, true)))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_DATABASE),
+                    errmsg("database \"%s\" does not exist", database)));
+}
+
 int64 IntervalUsecs(const Interval *iv) {
   const double us = static_cast<double>(iv->time) + static_cast<double>(iv->day) * USECS_PER_DAY +
                     static_cast<double>(iv->month) * DAYS_PER_MONTH * USECS_PER_DAY;

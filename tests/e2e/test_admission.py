@@ -149,7 +149,7 @@ def test_pattern_role_and_database_budgets(make_cluster):
 def test_exempt_roles_superusers_and_dry_run(make_cluster):
     cluster = make_cluster(conf={"warden.exempt_roles": "'batch, \"Ops Admin\"'"})
     cluster.psql("CREATE ROLE batch LOGIN; CREATE ROLE \"Ops Admin\" LOGIN; CREATE ROLE plain LOGIN;"
-                 "SELECT warden.set_budget(name => 'nobody', max_connections => 0)")
+                 "SELECT warden.set_budget(name => 'nobody', max_connections => 0, database => 'postgres')")
     budget_loaded(cluster, "nobody", 0)
     for user in ("batch", "'Ops Admin'", "postgres"):
         c, e = try_connect(cluster, user=user)

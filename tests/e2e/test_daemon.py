@@ -607,7 +607,8 @@ def test_reserved_slot_for_a_non_superuser_wardend(make_cluster, wardend):
     c.psql("CREATE ROLE warden LOGIN; GRANT pg_monitor, pg_signal_backend TO warden; "
            "GRANT USAGE ON SCHEMA warden TO warden; "
            "GRANT EXECUTE ON FUNCTION warden.close_admission(text, text, int, text, interval), "
-           "warden.open_admission(text, text) TO warden; "
+           "warden.open_admission(text, text), "
+           "warden.record_action(int, name, name, text, text, float8, text, bool, inet) TO warden; "
            "CREATE ROLE app_full LOGIN")
     c.psql("SELECT warden.set_budget(name => 'wardend-slot', role => 'warden', "
            "max_connections => 2, reserved => 2)")

@@ -298,20 +298,30 @@ def test_pg_dump_keeps_policies(db):
                          check=True)
     assert "COPY warden.idle_policies" in res.stdout
     assert "dumped\t00:10:00\treports%" in res.stdout
-    # restored by a superuser: same rows, same owners, validated again on the way in
+    # restored by a superuser: same rows, same owners, validated again on the way
+    # in; into a database of another name only where warden.database names it
+    def restore_into(c):
+        return subprocess.run([f"{pgcluster.PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                               "-h", c.sockdir, "-p", str(c.port), "-U", "postgres",
+                               "-d", "restored"], input=res.stdout, capture_output=True, text=True)
     db.psql("CREATE DATABASE restored")
     try:
-        restore = subprocess.run([f"{pgcluster.PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                                  "-h", db.sockdir, "-p", str(db.port), "-U", "postgres",
-                                  "-d", "restored"], input=res.stdout, capture_output=True,
-                                 text=True)
-        assert restore.returncode == 0, restore.stderr
-        rows = db.psql("SELECT name, idle_timeout, application, role, keep_min, schedule, owner"
-                       " FROM warden.idle_policies ORDER BY name", dbname="restored")
-        assert rows.splitlines() == ["dumped|00:10:00|reports%||5|* 0-5 * * *|postgres",
-                                     "dumped-ops|01:00:00||app|0||ops"]
+        refused = restore_into(db)
+        assert refused.returncode != 0
+        assert 'pg_warden must be created in database "postgres" (warden.database), not in "restored"' \
+            in refused.stderr
     finally:
         db.psql("DROP DATABASE restored")
+    with pgcluster.Cluster(name="restore", conf={"warden.database": "'restored'"}).init() as other:
+        other.start()
+        other.psql("CREATE ROLE ops LOGIN IN ROLE pg_signal_backend; CREATE ROLE app LOGIN;"
+                   "CREATE DATABASE restored")
+        restore = restore_into(other)
+        assert restore.returncode == 0, restore.stderr
+        rows = other.psql("SELECT name, idle_timeout, application, role, keep_min, schedule, owner"
+                          " FROM warden.idle_policies ORDER BY name", dbname="restored")
+        assert rows.splitlines() == ["dumped|00:10:00|reports%||5|* 0-5 * * *|postgres",
+                                     "dumped-ops|01:00:00||app|0||ops"]
 
 
 def test_exempt_roles_never_touched(db):
@@ -352,17 +362,20 @@ def test_terminations_survive_clean_restart(db):
 
 
 def test_missing_database_logged_once_then_loader_starts(make_cluster):
-    c = make_cluster(conf={"warden.database": "'wardendb'"})  # extension in postgres only
+    c = make_cluster(conf={"warden.database": "'wardendb'"}, extension=False)
     time.sleep(1.0)
     log = c.log_text()
     assert log.count('database "wardendb" (warden.database) does not exist') == 1
     assert "FATAL" not in log
-    assert int(c.psql("SELECT connections FROM warden.server_usage()")) >= 1  # still tracking
+    # CREATE EXTENSION elsewhere is refused, naming warden.database
+    out = c.psql("CREATE EXTENSION pg_warden", check=False)
+    assert 'pg_warden must be created in database "wardendb" (warden.database)' in out
     c.psql("CREATE DATABASE wardendb")
     pgcluster.wait_until(lambda: 'loader started in database "wardendb"' in c.log_text(),
                          timeout=10, what="the loader")
     assert 'extension pg_warden is not created in database "wardendb"' in c.log_text()
     c.psql("CREATE EXTENSION pg_warden", dbname="wardendb")
+    assert int(c.psql("SELECT connections FROM warden.server_usage()", dbname="wardendb")) >= 1
     c.psql("SELECT warden.add_idle_policy('late-db', '300 ms', application => 'late-db')",
            dbname="wardendb")
     s = Session(c, "late-db")

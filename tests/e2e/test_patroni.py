@@ -247,9 +247,6 @@ def test_catch_all_idle_policy_spares_patroni_replication_and_rewind(fleet):
                                    f" WHERE role = '{REWIND_USER}'")) >= 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a superuser's policy may terminate superuser sessions, and "
-                   "Patroni's own session is one (role postgres, application 'Patroni'): it needs a "
-                   "built-in exemption (docs/fleet.md)")
 def test_superuser_catch_all_spares_patronis_own_session(fleet):
     leader = fleet.leader()
     fleet.psql(leader, "SELECT warden.add_idle_policy(name => 'su-catch-all', idle_timeout => '500 ms')")

@@ -50,7 +50,7 @@ FUNCTIONS = [
                              "NULL, false)", EVERYONE),
     ("validate_budget", "SELECT warden.validate_budget('v', 1, NULL, NULL, NULL, 0)", EVERYONE),
     ("terminate_idle", "SELECT count(*) FROM warden.terminate_idle('1 hour', dry_run => true)", SIGNAL),
-    ("record_action", "SELECT warden.record_action(0, 'postgres', 'x', 'a', NULL, 0, 'test-{r}')", SIGNAL),
+    ("record_action", "SELECT warden.record_action(0, 'postgres', 'x', 'a', NULL, 0, 'test-{r}')", OWNER),
     # an FDW handler cannot be shown even when it may be called: 0A000 past the privilege check
     ("usage_fdw_handler", "SELECT warden.usage_fdw_handler()", OWNER),
 ]

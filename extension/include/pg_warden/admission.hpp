@@ -69,5 +69,7 @@ void AdmitLogin(const char *database, const char *role, const char *application)
 void LoadBudgets();
 /* The table or the extension is absent: no budgets. */
 void ClearBudgets();
+/* The extension is gone (the loader): lifts every admission override. */
+void ClearAdmissionOverrides();
 
 }  // namespace warden

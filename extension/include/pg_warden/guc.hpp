@@ -20,6 +20,12 @@ extern int guc_history_save_interval; /* warden.history_save_interval, s */
 void DefineSettings();
 
 /* Is role_name listed in warden.exempt_roles? (PostgreSQL regime.) */
+/*
+ * The built-in exemption: Patroni's own session (a superuser's client backend
+ * whose application_name is "Patroni", docs/fleet.md) is never terminated.
+ * The caller checks that the role is a superuser; this checks the name.
+ */
+bool IsPatroniApplication(const char *application);
 bool IsExemptRole(const char *role_name);
 
 }  // namespace warden

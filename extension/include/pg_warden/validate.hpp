@@ -25,6 +25,14 @@ bool TextArgument(FunctionCallInfo fcinfo, int argno, const char *arg, char *out
 /* An application pattern: printable ASCII only (what application_name can hold). */
 void CheckApplicationPattern(const char *arg, const char *pattern);
 
+/*
+ * A role (database) a budget, a policy or an override names must exist: the
+ * one rule of every SQL function, `role "x" does not exist` (42704) and
+ * `database "x" does not exist` (3D000). nullptr (any) passes.
+ */
+void CheckRoleExists(const char *role);
+void CheckDatabaseExists(const char *database);
+
 /* A non-NULL, non-negative integer. */
 int32 NonNegativeArgument(FunctionCallInfo fcinfo, int argno, const char *arg);
 

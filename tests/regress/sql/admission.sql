@@ -2,6 +2,7 @@
 -- overrides (close, list, open, bad input), and privileges.
 CREATE EXTENSION pg_warden;
 \set SHOW_CONTEXT never
+CREATE ROLE ops;  -- a budget names a role that exists
 
 -- budgets: create, replace, list
 SELECT name, max_connections, application, role, database, reserved
@@ -103,4 +104,4 @@ SELECT c.relname
  WHERE e.extname = 'pg_warden' AND c.relname = 'budgets';
 
 DROP EXTENSION pg_warden;
-DROP ROLE regress_plain, regress_monitor, regress_app_api;
+DROP ROLE regress_plain, regress_monitor, regress_app_api, ops;
