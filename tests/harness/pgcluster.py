@@ -329,6 +329,23 @@ log_disconnections = 0
                    what="pgbouncer socket")
         if self.proc.poll() is not None:
             raise RuntimeError(f"pgbouncer did not start (exit {self.proc.returncode})")
+
+        # The socket file appears before pgbouncer accepts on it: wait until it
+        # answers (or exits), so that a test's first connection is never refused.
+        def accepting():
+            if self.proc.poll() is not None:
+                return True
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(sock)
+                    return True
+                except OSError:
+                    return False
+
+        wait_until(accepting, timeout=10, what="pgbouncer accepting")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"pgbouncer exited at start (exit {self.proc.returncode}): "
+                               f"{open(self.logfile).read()[-2000:] if os.path.exists(self.logfile) else ''}")
         return self
 
     def dsn(self, dbname: str = "postgres", user: str = "postgres", **kw) -> str:

@@ -30,6 +30,7 @@ async function main() {
   }
   process.stdout.write(JSON.stringify({ ok, errors, idle_errors: idleErrors }) + '\n');
   await pool.end();
+  process.exit(0);
 }
 
 main().catch((e) => { process.stderr.write(`${e}\n`); process.exit(2); });
