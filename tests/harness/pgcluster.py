@@ -290,7 +290,10 @@ class PgBouncer:
     """A throwaway pgbouncer in front of a Cluster (same temp dir, run as the
     server user). Admin console: dbname=pgbouncer, user postgres."""
 
-    def __init__(self, cluster: Cluster, pool_mode: str = "session", pool_size: int = 2):
+    def __init__(self, cluster: Cluster, pool_mode: str = "session", pool_size: int = 2,
+                 db_options: str = "", settings: str = ""):
+        """db_options: more key=value for the `postgres` database entry (e.g.
+        user=, min_pool_size=); settings: more [pgbouncer] lines."""
         self.cluster = cluster
         self.port = free_port()
         self.dir = cluster.base_dir
@@ -301,7 +304,7 @@ class PgBouncer:
             f.write('"postgres" ""\n')
         with open(self.ini, "w") as f:
             f.write(f"""[databases]
-postgres = host={cluster.sockdir} port={cluster.port} dbname=postgres
+postgres = host={cluster.sockdir} port={cluster.port} dbname=postgres {db_options}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {self.port}
@@ -311,10 +314,11 @@ auth_file = {self.userlist}
 admin_users = postgres
 pool_mode = {pool_mode}
 default_pool_size = {pool_size}
-max_client_conn = 100
+max_client_conn = 200
 logfile = {self.logfile}
 log_connections = 0
 log_disconnections = 0
+{settings}
 """)
         uid, gid = server_user()
         os.chown(self.ini, uid, gid)
