@@ -144,3 +144,47 @@ def test_keep_min_at_min_pool_size_no_churn(srv):
     finally:
         srv.psql("SELECT warden.drop_idle_policy('pool-min')")
         bouncer.stop()
+
+
+def test_clients_per_application_in_metrics(srv, wardend):
+    """wardend's pg_warden_pgbouncer_clients (SHOW CLIENTS per database, user
+    and application_name) sum to the clients connected to the pool."""
+    from prometheus_client.parser import text_string_to_metric_families
+    bouncer = pgcluster.PgBouncer(srv, pool_mode="transaction", pool_size=POOL,
+                                  db_options="user=pooled").start()
+    conns = []
+    try:
+        w = wardend([("primary", srv)])
+        w.write(open(w.config).read().replace(
+            f'dsn = "{srv.dsn()}"\n',
+            f'dsn = "{srv.dsn()}"\npgbouncer_dsn = "{bouncer.dsn(dbname="pgbouncer")}"\n'))
+        w.start()
+        w.wait_http()
+        want = {"orders": 12, "billing": 7, "reports": 3}
+        for app, n in want.items():
+            conns += [psycopg2.connect(bouncer.dsn(application_name=app)) for _ in range(n)]
+
+        def series():
+            fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
+            fam = fams.get("pg_warden_pgbouncer_clients")
+            if not fam:
+                return {}
+            return {s.labels["application_name"]: s.value for s in fam.samples
+                    if s.labels["database"] == "postgres" and s.labels["server"] == "primary"}
+
+        pgcluster.wait_until(lambda: series() == want, timeout=10, what="clients per application")
+        assert sum(series().values()) == sum(want.values())
+        # Users are labelled too: the clients logged in to pgbouncer as postgres.
+        text = w.get("/metrics")[1]
+        assert ('pg_warden_pgbouncer_clients{server="primary",database="postgres",user="postgres",'
+                'application_name="orders"} 12') in text
+        for c in conns[:5]:  # 5 orders clients leave
+            c.close()
+        conns = conns[5:]
+        pgcluster.wait_until(lambda: series().get("orders") == 7, timeout=10, what="orders at 7")
+        assert sum(series().values()) == 17
+        assert w.stop() == 0
+    finally:
+        for c in conns:
+            c.close()
+        bouncer.stop()
