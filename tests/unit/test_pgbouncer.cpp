@@ -53,7 +53,8 @@ TEST(PgBouncer, ClientRowsCountedPerApplication) {
 TEST(PgBouncer, ClientGroupsBoundedSumExact) {
   std::vector<std::map<std::string, std::string>> rows;
   for (size_t i = 0; i < kMaxClientGroups + 50; ++i)
-    rows.push_back({{"database", "app"}, {"user", "u"}, {"application_name", "a" + std::to_string(i)}});
+    rows.push_back(
+        {{"database", "app"}, {"user", "u"}, {"application_name", "a" + std::to_string(i)}});
   auto clients = ClientsFromRows(rows);
   EXPECT_EQ(clients.size(), kMaxClientGroups + 1);
   int sum = 0;
