@@ -315,6 +315,15 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
                              EscapeLabel(p.user)),
                  p.*(c.field));
     }
+    family("pg_warden_pgbouncer_clients", "gauge",
+           "Client connections per database, user and application_name (SHOW CLIENTS).");
+    for (const auto& s : st.servers)
+      for (const auto& c : s.bouncer_clients)
+        sample("pg_warden_pgbouncer_clients",
+               fmt::format("{},database=\"{}\",user=\"{}\",application_name=\"{}\"", L(s.name),
+                           EscapeLabel(c.database), EscapeLabel(c.user),
+                           EscapeLabel(c.application_name)),
+               c.clients);
     family("pg_warden_pgbouncer_max_wait_seconds", "gauge",
            "Longest client wait in the pool (SHOW POOLS maxwait).");
     for (const auto& s : st.servers)

@@ -2,6 +2,8 @@
 #include "wardend/pgbouncer.hpp"
 
 #include <cstdlib>
+#include <map>
+#include <tuple>
 
 #include "wardend/config.hpp"
 
@@ -10,6 +12,7 @@ namespace wardend {
 namespace {
 
 constexpr size_t kMaxRows = 256;
+constexpr size_t kMaxClientRows = 100000;
 
 double Num(const std::map<std::string, std::string>& row, const char* column) {
   auto it = row.find(column);
@@ -54,6 +57,27 @@ std::vector<BouncerDbStat> StatsFromRows(
   return out;
 }
 
+std::vector<BouncerClients> ClientsFromRows(
+    const std::vector<std::map<std::string, std::string>>& rows) {
+  using Key = std::tuple<std::string, std::string, std::string>;
+  std::map<Key, int> groups;
+  for (const auto& row : rows) {
+    Key key{Text(row, "database"), Text(row, "user"), Text(row, "application_name")};
+    auto it = groups.find(key);
+    if (it == groups.end() && groups.size() >= kMaxClientGroups) {
+      std::get<2>(key) = "(other)";
+      it = groups.find(key);
+    }
+    if (it == groups.end()) it = groups.emplace(key, 0).first;
+    ++it->second;
+  }
+  std::vector<BouncerClients> out;
+  out.reserve(groups.size());
+  for (const auto& [key, n] : groups)
+    out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), n});
+  return out;
+}
+
 BouncerReport BouncerPoller::Poll(const std::string& dsn) {
   BouncerReport r;
   try {
@@ -63,6 +87,7 @@ BouncerReport BouncerPoller::Poll(const std::string& dsn) {
     }
     r.pools = PoolsFromRows(console_->Show("SHOW POOLS", kMaxRows));
     r.stats = StatsFromRows(console_->Show("SHOW STATS", kMaxRows));
+    r.clients = ClientsFromRows(console_->Show("SHOW CLIENTS", kMaxClientRows));
     r.ok = true;
   } catch (const std::exception& e) {
     console_.reset();

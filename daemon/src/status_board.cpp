@@ -142,6 +142,7 @@ void StatusBoard::Bouncer(const Config& cfg, const std::string& server, BouncerR
   st.pgbouncer_error = std::move(report.error);
   st.pools = std::move(report.pools);
   st.bouncer_stats = std::move(report.stats);
+  st.bouncer_clients = std::move(report.clients);
   RefreshAlerts(cfg, st);
   Publish();
 }

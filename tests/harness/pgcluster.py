@@ -290,7 +290,10 @@ class PgBouncer:
     """A throwaway pgbouncer in front of a Cluster (same temp dir, run as the
     server user). Admin console: dbname=pgbouncer, user postgres."""
 
-    def __init__(self, cluster: Cluster, pool_mode: str = "session", pool_size: int = 2):
+    def __init__(self, cluster: Cluster, pool_mode: str = "session", pool_size: int = 2,
+                 db_options: str = "", settings: str = ""):
+        """db_options: more key=value for the `postgres` database entry (e.g.
+        user=, min_pool_size=); settings: more [pgbouncer] lines."""
         self.cluster = cluster
         self.port = free_port()
         self.dir = cluster.base_dir
@@ -301,7 +304,7 @@ class PgBouncer:
             f.write('"postgres" ""\n')
         with open(self.ini, "w") as f:
             f.write(f"""[databases]
-postgres = host={cluster.sockdir} port={cluster.port} dbname=postgres
+postgres = host={cluster.sockdir} port={cluster.port} dbname=postgres {db_options}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {self.port}
@@ -311,10 +314,11 @@ auth_file = {self.userlist}
 admin_users = postgres
 pool_mode = {pool_mode}
 default_pool_size = {pool_size}
-max_client_conn = 100
+max_client_conn = 200
 logfile = {self.logfile}
 log_connections = 0
 log_disconnections = 0
+{settings}
 """)
         uid, gid = server_user()
         os.chown(self.ini, uid, gid)
@@ -329,6 +333,23 @@ log_disconnections = 0
                    what="pgbouncer socket")
         if self.proc.poll() is not None:
             raise RuntimeError(f"pgbouncer did not start (exit {self.proc.returncode})")
+
+        # The socket file appears before pgbouncer accepts on it: wait until it
+        # answers (or exits), so that a test's first connection is never refused.
+        def accepting():
+            if self.proc.poll() is not None:
+                return True
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(sock)
+                    return True
+                except OSError:
+                    return False
+
+        wait_until(accepting, timeout=10, what="pgbouncer accepting")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"pgbouncer exited at start (exit {self.proc.returncode}): "
+                               f"{open(self.logfile).read()[-2000:] if os.path.exists(self.logfile) else ''}")
         return self
 
     def dsn(self, dbname: str = "postgres", user: str = "postgres", **kw) -> str:

@@ -35,3 +35,29 @@ TEST(PgBouncer, StatRowsWaitTimeInSeconds) {
   EXPECT_DOUBLE_EQ(stats[0].query_count, 20);
   EXPECT_DOUBLE_EQ(stats[0].wait_seconds, 2.5);
 }
+
+TEST(PgBouncer, ClientRowsCountedPerApplication) {
+  auto clients = ClientsFromRows({{{"database", "app"}, {"user", "u"}, {"application_name", "a"}},
+                                  {{"database", "app"}, {"user", "u"}, {"application_name", "b"}},
+                                  {{"database", "app"}, {"user", "u"}, {"application_name", "a"}},
+                                  {{"database", "pgbouncer"}, {"user", "admin"}}});
+  ASSERT_EQ(clients.size(), 3u);
+  EXPECT_EQ(clients[0].application_name, "a");
+  EXPECT_EQ(clients[0].clients, 2);
+  EXPECT_EQ(clients[1].application_name, "b");
+  EXPECT_EQ(clients[1].clients, 1);
+  EXPECT_EQ(clients[2].database, "pgbouncer");
+  EXPECT_EQ(clients[2].application_name, "");
+}
+
+TEST(PgBouncer, ClientGroupsBoundedSumExact) {
+  std::vector<std::map<std::string, std::string>> rows;
+  for (size_t i = 0; i < kMaxClientGroups + 50; ++i)
+    rows.push_back(
+        {{"database", "app"}, {"user", "u"}, {"application_name", "a" + std::to_string(i)}});
+  auto clients = ClientsFromRows(rows);
+  EXPECT_EQ(clients.size(), kMaxClientGroups + 1);
+  int sum = 0;
+  for (const auto& c : clients) sum += c.clients;
+  EXPECT_EQ(sum, static_cast<int>(kMaxClientGroups + 50));
+}

@@ -18,6 +18,12 @@ namespace wardend {
 std::vector<PoolStat> PoolsFromRows(const std::vector<std::map<std::string, std::string>>& rows);
 std::vector<BouncerDbStat> StatsFromRows(
     const std::vector<std::map<std::string, std::string>>& rows);
+// SHOW CLIENTS rows counted per (database, user, application_name), at most
+// kMaxClientGroups groups: the clients of further groups are counted under
+// application_name "(other)" of their database and user, so the sum stays exact.
+constexpr size_t kMaxClientGroups = 256;
+std::vector<BouncerClients> ClientsFromRows(
+    const std::vector<std::map<std::string, std::string>>& rows);
 
 class BouncerPoller {
  public:

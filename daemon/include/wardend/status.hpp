@@ -31,12 +31,18 @@ struct BouncerDbStat {  // one pgbouncer database (SHOW STATS)
   double xact_count = 0, query_count = 0, wait_seconds = 0;
 };
 
+struct BouncerClients {  // client connections per (database, user, application) (SHOW CLIENTS)
+  std::string database, user, application_name;
+  int clients = 0;
+};
+
 // One read of a server's PgBouncer admin console.
 struct BouncerReport {
   bool ok = false;
   std::string error;  // DSN passwords masked
   std::vector<PoolStat> pools;
   std::vector<BouncerDbStat> stats;
+  std::vector<BouncerClients> clients;
 };
 
 struct ServerStatus {
@@ -67,6 +73,7 @@ struct ServerStatus {
   std::string pgbouncer_error;
   std::vector<PoolStat> pools;
   std::vector<BouncerDbStat> bouncer_stats;
+  std::vector<BouncerClients> bouncer_clients;
 };
 
 struct RecentAction {
