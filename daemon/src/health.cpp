@@ -215,8 +215,7 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   family("pg_warden_extension_installed", "gauge",
          "1 if the server has the pg_warden extension, 0 in degraded mode.");
   for (const auto& s : st.servers)
-    if (s.polled)
-      sample("pg_warden_extension_installed", L(s.name), s.mode == "extension" ? 1 : 0);
+    if (s.polled) sample("pg_warden_extension_installed", L(s.name), s.mode == "extension" ? 1 : 0);
   family("pg_warden_server_connections", "gauge", "Client connections on the server.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_server_connections", L(s.name), s.connections);
@@ -267,7 +266,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   family("pg_warden_budget_connections", "gauge",
          "Connections a budget of the extension counts now (warden.budget_usage).");
   for (const auto& s : st.servers)
-    for (const auto& b : s.budgets) sample("pg_warden_budget_connections", B(s.name, b), b.connections);
+    for (const auto& b : s.budgets)
+      sample("pg_warden_budget_connections", B(s.name, b), b.connections);
   family("pg_warden_budget_max_connections", "gauge",
          "max_connections of a budget of the extension (warden.budget_usage).");
   for (const auto& s : st.servers)
@@ -322,8 +322,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     std::map<std::string, int> n;
     for (const auto& [key, a] : s.alerts) n[key.substr(0, key.find(':'))]++;
     for (const auto& [name, count] : n)
-      sample("pg_warden_active_alerts", fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)),
-             count);
+      sample("pg_warden_active_alerts",
+             fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)), count);
   }
   bool any_bouncer = false;
   for (const auto& s : st.servers) any_bouncer = any_bouncer || s.pgbouncer_configured;
@@ -357,8 +357,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
       for (const auto& s : st.servers)
         for (const auto& p : s.pools)
           sample(c.name,
-                 fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name),
-                             EscapeLabel(p.database), EscapeLabel(p.user)),
+                 fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name), EscapeLabel(p.database),
+                             EscapeLabel(p.user)),
                  p.*(c.field));
     }
     family("pg_warden_pgbouncer_max_wait_seconds", "gauge",
@@ -366,8 +366,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     for (const auto& s : st.servers)
       for (const auto& p : s.pools)
         sample("pg_warden_pgbouncer_max_wait_seconds",
-               fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name),
-                           EscapeLabel(p.database), EscapeLabel(p.user)),
+               fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name), EscapeLabel(p.database),
+                           EscapeLabel(p.user)),
                p.maxwait_seconds);
     struct StatCol {
       const char* name;
@@ -397,8 +397,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
 }
 
 nlohmann::json StatusJson(const Config& cfg, const DaemonStatus& st, double now_unix) {
-  constexpr size_t kTop = 10;       // roles and applications per server
-  constexpr size_t kActions = 20;   // newest actions
+  constexpr size_t kTop = 10;      // roles and applications per server
+  constexpr size_t kActions = 20;  // newest actions
   nlohmann::json roles = nlohmann::json::array();
   nlohmann::json apps = nlohmann::json::array();
   for (const auto& s : st.servers) {
@@ -424,8 +424,8 @@ nlohmann::json StatusJson(const Config& cfg, const DaemonStatus& st, double now_
       const auto& [role, held] = by_role[i];
       const RoleLimitConfig* b = cfg.RoleLimitFor(role);
       nlohmann::json r = {{"server", s.name}, {"usename", role}, {"connections", held}};
-      r["max_connections"] = b && b->max_connections ? nlohmann::json(*b->max_connections)
-                                                     : nlohmann::json(nullptr);
+      r["max_connections"] =
+          b && b->max_connections ? nlohmann::json(*b->max_connections) : nlohmann::json(nullptr);
       auto closed = s.admission_closed.find(role);
       r["admission_cap"] = closed == s.admission_closed.end() ? nlohmann::json(nullptr)
                                                               : nlohmann::json(closed->second);

@@ -109,14 +109,14 @@ void HttpServer::Start(const std::string& host_port) {
   });
   srv.Get("/status.json", [handle](const httplib::Request& req, httplib::Response& res) {
     handle(req, res, [](const Config& cfg, const DaemonStatus& st, httplib::Response& r) {
-      double now = std::chrono::duration<double>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+      double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
       r.set_header("Cache-Control", "no-store");
-      r.set_content(StatusJson(cfg, st, now).dump(-1, ' ', false,
-                                                  nlohmann::json::error_handler_t::replace) +
-                        "\n",
-                    "application/json");
+      r.set_content(
+          StatusJson(cfg, st, now).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+              "\n",
+          "application/json");
     });
   });
 
