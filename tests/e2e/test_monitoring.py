@@ -14,7 +14,6 @@ import time
 import urllib.parse
 import urllib.request
 
-import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
