@@ -6,13 +6,6 @@
 #include <algorithm>
 #include <cmath>
 
-#ifndef WARDEN_VERSION
-#define WARDEN_VERSION "unknown"
-#endif
-#ifndef WARDEN_COMMIT
-#define WARDEN_COMMIT "unknown"
-#endif
-
 namespace wardend {
 
 namespace {
@@ -33,9 +26,6 @@ std::string AppLabels(const std::string& server, const std::string& database,
 }
 
 }  // namespace
-
-std::string BuildVersion() { return WARDEN_VERSION; }
-std::string BuildCommit() { return WARDEN_COMMIT; }
 
 std::pair<double, double> Thresholds(const DaemonConfig& d, const ServerStatus& s) {
   if (d.thresholds_set) return {d.degraded_percent, d.unhealthy_percent};
