@@ -338,7 +338,7 @@ class Parser {
       std::smatch m;
       if (!v->empty() && (!std::regex_match(*v, m, hp) || std::stoi(m[2].str()) > 65535))
         Fail(d.get("http"), p + "http",
-             "must be \"host:port\" (e.g. \"127.0.0.1:9187\") or \"\" for none");
+             "must be \"host:port\" (e.g. \"127.0.0.1:9479\") or \"\" for none");
       c.http = *v;
     }
     auto token = String(d, p, "http_token");

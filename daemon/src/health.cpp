@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace wardend {
@@ -15,6 +16,13 @@ std::string Num(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   return fmt::format("{}", v);
+}
+
+std::string AppLabels(const std::string& server, const std::string& database,
+                      const std::string& role, const std::string& application) {
+  return fmt::format("server=\"{}\",datname=\"{}\",usename=\"{}\",application_name=\"{}\"",
+                     EscapeLabel(server), EscapeLabel(database), EscapeLabel(role),
+                     EscapeLabel(application));
 }
 
 }  // namespace
@@ -189,22 +197,26 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     return fmt::format("server=\"{}\"", EscapeLabel(server));
   };
 
+  family("pg_warden_build_info", "gauge", "Always 1: wardend's version and source commit.");
+  out += fmt::format("pg_warden_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                     EscapeLabel(BuildVersion()), EscapeLabel(BuildCommit()));
   family("pg_warden_up", "gauge", "1 if the last poll of the server succeeded.");
   for (const auto& s : st.servers) sample("pg_warden_up", L(s.name), s.last_poll_ok ? 1 : 0);
-  family("pg_warden_extension", "gauge",
+  family("pg_warden_extension_installed", "gauge",
          "1 if the server has the pg_warden extension, 0 in degraded mode.");
   for (const auto& s : st.servers)
-    if (s.polled) sample("pg_warden_extension", L(s.name), s.mode == "extension" ? 1 : 0);
+    if (s.polled) sample("pg_warden_extension_installed", L(s.name), s.mode == "extension" ? 1 : 0);
   family("pg_warden_server_connections", "gauge", "Client connections on the server.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_server_connections", L(s.name), s.connections);
   family("pg_warden_server_max_connections", "gauge", "max_connections of the server.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_server_max_connections", L(s.name), s.max_connections);
-  family("pg_warden_server_usage_ratio", "gauge",
+  family("pg_warden_server_connection_usage_ratio", "gauge",
          "Client connections / (max_connections - superuser_reserved_connections).");
   for (const auto& s : st.servers)
-    if (s.polled) sample("pg_warden_server_usage_ratio", L(s.name), s.usage_percent / 100.0);
+    if (s.polled)
+      sample("pg_warden_server_connection_usage_ratio", L(s.name), s.usage_percent / 100.0);
   family("pg_warden_server_in_recovery", "gauge", "1 for a standby.");
   for (const auto& s : st.servers)
     if (s.polled) sample("pg_warden_server_in_recovery", L(s.name), s.in_recovery ? 1 : 0);
@@ -218,9 +230,7 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
          "metrics_max_applications per server fold into \"<other>\").");
   for (const auto& s : st.servers)
     for (const auto& a : s.apps) {
-      std::string base = fmt::format("{},database=\"{}\",role=\"{}\",application=\"{}\"", L(s.name),
-                                     EscapeLabel(a.database), EscapeLabel(a.role),
-                                     EscapeLabel(a.application_name));
+      std::string base = AppLabels(s.name, a.database, a.role, a.application_name);
       int other = a.connections - a.active - a.idle - a.idle_in_transaction;
       sample("pg_warden_connections", base + ",state=\"active\"", a.active);
       sample("pg_warden_connections", base + ",state=\"idle\"", a.idle);
@@ -228,24 +238,50 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
              a.idle_in_transaction);
       sample("pg_warden_connections", base + ",state=\"other\"", other > 0 ? other : 0);
     }
+  family("pg_warden_refused_logins_total", "counter",
+         "Logins refused by a pg_warden budget (warden.app_usage.refused).");
+  for (const auto& s : st.servers)
+    for (const auto& c : s.counters)
+      sample("pg_warden_refused_logins_total",
+             AppLabels(s.name, c.database, c.role, c.application_name), c.refused);
+  family("pg_warden_terminated_sessions_total", "counter",
+         "Sessions pg_warden terminated (warden.app_usage.terminated).");
+  for (const auto& s : st.servers)
+    for (const auto& c : s.counters)
+      sample("pg_warden_terminated_sessions_total",
+             AppLabels(s.name, c.database, c.role, c.application_name), c.terminated);
+  auto B = [&](const std::string& server, const BudgetUse& b) {
+    return fmt::format("{},budget=\"{}\"", L(server), EscapeLabel(b.name));
+  };
+  family("pg_warden_budget_connections", "gauge",
+         "Connections a budget of the extension counts now (warden.budget_usage).");
+  for (const auto& s : st.servers)
+    for (const auto& b : s.budgets)
+      sample("pg_warden_budget_connections", B(s.name, b), b.connections);
+  family("pg_warden_budget_max_connections", "gauge",
+         "max_connections of a budget of the extension (warden.budget_usage).");
+  for (const auto& s : st.servers)
+    for (const auto& b : s.budgets)
+      sample("pg_warden_budget_max_connections", B(s.name, b), b.max_connections);
+  auto R = [&](const std::string& server, const std::string& role) {
+    return fmt::format("{},usename=\"{}\"", L(server), EscapeLabel(role));
+  };
   family("pg_warden_role_connections", "gauge", "Client connections per role.");
   for (const auto& s : st.servers)
     for (const auto& [role, rc] : s.roles)
-      sample("pg_warden_role_connections",
-             fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), rc.connections);
+      sample("pg_warden_role_connections", R(s.name, role), rc.connections);
   family("pg_warden_role_max_connections", "gauge",
          "max_connections of the role's [[role]] limit.");
   for (const auto& s : st.servers)
     for (const auto& b : cfg.role_limits)
       if (b.max_connections)
-        sample("pg_warden_role_max_connections",
-               fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(b.role)), *b.max_connections);
-  family("pg_warden_admission_closed", "gauge",
-         "Connection cap wardend has put on a role (present while closed).");
+        sample("pg_warden_role_max_connections", R(s.name, b.role), *b.max_connections);
+  family("pg_warden_role_admission_cap_connections", "gauge",
+         "Connections a role may hold while wardend keeps its admission closed (present while "
+         "closed).");
   for (const auto& s : st.servers)
     for (const auto& [role, limit] : s.admission_closed)
-      sample("pg_warden_admission_closed",
-             fmt::format("{},role=\"{}\"", L(s.name), EscapeLabel(role)), limit);
+      sample("pg_warden_role_admission_cap_connections", R(s.name, role), limit);
   family("pg_warden_emergency_active", "gauge", "1 for each [[emergency]] step in force.");
   for (const auto& s : st.servers)
     for (const auto& e : cfg.emergencies) {
@@ -271,13 +307,13 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
   for (const auto& s : st.servers)
     if (s.polled)
       sample("pg_warden_last_successful_poll_timestamp_seconds", L(s.name), s.last_ok_unix);
-  family("pg_warden_alerts", "gauge", "Active alerts by name.");
+  family("pg_warden_active_alerts", "gauge", "Active alerts by name (a count).");
   for (const auto& s : st.servers) {
     std::map<std::string, int> n;
     for (const auto& [key, a] : s.alerts) n[key.substr(0, key.find(':'))]++;
     for (const auto& [name, count] : n)
-      sample("pg_warden_alerts", fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)),
-             count);
+      sample("pg_warden_active_alerts",
+             fmt::format("{},alert=\"{}\"", L(s.name), EscapeLabel(name)), count);
   }
   bool any_bouncer = false;
   for (const auto& s : st.servers) any_bouncer = any_bouncer || s.pgbouncer_configured;
@@ -311,7 +347,7 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
       for (const auto& s : st.servers)
         for (const auto& p : s.pools)
           sample(c.name,
-                 fmt::format("{},database=\"{}\",user=\"{}\"", L(s.name), EscapeLabel(p.database),
+                 fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name), EscapeLabel(p.database),
                              EscapeLabel(p.user)),
                  p.*(c.field));
     }
@@ -329,7 +365,7 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     for (const auto& s : st.servers)
       for (const auto& p : s.pools)
         sample("pg_warden_pgbouncer_max_wait_seconds",
-               fmt::format("{},database=\"{}\",user=\"{}\"", L(s.name), EscapeLabel(p.database),
+               fmt::format("{},datname=\"{}\",usename=\"{}\"", L(s.name), EscapeLabel(p.database),
                            EscapeLabel(p.user)),
                p.maxwait_seconds);
     struct StatCol {
@@ -352,11 +388,109 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
       family(c.name, "counter", c.help);
       for (const auto& s : st.servers)
         for (const auto& b : s.bouncer_stats)
-          sample(c.name, fmt::format("{},database=\"{}\"", L(s.name), EscapeLabel(b.database)),
+          sample(c.name, fmt::format("{},datname=\"{}\"", L(s.name), EscapeLabel(b.database)),
                  b.*(c.field));
     }
   }
   return out;
+}
+
+nlohmann::json StatusJson(const Config& cfg, const DaemonStatus& st, double now_unix) {
+  constexpr size_t kTop = 10;      // roles and applications per server
+  constexpr size_t kActions = 20;  // newest actions
+  nlohmann::json roles = nlohmann::json::array();
+  nlohmann::json apps = nlohmann::json::array();
+  for (const auto& s : st.servers) {
+    std::vector<std::pair<std::string, int>> by_role;
+    for (const auto& [role, rc] : s.roles) by_role.emplace_back(role, rc.connections);
+    // Roles with a [[role]] limit are listed even when they hold nothing.
+    for (const auto& b : cfg.role_limits)
+      if (s.polled && !s.roles.count(b.role)) by_role.emplace_back(b.role, 0);
+    auto fill = [&](const std::string& role) -> double {
+      const RoleLimitConfig* b = cfg.RoleLimitFor(role);
+      auto it = s.roles.find(role);
+      int held = it == s.roles.end() ? 0 : it->second.connections;
+      return b && b->max_connections && *b->max_connections > 0
+                 ? static_cast<double>(held) / *b->max_connections
+                 : -1.0;
+    };
+    std::stable_sort(by_role.begin(), by_role.end(), [&](const auto& x, const auto& y) {
+      double fx = fill(x.first), fy = fill(y.first);
+      if (fx != fy) return fx > fy;  // nearest its limit first, then the largest
+      return x.second > y.second;
+    });
+    for (size_t i = 0; i < by_role.size() && i < kTop; ++i) {
+      const auto& [role, held] = by_role[i];
+      const RoleLimitConfig* b = cfg.RoleLimitFor(role);
+      nlohmann::json r = {{"server", s.name}, {"usename", role}, {"connections", held}};
+      r["max_connections"] =
+          b && b->max_connections ? nlohmann::json(*b->max_connections) : nlohmann::json(nullptr);
+      auto closed = s.admission_closed.find(role);
+      r["admission_cap"] = closed == s.admission_closed.end() ? nlohmann::json(nullptr)
+                                                              : nlohmann::json(closed->second);
+      r["at_limit"] = b && b->max_connections && held >= *b->max_connections;
+      roles.push_back(r);
+    }
+    std::vector<const AppUsage*> by_app;
+    for (const auto& a : s.apps) by_app.push_back(&a);
+    std::stable_sort(by_app.begin(), by_app.end(), [](const AppUsage* x, const AppUsage* y) {
+      return x->connections > y->connections;
+    });
+    for (size_t i = 0; i < by_app.size() && i < kTop; ++i) {
+      const AppUsage& a = *by_app[i];
+      double refused = 0, terminated = 0;
+      for (const auto& c : s.counters)
+        if (c.database == a.database && c.role == a.role &&
+            c.application_name == a.application_name) {
+          refused = c.refused;
+          terminated = c.terminated;
+        }
+      apps.push_back({{"server", s.name},
+                      {"datname", a.database},
+                      {"usename", a.role},
+                      {"application_name", a.application_name},
+                      {"connections", a.connections},
+                      {"active", a.active},
+                      {"idle", a.idle},
+                      {"idle_in_transaction", a.idle_in_transaction},
+                      {"refused", refused},
+                      {"terminated", terminated}});
+    }
+  }
+  nlohmann::json budgets = nlohmann::json::array();
+  for (const auto& s : st.servers) {
+    std::vector<const BudgetUse*> by_fill;
+    for (const auto& b : s.budgets) by_fill.push_back(&b);
+    std::stable_sort(by_fill.begin(), by_fill.end(), [](const BudgetUse* x, const BudgetUse* y) {
+      return static_cast<double>(x->connections) * std::max(1, y->max_connections) >
+             static_cast<double>(y->connections) * std::max(1, x->max_connections);
+    });
+    for (size_t i = 0; i < by_fill.size() && i < kTop; ++i) {
+      const BudgetUse& b = *by_fill[i];
+      budgets.push_back({{"server", s.name},
+                         {"name", b.name},
+                         {"application", b.application},
+                         {"role", b.role},
+                         {"database", b.database},
+                         {"connections", b.connections},
+                         {"max_connections", b.max_connections},
+                         {"at_limit", b.connections >= b.max_connections}});
+    }
+  }
+  nlohmann::json actions = nlohmann::json::array();
+  for (auto it = st.recent.rbegin(); it != st.recent.rend() && actions.size() < kActions; ++it)
+    actions.push_back({{"at", it->at}, {"server", it->server}, {"text", it->text}});
+  return {{"version", BuildVersion()},
+          {"commit", BuildCommit()},
+          {"now", now_unix},
+          {"started", st.started},
+          {"dry_run", st.dry_run},
+          {"health", HealthJson(cfg.daemon, st, nullptr)},
+          {"alerts", AlertsJson(st).at("alerts")},
+          {"roles", roles},
+          {"applications", apps},
+          {"budgets", budgets},
+          {"actions", actions}};
 }
 
 }  // namespace wardend

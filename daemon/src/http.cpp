@@ -5,9 +5,11 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <stdexcept>
 
 #include "wardend/health.hpp"
+#include "wardend/status_html.hpp"
 
 namespace wardend {
 
@@ -85,6 +87,35 @@ void HttpServer::Start(const std::string& host_port) {
     handle(req, res, [](const Config&, const DaemonStatus& st, httplib::Response& r) {
       r.set_content(
           AlertsJson(st).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          "application/json");
+    });
+  });
+  // The status page (docs/monitoring.md). A browser cannot send a header when
+  // it opens a page, so `/` also takes the token as ?token=; the page sends it
+  // as a bearer header on its own fetches of /status.json.
+  srv.Get("/", [this, authorized](const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<const Config> cfg;
+    DaemonStatus st;
+    provider_(&cfg, &st);
+    const std::string& token = cfg->daemon.http_token;
+    bool by_query = !token.empty() && req.has_param("token") &&
+                    TokenMatches(req.get_param_value("token"), token);
+    if (!by_query && !authorized(req, res, *cfg)) return;
+    res.set_header("Cache-Control", "no-store");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "connect-src 'self'; img-src data:");
+    res.set_content(kStatusHtml, "text/html; charset=utf-8");
+  });
+  srv.Get("/status.json", [handle](const httplib::Request& req, httplib::Response& res) {
+    handle(req, res, [](const Config& cfg, const DaemonStatus& st, httplib::Response& r) {
+      double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      r.set_header("Cache-Control", "no-store");
+      r.set_content(
+          StatusJson(cfg, st, now).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+              "\n",
           "application/json");
     });
   });

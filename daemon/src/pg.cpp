@@ -21,6 +21,12 @@ SELECT json_build_object(
                                     active, idle, idle_in_transaction,
                                     coalesce(longest_idle_seconds, 0))), '[]')
              FROM warden.app_usage WHERE connections > 0),
+  'counters', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, refused,
+                                        terminated)), '[]')
+                 FROM warden.app_usage WHERE refused > 0 OR terminated > 0),
+  'budgets', (SELECT coalesce(json_agg(json_build_array(name, application, role, database,
+                                       max_connections, connections)), '[]')
+                FROM warden.budget_usage),
   'backends', (SELECT coalesce(json_agg(json_build_array(pid, role, database, application_name,
                                         state, state_seconds, backend_start::text)), '[]')
                  FROM warden.backends WHERE state LIKE 'idle%'),
@@ -201,6 +207,14 @@ Snapshot Connection::Poll() {
   for (const auto& a : j.at("apps"))
     s.apps.push_back(AppUsage{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Int(a.at(3)), Int(a.at(4)),
                               Int(a.at(5)), Int(a.at(6)), Num(a.at(7))});
+  if (j.contains("counters"))
+    for (const auto& a : j.at("counters"))
+      s.counters.push_back(
+          AppCounters{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Num(a.at(3)), Num(a.at(4))});
+  if (j.contains("budgets"))
+    for (const auto& b : j.at("budgets"))
+      s.budgets.push_back(BudgetUse{Str(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),
+                                    Int(b.at(4)), Int(b.at(5))});
   s.backends.reserve(j.at("backends").size());
   for (const auto& b : j.at("backends"))
     s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),

@@ -109,6 +109,8 @@ void StatusBoard::PollOk(const Config& cfg, const std::string& server, const Sna
   // Bounded: the largest applications and roles, the rest folded into "<other>".
   size_t cap = static_cast<size_t>(cfg.daemon.metrics_max_applications);
   st.apps = FoldApplications(snap.apps, cap);
+  st.counters = snap.counters;
+  st.budgets = snap.budgets;
   st.roles = FoldRoles(snap.Roles(), cap,
                        [&](const std::string& role) { return cfg.RoleLimitFor(role) != nullptr; });
   st.admission_closed = state.applied;

@@ -272,12 +272,12 @@ def test_health_shape_status_metrics_alerts(make_cluster, wardend):
     code, text = w.get("/metrics")
     assert code == 200
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("pg_warden_up", "pg_warden_server_connections", "pg_warden_server_usage_ratio",
+    for name in ("pg_warden_up", "pg_warden_server_connections", "pg_warden_server_connection_usage_ratio",
                  "pg_warden_connections", "pg_warden_role_connections", "pg_warden_actions",
                  "pg_warden_poll_duration_seconds", "pg_warden_last_successful_poll_timestamp_seconds"):
         assert name in fams, name
-    by_state = {(s.labels["application"], s.labels["state"]): s.value
-                for s in fams["pg_warden_connections"].samples if s.labels["role"] == "app_h"}
+    by_state = {(s.labels["application_name"], s.labels["state"]): s.value
+                for s in fams["pg_warden_connections"].samples if s.labels["usename"] == "app_h"}
     assert by_state[("svc", "idle")] + by_state[("svc", "active")] + by_state[("svc", "other")] == 12
     up = [s.value for s in fams["pg_warden_up"].samples]
     assert up == [1.0]
@@ -504,15 +504,15 @@ def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
         def waiting():
             fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
             fam = fams.get("pg_warden_pgbouncer_clients_waiting")
-            return fam and any(s.labels["database"] == "postgres" and s.value >= 1 for s in fam.samples)
+            return fam and any(s.labels["datname"] == "postgres" and s.value >= 1 for s in fam.samples)
 
         wait_until(waiting, timeout=10, what="a waiting client in /metrics")
         text = w.get("/metrics")[1]
         assert 'pg_warden_pgbouncer_up{server="primary"} 1' in text
-        assert re.search(r'pg_warden_pgbouncer_servers_active\{server="primary",database="postgres",'
-                         r'user="postgres"\} 2', text), text
+        assert re.search(r'pg_warden_pgbouncer_servers_active\{server="primary",datname="postgres",'
+                         r'usename="postgres"\} 2', text), text
         fams = {f.name: f for f in text_string_to_metric_families(text)}
-        assert any(s.labels["database"] == "postgres" and s.value >= 2
+        assert any(s.labels["datname"] == "postgres" and s.value >= 2
                    for s in fams["pg_warden_pgbouncer_queries"].samples)
         code, h = w.health()
         pgb = h["checks"][0]["data"]["pgbouncer"]
@@ -700,7 +700,7 @@ def test_metrics_cardinality_is_bounded(make_cluster, wardend):
     def apps():
         fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
         fam = fams.get("pg_warden_connections")
-        return {(s.labels["role"], s.labels["application"]) for s in fam.samples} if fam else set()
+        return {(s.labels["usename"], s.labels["application_name"]) for s in fam.samples} if fam else set()
 
     wait_until(lambda: ("<other>", "<other>") in apps(), timeout=10, what="<other> row")
     got = apps()

@@ -286,7 +286,7 @@ BAD_KEYS = [
     ("daemon", "interval", '"-1s"', ""),
     ("daemon", "state_file", "3", "string"),
     ("daemon", "state_file", '"a;b\\u0000c"', ""),
-    ("daemon", "http", "9187", "string"),
+    ("daemon", "http", "9479", "string"),
     ("daemon", "http", '"no-port"', ""),
     ("daemon", "http_token", "12", "string"),
     ("daemon", "dry_run", '"yes"', "true or false"),

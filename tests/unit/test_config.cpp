@@ -13,7 +13,7 @@ const char* kGood = R"(
 [daemon]
 interval = "200ms"
 state_file = "/tmp/w.state"
-http = "127.0.0.1:9187"
+http = "127.0.0.1:9479"
 dry_run = true
 log_format = "json"
 cooldown = "2s"
@@ -93,7 +93,7 @@ TEST(Config, TheExampleOfTheDesignParses) {
 [daemon]
 interval = "1s"
 state_file = "/var/lib/pg_warden/wardend.state"   # journal of every change to undo
-http = "127.0.0.1:9187"                           # /health /health/ready /metrics /alerts
+http = "127.0.0.1:9479"                           # /health /health/ready /metrics /alerts
 dry_run = false
 
 [[server]]
@@ -152,7 +152,7 @@ TEST(Config, DefaultsAsDocumented) {
   Config c = ParseConfig(kServer, "w.toml");
   EXPECT_EQ(c.daemon.interval, Millis(1000));
   EXPECT_EQ(c.daemon.state_file, "/var/lib/pg_warden/wardend.state");
-  EXPECT_EQ(c.daemon.http, "127.0.0.1:9187");
+  EXPECT_EQ(c.daemon.http, "127.0.0.1:9479");
   EXPECT_FALSE(c.daemon.dry_run);
   EXPECT_EQ(c.daemon.log_format, LogFormat::kPlain);
   EXPECT_EQ(c.daemon.degraded_percent, 80);

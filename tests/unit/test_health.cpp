@@ -116,8 +116,21 @@ TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
   st.servers.push_back(Up("pri\"mary", 3, 100));
   st.servers[0].apps.push_back(AppUsage{"db", "api", "we\\ird\n\"app\"", 3, 1, 2, 0, 1.5});
   st.servers[0].actions_total["terminate"] = 4;
+  st.servers[0].counters.push_back(AppCounters{"db", "api", "batch", 7, 2});
+  st.servers[0].budgets.push_back(BudgetUse{"cap", "batch", "", "", 5, 3});
   std::string text = MetricsText(cfg, st);
-  EXPECT_NE(text.find("application=\"we\\\\ird\\n\\\"app\\\"\""), std::string::npos);
+  EXPECT_NE(text.find("application_name=\"we\\\\ird\\n\\\"app\\\"\""), std::string::npos);
+  EXPECT_NE(text.find("pg_warden_refused_logins_total{server=\"pri\\\"mary\",datname=\"db\","
+                      "usename=\"api\",application_name=\"batch\"} 7\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("pg_warden_terminated_sessions_total{server=\"pri\\\"mary\",datname=\"db\","
+                      "usename=\"api\",application_name=\"batch\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(
+      text.find("pg_warden_budget_max_connections{server=\"pri\\\"mary\",budget=\"cap\"} 5\n"),
+      std::string::npos);
+  EXPECT_NE(text.find("# TYPE pg_warden_build_info gauge\npg_warden_build_info{version=\""),
+            std::string::npos);
   EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"),
             std::string::npos);
   // Every line: a HELP, a TYPE, or a sample of the family announced last.
@@ -217,4 +230,27 @@ TEST(Health, ThresholdsComeFromTheServerUnlessTheFileSetsThem) {
       "[daemon]\ndegraded_percent = 70\n[[server]]\nname = \"p\"\ndsn = \"x\"\n", "t.toml");
   EXPECT_EQ(HealthJson(own.daemon, st, &code)["status"], "Healthy");
   EXPECT_EQ(code, 200);
+}
+
+TEST(Status, RolesNearestTheirLimitFirstAndNewestActionsFirst) {
+  Config cfg = Cfg();  // [[role]] api: max_connections 2
+  DaemonStatus st;
+  st.servers.push_back(Up("p", 12, 100));
+  st.servers[0].roles["big"] = RoleCount{10, 0, 10, 0};
+  st.servers[0].roles["api"] = RoleCount{2, 0, 2, 0};
+  st.servers[0].admission_closed["api"] = 2;
+  st.recent.push_back({100, "p", "first"});
+  st.recent.push_back({200, "p", "second"});
+  auto j = StatusJson(cfg, st, 300);
+  ASSERT_EQ(j["roles"].size(), 2u);
+  EXPECT_EQ(j["roles"][0]["usename"], "api");  // at its limit: first, although smaller
+  EXPECT_EQ(j["roles"][0]["at_limit"], true);
+  EXPECT_EQ(j["roles"][0]["max_connections"], 2);
+  EXPECT_EQ(j["roles"][0]["admission_cap"], 2);
+  EXPECT_EQ(j["roles"][1]["usename"], "big");
+  EXPECT_TRUE(j["roles"][1]["max_connections"].is_null());
+  EXPECT_EQ(j["roles"][1]["at_limit"], false);
+  ASSERT_EQ(j["actions"].size(), 2u);
+  EXPECT_EQ(j["actions"][0]["text"], "second");
+  EXPECT_EQ(j["health"], HealthJson(cfg.daemon, st, nullptr));  // /health's document, as is
 }

@@ -25,7 +25,7 @@ const char* ToString(RoleScope s);
 struct DaemonConfig {
   Millis interval{1000};
   std::string state_file = "/var/lib/pg_warden/wardend.state";
-  std::string http = "127.0.0.1:9187";  // empty: no HTTP server
+  std::string http = "127.0.0.1:9479";  // empty: no HTTP server
   std::string http_token;               // from http_token or http_token_file; empty: none
   bool dry_run = false;
   LogFormat log_format = LogFormat::kPlain;

@@ -26,6 +26,13 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
 nlohmann::json AlertsJson(const DaemonStatus& st);
 // Prometheus text exposition format 0.0.4.
 std::string MetricsText(const Config& cfg, const DaemonStatus& st);
+// The status page's one document (GET /status.json): /health's document, the
+// active alerts, the roles and applications holding the most connections with
+// their limits and counters, and the newest actions first.
+nlohmann::json StatusJson(const Config& cfg, const DaemonStatus& st, double now_unix);
+// wardend's version and the source commit it was built from ("unknown" outside git).
+std::string BuildVersion();
+std::string BuildCommit();
 // Escapes a label value (backslash, double quote, newline).
 std::string EscapeLabel(const std::string& v);
 

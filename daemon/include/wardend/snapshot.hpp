@@ -31,6 +31,25 @@ struct AppUsage {
   double longest_idle_seconds = 0;
 };
 
+// warden.app_usage's counters of one key (rows whose counters are all 0 are not read).
+struct AppCounters {
+  std::string database;
+  std::string role;
+  std::string application_name;
+  double refused = 0;     // logins refused by a budget
+  double terminated = 0;  // sessions pg_warden terminated
+};
+
+// A budget of warden.budget_usage: its scope (a NULL pattern is "") and use.
+struct BudgetUse {
+  std::string name;
+  std::string application;
+  std::string role;
+  std::string database;
+  int max_connections = 0;
+  int connections = 0;
+};
+
 struct RoleCount {
   int connections = 0;
   int active = 0;
@@ -51,6 +70,8 @@ struct Snapshot {
   std::vector<std::string> exempt_roles;  // warden.exempt_roles: never acted on
   std::vector<Backend> backends;          // idle backends only
   std::vector<AppUsage> apps;             // connections > 0 only
+  std::vector<AppCounters> counters;      // with the extension only
+  std::vector<BudgetUse> budgets;         // with the extension only
 
   std::map<std::string, RoleCount> Roles() const;
   int Active() const;

@@ -63,6 +63,8 @@ struct ServerStatus {
   int active = 0, idle = 0, idle_in_transaction = 0;
   double longest_idle_seconds = 0;
   std::vector<AppUsage> apps;                     // bounded (metrics_max_applications)
+  std::vector<AppCounters> counters;              // not folded: counters must not move between keys
+  std::vector<BudgetUse> budgets;                 // the extension's budgets on this server
   std::map<std::string, RoleCount> roles;         // bounded likewise
   std::map<std::string, int> admission_closed;    // role -> limit in force
   std::vector<double> emergency_active;           // at_percent of each active step
