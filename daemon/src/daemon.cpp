@@ -386,8 +386,7 @@ void Daemon::Step(Slot& s, const Config& cfg) {
   for (const auto& ev : d.events) spdlog::warn("[{}] {}", s.server.name, ev);
   {
     ConnectionTarget target(*s.conn);
-    s.executor->Apply(target, s.state, snap.in_recovery, d.actions,
-                      DryRun(cfg) || snap.enforce_off,
+    s.executor->Apply(target, s.state, snap.in_recovery, d.actions, DryRun(cfg) || snap.enforce_off,
                       [this] { return stop_workers_ && fast_; });
   }
   if (!s.conn->ok()) s.conn.reset();

@@ -53,7 +53,8 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       desc = fmt::format("{}: {}/{} connections in use", s.name, s.connections, s.max_connections);
     if (s.last_poll_ok && s.mode == "degraded")
       desc += " (degraded mode: pg_warden extension absent)";
-    if (s.last_poll_ok && s.enforce_off) desc += " (warden.enforce = off: wardend's actions are dry runs)";
+    if (s.last_poll_ok && s.enforce_off)
+      desc += " (warden.enforce = off: wardend's actions are dry runs)";
     if (!s.journal_error.empty())
       desc += "; state file unwritable, changes withheld: " + s.journal_error;
     nlohmann::json data = {

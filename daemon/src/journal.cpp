@@ -26,9 +26,9 @@ std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name) {
 }
 
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
-  return a.server == b.server && a.identity == b.identity && a.role == b.role && a.mechanism == b.mechanism &&
-         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit &&
-         a.previous_limit == b.previous_limit;
+  return a.server == b.server && a.identity == b.identity && a.role == b.role &&
+         a.mechanism == b.mechanism && a.original_limit == b.original_limit &&
+         a.applied_limit == b.applied_limit && a.previous_limit == b.previous_limit;
 }
 
 std::string SerializeJournal(const std::vector<JournalEntry>& entries) {

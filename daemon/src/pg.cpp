@@ -248,17 +248,16 @@ bool Connection::TerminateIfStill(int pid, const std::string& backend_start,
                                   double min_idle_seconds, bool superuser_ok) {
   // One statement: the check and the termination see the same row, so a
   // session used since the sample (a newer state_change) is spared.
-  auto r = Exec(R"SQL(
+  auto r =
+      Exec(R"SQL(
 SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
  WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
    AND state_change IS NOT DISTINCT FROM coalesce($5::timestamptz, state_change)
    AND extract(epoch FROM pg_catalog.clock_timestamp() - state_change) >= $4::float8
    AND ($6::bool OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                                  WHERE r.oid = usesysid AND r.rolsuper)))SQL",
-                {std::to_string(pid), backend_start, state,
-                 fmt::format("{:.6f}", min_idle_seconds),
-                 state_change.empty() ? Param() : Param(state_change),
-                 superuser_ok ? "true" : "false"});
+           {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds),
+            state_change.empty() ? Param() : Param(state_change), superuser_ok ? "true" : "false"});
   return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
 }
 

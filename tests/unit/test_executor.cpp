@@ -93,7 +93,8 @@ class FakeTarget : public ActionTarget {
   }
   std::string Identity() const override { return s_.identity; }
   std::map<std::string, int> RoleOverrides() override {
-    if (s_.cannot_tell) throw PgError("canceling statement due to statement timeout", "57014", false);
+    if (s_.cannot_tell)
+      throw PgError("canceling statement due to statement timeout", "57014", false);
     return s_.overrides;
   }
 

@@ -30,7 +30,7 @@ struct Action {
   std::string state;
   double idle_seconds = 0;
   double min_idle_seconds = 0;  // the session must still be idle at least this long
-  bool superuser_ok = false;     // a [[role]] names the role: its superuser sessions too
+  bool superuser_ok = false;    // a [[role]] names the role: its superuser sessions too
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
   std::string reason;  // "role app_api: max_idle 10", "emergency 90%: ..."

@@ -55,8 +55,7 @@ class Journal {
                                    const std::string& identity = "") const;
   // By (server or identity, role); throws if it cannot be written.
   void Upsert(const JournalEntry& e);
-  void Remove(const std::string& server, const std::string& role,
-              const std::string& identity = "");
+  void Remove(const std::string& server, const std::string& role, const std::string& identity = "");
   // Once a server's identity is known: its entries written under another
   // [[server]] name (renamed while wardend was down) take the current name,
   // and entries known only by this name take the identity. Throws if it
