@@ -80,7 +80,7 @@ Action Terminate(const Backend& b, double min_idle, std::string rule, std::strin
   a.kind = Action::Kind::kTerminate;
   a.pid = b.pid;
   a.backend_start = b.backend_start;
-  a.state_change = b.state_change;
+  a.sampled_at = b.sampled_at;
   a.role = b.role;
   a.database = b.database;
   a.application_name = b.application_name;

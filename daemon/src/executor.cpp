@@ -22,7 +22,7 @@ double Mono() {
 }  // namespace
 
 bool ConnectionTarget::TerminateIfStill(const Action& a) {
-  return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.state_change, a.min_idle_seconds,
+  return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.sampled_at, a.min_idle_seconds,
                              a.superuser_ok);
 }
 

@@ -23,13 +23,11 @@ SELECT pg_catalog.json_build_object(
                                     idle_in_transaction, coalesce(longest_idle_seconds, 0))),
                            '[]')
              FROM warden.app_usage WHERE connections > 0),
-  'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(b.pid, b.role,
-                                        b.database, b.application_name, b.state, b.state_seconds,
-                                        b.backend_start::text, a.state_change::text)), '[]')
-                 FROM warden.backends b
-                 LEFT JOIN pg_catalog.pg_stat_activity a
-                   ON a.pid = b.pid AND a.backend_start = b.backend_start
-                WHERE b.state LIKE 'idle%'),
+  'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(pid, role,
+                                        database, application_name, state, state_seconds,
+                                        backend_start::text, u.sampled_at::text)), '[]')
+                 FROM warden.backends, (SELECT sampled_at FROM warden.server_usage) u
+                WHERE state LIKE 'idle%'),
   'own_pid', pg_catalog.pg_backend_pid(),
   'replay_lag', CASE WHEN pg_catalog.pg_is_in_recovery()
                      THEN extract(epoch FROM pg_catalog.now()
@@ -47,7 +45,7 @@ WITH a AS (
   SELECT pid, datname::text AS database, usename::text AS role, application_name, state,
          coalesce(extract(epoch FROM pg_catalog.clock_timestamp() - state_change),
                   0)::float8 AS state_seconds,
-         backend_start, state_change
+         backend_start
     FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'),
 s AS (SELECT (SELECT pg_catalog.count(*) FROM a)::int AS connections,
              pg_catalog.current_setting('max_connections')::int AS max_connections,
@@ -68,7 +66,8 @@ SELECT pg_catalog.json_build_object(
                      FROM a GROUP BY 1, 2, 3) g),
   'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(pid, role,
                                         database, application_name, state, state_seconds,
-                                        backend_start::text, state_change::text)), '[]')
+                                        backend_start::text,
+                                        pg_catalog.statement_timestamp()::text)), '[]')
                  FROM a WHERE state LIKE 'idle%'),
   'own_pid', pg_catalog.pg_backend_pid(),
   'replay_lag', CASE WHEN pg_catalog.pg_is_in_recovery()
@@ -244,20 +243,20 @@ Snapshot Connection::Poll() {
 }
 
 bool Connection::TerminateIfStill(int pid, const std::string& backend_start,
-                                  const std::string& state, const std::string& state_change,
+                                  const std::string& state, const std::string& sampled_at,
                                   double min_idle_seconds, bool superuser_ok) {
   // One statement: the check and the termination see the same row, so a
-  // session used since the sample (a newer state_change) is spared.
+  // session used since its state was sampled (a later state_change) is spared.
   auto r =
       Exec(R"SQL(
 SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
  WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
-   AND state_change IS NOT DISTINCT FROM coalesce($5::timestamptz, state_change)
+   AND state_change <= coalesce($5::timestamptz, state_change)
    AND extract(epoch FROM pg_catalog.clock_timestamp() - state_change) >= $4::float8
    AND ($6::bool OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                                  WHERE r.oid = usesysid AND r.rolsuper)))SQL",
            {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds),
-            state_change.empty() ? Param() : Param(state_change), superuser_ok ? "true" : "false"});
+            sampled_at.empty() ? Param() : Param(sampled_at), superuser_ok ? "true" : "false"});
   return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
 }
 

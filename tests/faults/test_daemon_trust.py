@@ -251,3 +251,33 @@ def test_stalled_sockets_do_not_stall_health(make_cluster, wardend):
         for s in stalled:
             s.close()
     w.stop()
+
+
+def test_a_session_used_since_the_sample_is_spared(make_cluster, wardend):
+    """The worker samples every 5 s. Both of a role's sessions are idle at a
+    sample (max_idle = 1: the older one, A, is the one to go); A is used right
+    after the sample; a wardend --once poll then reads that same sample and
+    picks A, and the termination statement itself spares it."""
+    c = make_cluster(conf={"warden.sample_interval": "5s"})
+    c.psql("CREATE ROLE idler LOGIN")
+    a = hold(c, "idler", 1, app="a")[0]
+    b = hold(c, "idler", 1, app="b")[0]
+    w = wardend([("primary", c)], '[[role]]\nname = "idler"\nmax_idle = 1\n',
+                daemon_extra='log_level = "debug"')
+    for _ in range(3):
+        since = c.psql("SELECT sampled_at FROM warden.server_usage")
+        wait_until(lambda: c.psql(f"SELECT sampled_at > '{since}' FROM warden.server_usage") == "t",
+                   timeout=10, interval=0.02, what="a fresh sample with both sessions idle")
+        sample = c.psql("SELECT sampled_at FROM warden.server_usage")
+        assert c.psql("SELECT count(*) FROM warden.backends "
+                      "WHERE role = 'idler' AND state = 'idle'") == "2"
+        a.cursor().execute("SELECT 1")  # used after the sample, idle again
+        r = w.run_once()
+        if c.psql("SELECT sampled_at FROM warden.server_usage") == sample:
+            break  # wardend's poll read that same sample
+    else:
+        pytest.fail("wardend --once never ran within one sample interval")
+    assert re.search(r"pid \d+ no longer qualifies", r.stdout + r.stderr), r.stdout + r.stderr
+    a.cursor().execute("SELECT 1")  # still alive
+    assert c.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'idler'") == "2"
+    close_all([a, b])

@@ -24,7 +24,7 @@ struct Action {
   // kTerminate: the session, re-checked by the executor before terminating.
   int pid = 0;
   std::string backend_start;
-  std::string state_change;  // as sampled: a session used since then is spared
+  std::string sampled_at;  // when its state was read: a session used since then is spared
   std::string database;
   std::string application_name;
   std::string state;

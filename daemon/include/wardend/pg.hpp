@@ -80,12 +80,11 @@ class Connection {
   Snapshot Poll();
 
   // Terminates the session if it is still (pid, backend_start), still in
-  // `state` since the sample (state_change unchanged, when known) and for at
-  // least min_idle_seconds. Returns whether it was terminated.
+  // `state`, has not changed state since `sampled_at` (when known) and has
+  // been idle for at least min_idle_seconds. Returns whether it was terminated.
   // A superuser's session only when superuser_ok.
   bool TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
-                        const std::string& state_change, double min_idle_seconds,
-                        bool superuser_ok);
+                        const std::string& sampled_at, double min_idle_seconds, bool superuser_ok);
 
   // The role's rolconnlimit (-1: none); nullopt: no such role.
   std::optional<int> RoleConnectionLimit(const std::string& role);

@@ -18,7 +18,9 @@ struct Backend {
   std::string state;  // "idle", "idle in transaction", "idle in transaction (aborted)"
   double state_seconds = 0;
   std::string backend_start;  // timestamptz as text: identifies the session with pid
-  std::string state_change;   // timestamptz as text: unchanged while the session stays idle
+  // timestamptz as text: when its state was read (the worker's sample, or the
+  // poll); a session whose state changed after it is spared at termination.
+  std::string sampled_at;
 };
 
 struct AppUsage {
