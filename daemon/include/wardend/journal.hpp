@@ -21,8 +21,7 @@ const char* ToString(AdmissionKind k);
 std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name);
 
 struct JournalEntry {
-  std::string server;    // the [[server]] name when it was last written (for people)
-  std::string identity;  // the server's identity (Capabilities::identity); "" until known
+  std::string server;  // the [[server]] name when it was last written (for people)
   std::string role;
   AdmissionKind mechanism = AdmissionKind::kOverride;
   int original_limit = -1;  // kConnectionLimit: rolconnlimit before the first change (-1 = none)
@@ -31,6 +30,7 @@ struct JournalEntry {
   // What wardend had set before the last change (-1: nothing): a crash between
   // journaling a new limit and applying it leaves this one in force.
   int previous_limit = -1;
+  std::string identity;  // the server's identity (Capabilities::identity); "" until known
 };
 
 bool operator==(const JournalEntry& a, const JournalEntry& b);
