@@ -93,7 +93,7 @@ def test_a_reconnect_knows_the_override_it_placed(make_cluster, wardend):
     w.wait_log(r"connection lost|poll failed", timeout=10)
     close_all(held[:3])
     t0 = time.monotonic()
-    wait_until(lambda: restored(c, "app", -1), timeout=6, what="override lifted after a reconnect")
+    wait_until(lambda: restored(c, "app", -1), timeout=9, what="override lifted after a reconnect")
     print(f"\noverride lifted {time.monotonic() - t0:.2f} s after the role went under its limit")
     assert "reopened admission of role app" in w.log()
     assert not entries_for(w, "app")
