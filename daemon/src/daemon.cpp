@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -39,6 +40,12 @@ double Mono() {
 }
 double Wall() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// How long an override wardend sets lasts unless renewed: a few intervals,
+// never under 10 s (a slow poll or a short network blip must not lift it).
+double LeaseSeconds(const Config& cfg) {
+  return std::max(10.0, 4.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0);
 }
 
 }  // namespace
@@ -267,6 +274,8 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   }
   s.backoff_ms = 0;
   s.next_attempt = 0;
+  s.conn->set_lease_seconds(LeaseSeconds(cfg));
+  s.executor->set_lease(LeaseSeconds(cfg));
   s.in_recovery = s.conn->caps().in_recovery;
   s.detected_at = Mono();
   s.redetect = false;
@@ -287,12 +296,28 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
              "of superusers will fail");
   board_.Connected(s.server.name, caps.extension, ChooseMechanism(caps));
   ConnectionTarget target(*s.conn);
+  try {
+    // The journal knows this server by its identity from now on (a renamed
+    // [[server]] finds the entries written under its old name).
+    s.executor->SetIdentity(caps.identity);
+  } catch (const std::exception& e) {
+    spdlog::error("[{}] state file {}: {}", s.server.name, journal_->path(), e.what());
+  }
+  if (caps.identity.empty())
+    WarnOnce(s, "noidentity",
+             "cannot read the server's system identifier (pg_control_system): the state file "
+             "knows this server by its [[server]] name only");
   if (!s.recovered) {
     // First connection since start: undo what a previous run left in force.
     s.executor->UndoAll(target, s.in_recovery, "left by a previous run");
     s.recovered = true;
   } else {
-    s.executor->ForgetLostAtRestart(target, s.state);
+    try {
+      s.executor->Reconcile(target, s.state);
+    } catch (const PgError& e) {
+      // Could not tell: what is journaled stays, and so does what the decisions know.
+      spdlog::warn("[{}] cannot read warden.admission_overrides: {}", s.server.name, e.what());
+    }
   }
   if (!s.conn->ok()) s.conn.reset();
   return s.conn != nullptr;
@@ -325,6 +350,15 @@ bool Daemon::Redetect(Slot& s, const Config& cfg) {
 
 void Daemon::Step(Slot& s, const Config& cfg) {
   if (!EnsureConnected(s, cfg)) return;
+  if (!DryRun(cfg) && !s.enforce_off) {
+    // Before the poll, which a lock on the extension's views may hold up.
+    ConnectionTarget target(*s.conn);
+    s.executor->Renew(target, s.state, Mono());
+    if (!s.conn->ok()) {
+      s.conn.reset();
+      return;
+    }
+  }
   if ((s.redetect || Mono() - s.detected_at > 60) && !Redetect(s, cfg)) return;
   Snapshot snap;
   double t0 = Mono();
@@ -340,11 +374,19 @@ void Daemon::Step(Slot& s, const Config& cfg) {
   }
   double poll_seconds = Mono() - t0;
   s.in_recovery = snap.in_recovery;
+  if (snap.enforce_off != s.enforce_off) {
+    if (snap.enforce_off)
+      spdlog::warn("[{}] warden.enforce is off there: wardend's actions are dry runs too",
+                   s.server.name);
+    else
+      spdlog::info("[{}] warden.enforce is on again: wardend acts", s.server.name);
+    s.enforce_off = snap.enforce_off;
+  }
   Decision d = Decide(cfg, snap, s.state, Mono());
   for (const auto& ev : d.events) spdlog::warn("[{}] {}", s.server.name, ev);
   {
     ConnectionTarget target(*s.conn);
-    s.executor->Apply(target, s.state, snap.in_recovery, d.actions, DryRun(cfg),
+    s.executor->Apply(target, s.state, snap.in_recovery, d.actions, DryRun(cfg) || snap.enforce_off,
                       [this] { return stop_workers_ && fast_; });
   }
   if (!s.conn->ok()) s.conn.reset();
@@ -358,7 +400,7 @@ void Daemon::Step(Slot& s, const Config& cfg) {
 }
 
 void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
-  if (journal_->EntriesFor(s.server.name).empty()) return;
+  if (journal_->EntriesFor(s.server.name, s.conn ? s.conn->caps().identity : "").empty()) return;
   if (!s.conn || !s.conn->ok()) {
     s.next_attempt = 0;
     s.recovered = true;  // undo below is the recovery

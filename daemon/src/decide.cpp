@@ -80,12 +80,15 @@ Action Terminate(const Backend& b, double min_idle, std::string rule, std::strin
   a.kind = Action::Kind::kTerminate;
   a.pid = b.pid;
   a.backend_start = b.backend_start;
+  a.sampled_at = b.sampled_at;
   a.role = b.role;
   a.database = b.database;
   a.application_name = b.application_name;
   a.state = b.state;
   a.idle_seconds = b.state_seconds;
   a.min_idle_seconds = min_idle;
+  // Only a [[role]] that names the role may end a superuser's session.
+  a.superuser_ok = rule == "max_idle" || rule == "idle_in_transaction_timeout";
   a.reason = std::move(reason);
   a.rule = std::move(rule);
   return a;

@@ -15,11 +15,20 @@ namespace {
 double Wall() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
+double Mono() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 }  // namespace
 
 bool ConnectionTarget::TerminateIfStill(const Action& a) {
-  return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.min_idle_seconds);
+  return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.sampled_at, a.min_idle_seconds,
+                             a.superuser_ok);
+}
+
+std::map<std::string, int> ConnectionTarget::RoleOverrides() {
+  if (!c_.caps().close_admission) return {};  // confirmed absent: its overrides went with it
+  return c_.RoleOverrides();
 }
 
 void ConnectionTarget::Record(const std::string& what, const Action& a, bool dry_run) {
@@ -85,7 +94,7 @@ void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, co
       Close(t, state, in_recovery, a);
       break;
     case Action::Kind::kOpenAdmission: {
-      auto e = journal_.Find(server_, a.role);
+      auto e = journal_.Find(server_, a.role, identity_);
       if (!e) {
         state.applied.erase(a.role);
         spdlog::info("[{}] admission of role {}: nothing to reopen ({})", server_, a.role,
@@ -99,7 +108,7 @@ void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, co
 }
 
 void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a) {
-  auto existing = journal_.Find(server_, a.role);
+  auto existing = journal_.Find(server_, a.role, identity_);
   AdmissionMechanism& mech = t.Mechanism(existing ? existing->mechanism : t.Preferred());
   if (!mech.Usable(in_recovery)) {
     WarnOnce("standby-close:" + a.role,
@@ -119,6 +128,15 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
       return;
     }
     original = *cur;
+    // After a failover, the limit on the new primary may be wardend's own cap
+    // replicated from the old one: the original is the one journaled there.
+    if (mech.kind() == AdmissionKind::kConnectionLimit && !identity_.empty()) {
+      auto other = journal_.FindSameSystem(identity_, a.role);
+      if (other && other->identity != identity_ &&
+          (original == other->applied_limit ||
+           (other->previous_limit >= 0 && original == other->previous_limit)))
+        original = other->original_limit;
+    }
   }
   if (mech.kind() == AdmissionKind::kConnectionLimit && original >= 0 && original <= a.limit) {
     // Its own CONNECTION LIMIT is already as tight: nothing to lower.
@@ -131,8 +149,14 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
                          original, a.limit));
     return;
   }
-  JournalEntry e{server_,  a.role,  mech.kind(),
-                 original, a.limit, existing ? existing->since : Wall()};
+  JournalEntry e;
+  e.server = server_;
+  e.identity = identity_;
+  e.role = a.role;
+  e.mechanism = mech.kind();
+  e.original_limit = original;
+  e.applied_limit = a.limit;
+  e.since = existing ? existing->since : Wall();
   // A retry of the same limit keeps what was known to be in force before it.
   if (existing)
     e.previous_limit =
@@ -149,6 +173,8 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
   if (events_.journal_error) events_.journal_error("");
   mech.Close(a.role, a.limit, a.reason);
   state.applied[a.role] = a.limit;
+  renewed_[a.role] = Mono();
+  reason_[a.role] = a.reason;
   if (events_.action) events_.action("close_admission", Describe(a));
   spdlog::warn("[{}] closed admission of role {}: {}: {}", server_, a.role,
                mech.DescribeClose(a.limit, original), a.reason);
@@ -170,7 +196,9 @@ bool Executor::Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery,
       return false;
     }
     std::string note = mech.Reopen(e.role, e.original_limit, e.applied_limit, e.previous_limit);
-    journal_.Remove(e.server, e.role);
+    journal_.Remove(server_, e.role, identity_);
+    renewed_.erase(e.role);
+    reason_.erase(e.role);
     if (events_.action)
       events_.action("open_admission", fmt::format("reopen admission of role {}: {}", e.role, why));
     spdlog::warn("[{}] reopened admission of role {} ({}): {}", server_, e.role, why, note);
@@ -192,12 +220,59 @@ bool Executor::Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery,
 }
 
 void Executor::UndoAll(ActionTarget& t, bool in_recovery, const std::string& why) {
-  for (const auto& e : journal_.EntriesFor(server_)) Undo(t, e, in_recovery, why);
+  for (const auto& e : journal_.EntriesFor(server_, identity_)) Undo(t, e, in_recovery, why);
 }
 
-void Executor::ForgetLostAtRestart(ActionTarget& t, ServerState& state) {
-  for (const auto& e : journal_.EntriesFor(server_))
-    if (t.Mechanism(e.mechanism).LostAtRestart()) state.applied.erase(e.role);
+void Executor::SetIdentity(const std::string& identity) {
+  if (identity.empty()) return;
+  journal_.Adopt(server_, identity);
+  identity_ = identity;
+}
+
+void Executor::Reconcile(ActionTarget& t, ServerState& state) {
+  std::optional<std::map<std::string, int>> in_force;
+  for (const auto& e : journal_.EntriesFor(server_, identity_)) {
+    if (!t.Mechanism(e.mechanism).LostAtRestart()) continue;
+    if (!in_force) in_force = t.RoleOverrides();  // throws when it cannot tell
+    auto it = in_force->find(e.role);
+    if (it != in_force->end()) {
+      state.applied[e.role] = e.applied_limit;  // still ours, still in force: known
+      continue;
+    }
+    // Gone with the server's memory (a restart) or its lease: nothing left to
+    // undo; the next decision puts it back if the reason still holds.
+    spdlog::warn("[{}] admission override of role {} is no longer in force on the server", server_,
+                 e.role);
+    try {
+      journal_.Remove(server_, e.role, identity_);
+    } catch (const std::exception& ex) {
+      spdlog::error("[{}] state file {}: {}", server_, journal_.path(), ex.what());
+    }
+    state.applied.erase(e.role);
+    renewed_.erase(e.role);
+  }
+}
+
+void Executor::Renew(ActionTarget& t, const ServerState& state, double now) {
+  if (lease_ <= 0 || !t.ok()) return;
+  for (const auto& e : journal_.EntriesFor(server_, identity_)) {
+    if (e.mechanism != AdmissionKind::kOverride) continue;
+    auto applied = state.applied.find(e.role);
+    if (applied == state.applied.end() || applied->second != e.applied_limit) continue;
+    auto last = renewed_.find(e.role);
+    if (last != renewed_.end() && now - last->second < lease_ / 3) continue;
+    auto why = reason_.find(e.role);
+    try {
+      t.Mechanism(e.mechanism)
+          .Close(e.role, e.applied_limit,
+                 why != reason_.end() ? why->second : "still over its limit (lease renewed)");
+      renewed_[e.role] = now;
+    } catch (const PgError& ex) {
+      spdlog::error("[{}] cannot renew the admission override of role {}: {}", server_, e.role,
+                    ex.what());
+      if (ex.connection_lost()) return;
+    }
+  }
 }
 
 void Executor::Record(ActionTarget& t, const Action& a, bool dry_run) {

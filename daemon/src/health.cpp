@@ -61,6 +61,8 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       desc = fmt::format("{}: {}/{} connections in use", s.name, s.connections, s.max_connections);
     if (s.last_poll_ok && s.mode == "degraded")
       desc += " (degraded mode: pg_warden extension absent)";
+    if (s.last_poll_ok && s.enforce_off)
+      desc += " (warden.enforce = off: wardend's actions are dry runs)";
     if (!s.journal_error.empty())
       desc += "; state file unwritable, changes withheld: " + s.journal_error;
     nlohmann::json data = {
@@ -75,6 +77,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"role", s.in_recovery ? "standby" : "primary"},
         {"mode", s.mode.empty() ? "unknown" : s.mode},
         {"reachable", s.last_poll_ok},
+        {"enforce", !s.enforce_off},
         {"last_poll", s.last_ok_unix},
     };
     if (s.in_recovery)

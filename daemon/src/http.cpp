@@ -34,7 +34,13 @@ void HttpServer::Start(const std::string& host_port) {
   int port = std::stoi(host_port.substr(colon + 1));
   server_ = std::make_unique<httplib::Server>();
   auto& srv = *server_;
-  srv.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  // Enough threads, and short timeouts, that a few clients which connect and
+  // send nothing cannot keep /health from answering.
+  srv.new_task_queue = [] { return new httplib::ThreadPool(8); };
+  srv.set_read_timeout(2, 0);
+  srv.set_write_timeout(2, 0);
+  srv.set_keep_alive_timeout(2);
+  srv.set_keep_alive_max_count(20);
 
   auto authorized = [this](const httplib::Request& req, httplib::Response& res,
                            const Config& cfg) -> bool {
@@ -57,6 +63,15 @@ void HttpServer::Start(const std::string& host_port) {
         DaemonStatus st;
         provider_(&cfg, &st);
         if (!authorized(req, res, *cfg)) return;
+        if (cfg->daemon.http_token.empty()) {
+          // Anyone who can reach the port reads this: libpq's text (host
+          // names, user names, the reason a login failed) stays in the log.
+          for (auto& s : st.servers) {
+            if (!s.error.empty()) s.error = "connection or poll failed (details in wardend's log)";
+            if (!s.pgbouncer_error.empty())
+              s.pgbouncer_error = "admin console unreachable (details in wardend's log)";
+          }
+        }
         body(*cfg, st, res);
       };
 

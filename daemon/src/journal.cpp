@@ -26,9 +26,9 @@ std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name) {
 }
 
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
-  return a.server == b.server && a.role == b.role && a.mechanism == b.mechanism &&
-         a.original_limit == b.original_limit && a.applied_limit == b.applied_limit &&
-         a.previous_limit == b.previous_limit;
+  return a.server == b.server && a.identity == b.identity && a.role == b.role &&
+         a.mechanism == b.mechanism && a.original_limit == b.original_limit &&
+         a.applied_limit == b.applied_limit && a.previous_limit == b.previous_limit;
 }
 
 std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
@@ -38,6 +38,7 @@ std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
   j["entries"] = nlohmann::json::array();
   for (const auto& e : entries)
     j["entries"].push_back({{"server", e.server},
+                            {"identity", e.identity},
                             {"role", e.role},
                             {"mechanism", ToString(e.mechanism)},
                             {"original_limit", e.original_limit},
@@ -57,6 +58,7 @@ std::vector<JournalEntry> ParseJournal(const std::string& text) {
     for (const auto& e : j.at("entries")) {
       JournalEntry x;
       x.server = e.at("server").get<std::string>();
+      x.identity = e.value("identity", std::string());
       x.role = e.at("role").get<std::string>();
       const auto name = e.at("mechanism").get<std::string>();
       auto kind = AdmissionKindFrom(name);
@@ -79,7 +81,15 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
   auto fail = [&](const char* what) {
     throw std::runtime_error(std::string(what) + " " + tmp + ": " + std::strerror(errno));
   };
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // A new file only, never through a symbolic link: whatever sits at the temp
+  // path (left by a crash, or planted) is unlinked, not followed, and the
+  // exclusive create then fails if someone races us to it.
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = ::open(tmp.c_str(), flags, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) fail("cannot remove the stale");
+    fd = ::open(tmp.c_str(), flags, 0600);
+  }
   if (fd < 0) fail("cannot create");
   size_t off = 0;
   while (off < data.size()) {
@@ -126,20 +136,63 @@ std::vector<JournalEntry> Journal::Entries() const {
   return entries_;
 }
 
-std::vector<JournalEntry> Journal::EntriesFor(const std::string& server) const {
+bool Journal::Belongs(const JournalEntry& e, const std::string& server,
+                      const std::string& identity) {
+  if (!identity.empty() && !e.identity.empty()) return e.identity == identity;
+  return e.server == server;
+}
+
+std::vector<JournalEntry> Journal::EntriesFor(const std::string& server,
+                                              const std::string& identity) const {
   std::lock_guard<std::mutex> g(mu_);
   std::vector<JournalEntry> out;
   for (const auto& e : entries_)
-    if (e.server == server) out.push_back(e);
+    if (Belongs(e, server, identity)) out.push_back(e);
   return out;
 }
 
-std::optional<JournalEntry> Journal::Find(const std::string& server,
-                                          const std::string& role) const {
+std::optional<JournalEntry> Journal::Find(const std::string& server, const std::string& role,
+                                          const std::string& identity) const {
   std::lock_guard<std::mutex> g(mu_);
   for (const auto& e : entries_)
-    if (e.server == server && e.role == role) return e;
+    if (Belongs(e, server, identity) && e.role == role) return e;
   return std::nullopt;
+}
+
+std::optional<JournalEntry> Journal::FindSameSystem(const std::string& identity,
+                                                    const std::string& role) const {
+  auto slash = identity.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  const std::string system = identity.substr(0, slash + 1);
+  std::lock_guard<std::mutex> g(mu_);
+  for (const auto& e : entries_)
+    if (e.role == role && e.mechanism == AdmissionKind::kConnectionLimit &&
+        e.identity.compare(0, system.size(), system) == 0)
+      return e;
+  return std::nullopt;
+}
+
+void Journal::Adopt(const std::string& server, const std::string& identity) {
+  if (identity.empty()) return;
+  std::lock_guard<std::mutex> g(mu_);
+  auto old = entries_;
+  bool changed = false;
+  for (auto& x : entries_) {
+    if (x.identity == identity && x.server != server) {
+      x.server = server;
+      changed = true;
+    } else if (x.identity.empty() && x.server == server) {
+      x.identity = identity;
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  try {
+    SaveLocked();
+  } catch (...) {
+    entries_ = std::move(old);
+    throw;
+  }
 }
 
 void Journal::Upsert(const JournalEntry& e) {
@@ -147,7 +200,7 @@ void Journal::Upsert(const JournalEntry& e) {
   auto old = entries_;
   bool found = false;
   for (auto& x : entries_)
-    if (x.server == e.server && x.role == e.role) {
+    if (Belongs(x, e.server, e.identity) && x.role == e.role) {
       x = e;
       found = true;
     }
@@ -160,13 +213,15 @@ void Journal::Upsert(const JournalEntry& e) {
   }
 }
 
-void Journal::Remove(const std::string& server, const std::string& role) {
+void Journal::Remove(const std::string& server, const std::string& role,
+                     const std::string& identity) {
   std::lock_guard<std::mutex> g(mu_);
   auto old = entries_;
-  entries_.erase(
-      std::remove_if(entries_.begin(), entries_.end(),
-                     [&](const JournalEntry& x) { return x.server == server && x.role == role; }),
-      entries_.end());
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const JournalEntry& x) {
+                                  return Belongs(x, server, identity) && x.role == role;
+                                }),
+                 entries_.end());
   if (entries_.size() == old.size()) return;
   try {
     SaveLocked();

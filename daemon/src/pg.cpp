@@ -14,58 +14,71 @@ namespace {
 
 // The poll with the extension: its views, one statement, one JSON value.
 const char* kPollExtension = R"SQL(
-SELECT json_build_object(
-  'server', (SELECT json_build_array(connections, max_connections, reserved, usage_percent,
-                                     in_recovery) FROM warden.server_usage),
-  'apps', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, connections,
-                                    active, idle, idle_in_transaction,
-                                    coalesce(longest_idle_seconds, 0))), '[]')
+SELECT pg_catalog.json_build_object(
+  'server', (SELECT pg_catalog.json_build_array(connections, max_connections, reserved,
+                                                usage_percent, in_recovery)
+               FROM warden.server_usage),
+  'apps', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
+                                    application_name, connections, active, idle,
+                                    idle_in_transaction, coalesce(longest_idle_seconds, 0))),
+                           '[]')
              FROM warden.app_usage WHERE connections > 0),
-  'counters', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, refused,
-                                        terminated)), '[]')
+  'counters', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
+                                        application_name, refused, terminated)), '[]')
                  FROM warden.app_usage WHERE refused > 0 OR terminated > 0),
-  'budgets', (SELECT coalesce(json_agg(json_build_array(name, application, role, database,
-                                       max_connections, connections)), '[]')
+  'budgets', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(name, application,
+                                       role, database, max_connections, connections)), '[]')
                 FROM warden.budget_usage),
-  'backends', (SELECT coalesce(json_agg(json_build_array(pid, role, database, application_name,
-                                        state, state_seconds, backend_start::text)), '[]')
-                 FROM warden.backends WHERE state LIKE 'idle%'),
-  'own_pid', pg_backend_pid(),
-  'replay_lag', CASE WHEN pg_is_in_recovery()
-                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
-  'settings', json_build_array(current_setting('warden.degraded_percent', true),
-                               current_setting('warden.unhealthy_percent', true),
-                               current_setting('warden.exempt_roles', true))
+  'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(pid, role,
+                                        database, application_name, state, state_seconds,
+                                        backend_start::text, u.sampled_at::text)), '[]')
+                 FROM warden.backends, (SELECT sampled_at FROM warden.server_usage) u
+                WHERE state LIKE 'idle%'),
+  'own_pid', pg_catalog.pg_backend_pid(),
+  'replay_lag', CASE WHEN pg_catalog.pg_is_in_recovery()
+                     THEN extract(epoch FROM pg_catalog.now()
+                                             - pg_catalog.pg_last_xact_replay_timestamp()) END,
+  'settings', pg_catalog.json_build_array(
+                pg_catalog.current_setting('warden.degraded_percent', true),
+                pg_catalog.current_setting('warden.unhealthy_percent', true),
+                pg_catalog.current_setting('warden.exempt_roles', true),
+                pg_catalog.current_setting('warden.enforce', true))
 )::text)SQL";
 
 // Degraded mode: the same facts from pg_stat_activity.
 const char* kPollDegraded = R"SQL(
 WITH a AS (
   SELECT pid, datname::text AS database, usename::text AS role, application_name, state,
-         coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8 AS state_seconds,
+         coalesce(extract(epoch FROM pg_catalog.clock_timestamp() - state_change),
+                  0)::float8 AS state_seconds,
          backend_start
     FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'),
-s AS (SELECT (SELECT count(*) FROM a)::int AS connections,
-             current_setting('max_connections')::int AS max_connections,
-             current_setting('superuser_reserved_connections')::int AS reserved)
-SELECT json_build_object(
-  'server', (SELECT json_build_array(connections, max_connections, reserved,
+s AS (SELECT (SELECT pg_catalog.count(*) FROM a)::int AS connections,
+             pg_catalog.current_setting('max_connections')::int AS max_connections,
+             pg_catalog.current_setting('superuser_reserved_connections')::int AS reserved)
+SELECT pg_catalog.json_build_object(
+  'server', (SELECT pg_catalog.json_build_array(connections, max_connections, reserved,
                 100.0 * connections / greatest(1, max_connections - reserved),
-                pg_is_in_recovery()) FROM s),
-  'apps', (SELECT coalesce(json_agg(json_build_array(database, role, application_name, n, act, idl,
-                                    iit, lis)), '[]')
-             FROM (SELECT database, role, application_name, count(*) AS n,
-                          count(*) FILTER (WHERE state = 'active') AS act,
-                          count(*) FILTER (WHERE state = 'idle') AS idl,
-                          count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS iit,
-                          coalesce(max(state_seconds) FILTER (WHERE state LIKE 'idle%'), 0) AS lis
+                pg_catalog.pg_is_in_recovery()) FROM s),
+  'apps', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
+                                    application_name, n, act, idl, iit, lis)), '[]')
+             FROM (SELECT database, role, application_name, pg_catalog.count(*) AS n,
+                          pg_catalog.count(*) FILTER (WHERE state = 'active') AS act,
+                          pg_catalog.count(*) FILTER (WHERE state = 'idle') AS idl,
+                          pg_catalog.count(*) FILTER (WHERE state LIKE 'idle in transaction%')
+                            AS iit,
+                          coalesce(pg_catalog.max(state_seconds) FILTER (WHERE state LIKE 'idle%'),
+                                   0) AS lis
                      FROM a GROUP BY 1, 2, 3) g),
-  'backends', (SELECT coalesce(json_agg(json_build_array(pid, role, database, application_name,
-                                        state, state_seconds, backend_start::text)), '[]')
+  'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(pid, role,
+                                        database, application_name, state, state_seconds,
+                                        backend_start::text,
+                                        pg_catalog.statement_timestamp()::text)), '[]')
                  FROM a WHERE state LIKE 'idle%'),
-  'own_pid', pg_backend_pid(),
-  'replay_lag', CASE WHEN pg_is_in_recovery()
-                     THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+  'own_pid', pg_catalog.pg_backend_pid(),
+  'replay_lag', CASE WHEN pg_catalog.pg_is_in_recovery()
+                     THEN extract(epoch FROM pg_catalog.now()
+                                             - pg_catalog.pg_last_xact_replay_timestamp()) END
 )::text)SQL";
 
 std::string Str(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : ""; }
@@ -94,8 +107,13 @@ ConnPtr Connect(const std::string& dsn, int connect_timeout_s) {
 std::unique_ptr<Connection> Connection::Open(const std::string& dsn, int connect_timeout_s,
                                              int statement_timeout_ms) {
   std::unique_ptr<Connection> conn(new Connection(Connect(dsn, connect_timeout_s)));
-  conn->Exec("SELECT pg_catalog.set_config('statement_timeout', $1, false)",
-             {std::to_string(statement_timeout_ms)});
+  // Every statement wardend runs resolves names in pg_catalog first and never
+  // in a schema a user can create objects in (pg_temp is named last so that
+  // it is not searched first either).
+  conn->Exec(
+      "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false), "
+      "pg_catalog.set_config('statement_timeout', $1, false)",
+      {std::to_string(statement_timeout_ms)});
   conn->Detect();
   return conn;
 }
@@ -153,14 +171,28 @@ SELECT pg_catalog.to_regclass('warden.server_usage') IS NOT NULL,
       caps_.record_action_args.push_back(item);
     }
   }
+  caps_.identity.clear();
+  try {
+    auto id = Exec(R"SQL(
+SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) || '/' ||
+       pg_catalog.current_setting('cluster_name') || ':' ||
+       CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN pg_catalog.current_setting('data_directory') ELSE '' END || ':' ||
+       pg_catalog.current_setting('port'))SQL");
+    if (!PQgetisnull(id.get(), 0, 0)) caps_.identity = PQgetvalue(id.get(), 0, 0);
+  } catch (const PgError& e) {
+    if (e.connection_lost() || e.sqlstate() != "42501") throw;  // only "not allowed" is an answer
+  }
   caps_.extension = false;
   if (views) {
-    // The schema may exist on a server that did not preload the library.
+    // The schema may exist on a server that did not preload the library: that
+    // (SQLSTATE 55000) is the one error that means "no extension". Anything
+    // else (a lock, a timeout) means "could not tell" and is thrown.
     try {
       Exec("SELECT 1 FROM warden.server_usage");
       caps_.extension = true;
     } catch (const PgError& e) {
-      if (e.connection_lost()) throw;
+      if (e.connection_lost() || e.sqlstate() != "55000") throw;
     }
   }
   if (!caps_.extension) {
@@ -193,6 +225,7 @@ Snapshot Connection::Poll() {
     };
     s.degraded_percent = pct(st.at(0));
     s.unhealthy_percent = pct(st.at(1));
+    if (st.size() > 3 && st.at(3).is_string()) s.enforce_off = st.at(3).get<std::string>() == "off";
     if (st.at(2).is_string()) {
       std::stringstream list(st.at(2).get<std::string>());
       std::string role;
@@ -218,18 +251,26 @@ Snapshot Connection::Poll() {
   s.backends.reserve(j.at("backends").size());
   for (const auto& b : j.at("backends"))
     s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),
-                                 Str(b.at(4)), Num(b.at(5)), Str(b.at(6))});
+                                 Str(b.at(4)), Num(b.at(5)), Str(b.at(6)),
+                                 b.size() > 7 ? Str(b.at(7)) : std::string()});
   return s;
 }
 
 bool Connection::TerminateIfStill(int pid, const std::string& backend_start,
-                                  const std::string& state, double min_idle_seconds) {
+                                  const std::string& state, const std::string& sampled_at,
+                                  double min_idle_seconds, bool superuser_ok) {
+  // One statement: the check and the termination see the same row, so a
+  // session used since its state was sampled (a later state_change) is spared.
   auto r =
       Exec(R"SQL(
 SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
  WHERE pid = $1::int AND backend_start = $2::timestamptz AND state = $3
-   AND extract(epoch FROM clock_timestamp() - state_change) >= $4::float8)SQL",
-           {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds)});
+   AND state_change <= coalesce($5::timestamptz, state_change)
+   AND extract(epoch FROM pg_catalog.clock_timestamp() - state_change) >= $4::float8
+   AND ($6::bool OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                                 WHERE r.oid = usesysid AND r.rolsuper)))SQL",
+           {std::to_string(pid), backend_start, state, fmt::format("{:.6f}", min_idle_seconds),
+            sampled_at.empty() ? Param() : Param(sampled_at), superuser_ok ? "true" : "false"});
   return PQntuples(r.get()) == 1 && std::string(PQgetvalue(r.get(), 0, 0)) == "t";
 }
 
@@ -295,10 +336,23 @@ void Connection::SetRoleConnectionLimit(const std::string& role, int limit) {
 }
 
 void Connection::CloseAdmission(const std::string& role, int limit, const std::string& reason) {
+  // A lease: renewed while the reason holds (Executor::Renew), so that a
+  // wardend that dies leaves no cap behind for longer than this.
   Exec(
       "SELECT warden.close_admission(role => $1, application => NULL, max_connections => "
-      "$2::int, reason => $3, expires => NULL)",
-      {role, std::to_string(limit), reason});
+      "$2::int, reason => $3, expires => $4::interval)",
+      {role, std::to_string(limit), reason,
+       lease_seconds_ > 0 ? Param(fmt::format("{:.3f} s", lease_seconds_)) : Param()});
+}
+
+std::map<std::string, int> Connection::RoleOverrides() {
+  auto r = Exec(
+      "SELECT role::text, max_connections FROM warden.admission_overrides "
+      "WHERE application IS NULL AND max_connections IS NOT NULL");
+  std::map<std::string, int> out;
+  for (int i = 0; i < PQntuples(r.get()); ++i)
+    out[PQgetvalue(r.get(), i, 0)] = std::stoi(PQgetvalue(r.get(), i, 1));
+  return out;
 }
 
 void Connection::OpenAdmission(const std::string& role) {

@@ -101,6 +101,7 @@ void StatusBoard::PollOk(const Config& cfg, const std::string& server, const Sna
   st.degraded_percent = snap.degraded_percent;
   st.unhealthy_percent = snap.unhealthy_percent;
   st.in_recovery = snap.in_recovery;
+  st.enforce_off = snap.enforce_off;
   st.replay_lag_seconds = snap.replay_lag_seconds;
   st.active = snap.Active();
   st.idle = snap.Idle();

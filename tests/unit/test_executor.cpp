@@ -28,6 +28,8 @@ struct FakeServer {
   std::map<std::string, int> overrides;  // warden.close_admission
   bool connected = true;
   bool fail_statements = false;
+  bool cannot_tell = false;  // reading warden.admission_overrides fails (a lock, a timeout)
+  std::string identity;
   std::vector<std::string> log;  // "close r 3", "reopen r", "terminate 7", "record ..."
 };
 
@@ -88,6 +90,12 @@ class FakeTarget : public ActionTarget {
   AdmissionKind Preferred() const override { return preferred_; }
   AdmissionMechanism& Mechanism(AdmissionKind k) override {
     return k == AdmissionKind::kOverride ? static_cast<AdmissionMechanism&>(override_) : limit_;
+  }
+  std::string Identity() const override { return s_.identity; }
+  std::map<std::string, int> RoleOverrides() override {
+    if (s_.cannot_tell)
+      throw PgError("canceling statement due to statement timeout", "57014", false);
+    return s_.overrides;
   }
 
  private:
@@ -170,13 +178,73 @@ TEST(Executor, TheServersMechanismIsChosenAndTheJournalsKeptForUndo) {
   EXPECT_EQ(f.server.overrides.at("app"), 2);
   EXPECT_EQ(f.server.connlimit.at("app"), -1);  // ALTER ROLE not used
   EXPECT_EQ(f.journal.Find("p", "app")->mechanism, AdmissionKind::kOverride);
-  // Overrides vanish with the server's memory: forgotten after a reconnect...
-  f.executor->ForgetLostAtRestart(f.target, f.state);
-  EXPECT_FALSE(f.state.applied.count("app"));
-  // ...but still journaled, so an undo is still attempted.
+  // A reconnect finds the override still in force: known, not forgotten...
+  f.state.applied.clear();
+  f.executor->Reconcile(f.target, f.state);
+  EXPECT_EQ(f.state.applied.at("app"), 2);
+  // ...and an undo still happens.
   f.executor->UndoAll(f.target, false, "stopping");
   EXPECT_TRUE(f.server.overrides.empty());
   EXPECT_TRUE(f.journal.Entries().empty());
+}
+
+TEST(Executor, ReconcileDropsOnlyWhatTheServerConfirmsGone) {
+  Fixture f(AdmissionKind::kOverride);
+  f.server.connlimit["app"] = -1;
+  f.executor->Execute(f.target, f.state, false, Close("app", 2));
+  // Could not tell (a timeout): the entry and what the decisions know stay.
+  f.server.cannot_tell = true;
+  EXPECT_THROW(f.executor->Reconcile(f.target, f.state), PgError);
+  EXPECT_TRUE(f.journal.Find("p", "app").has_value());
+  EXPECT_EQ(f.state.applied.at("app"), 2);
+  // The server restarted (or the lease ran out): nothing left to undo.
+  f.server.cannot_tell = false;
+  f.server.overrides.clear();
+  f.executor->Reconcile(f.target, f.state);
+  EXPECT_FALSE(f.journal.Find("p", "app").has_value());
+  EXPECT_FALSE(f.state.applied.count("app"));
+}
+
+TEST(Executor, OverridesAreRenewedWhileTheirReasonHolds) {
+  Fixture f(AdmissionKind::kOverride);
+  f.server.connlimit["app"] = -1;
+  f.executor->set_lease(3);
+  f.executor->Execute(f.target, f.state, false, Close("app", 2));
+  const size_t closes = f.server.log.size();
+  f.server.overrides.clear();  // as if its lease had run out on the server
+  f.executor->Renew(f.target, f.state, 1e12);
+  EXPECT_EQ(f.server.overrides.at("app"), 2);
+  EXPECT_GT(f.server.log.size(), closes);
+  // Not again within a third of the lease.
+  f.server.overrides.clear();
+  f.executor->Renew(f.target, f.state, 1e12 + 0.5);
+  EXPECT_FALSE(f.server.overrides.count("app"));
+  // Once the reason is gone (no longer applied), never renewed.
+  f.state.applied.clear();
+  f.executor->Renew(f.target, f.state, 1e12 + 10);
+  EXPECT_FALSE(f.server.overrides.count("app"));
+}
+
+TEST(Executor, AReplicatedCapIsNotTakenForTheOriginalAfterAFailover) {
+  Fixture f(AdmissionKind::kConnectionLimit);
+  // The old primary (member a) had its limit 7 lowered to 2; that replicated.
+  JournalEntry old;
+  old.server = "old-primary";
+  old.identity = "7300000000000000001/a";
+  old.role = "app";
+  old.mechanism = AdmissionKind::kConnectionLimit;
+  old.original_limit = 7;
+  old.applied_limit = 2;
+  f.journal.Upsert(old);
+  f.server.connlimit["app"] = 2;
+  f.executor->SetIdentity("7300000000000000001/b");  // the promoted standby
+  f.executor->Execute(f.target, f.state, false, Close("app", 3));
+  auto e = f.journal.Find("p", "app", "7300000000000000001/b");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->original_limit, 7);
+  EXPECT_EQ(f.server.connlimit["app"], 3);
+  f.executor->Execute(f.target, f.state, false, Open("app"));
+  EXPECT_EQ(f.server.connlimit["app"], 7);
 }
 
 TEST(Executor, NothingChangesWhatCouldNotBeJournaled) {

@@ -113,3 +113,41 @@ TEST(Journal, ThePreviousLimitSurvivesACrashBetweenJournalAndChange) {
       "\"original_limit\":-1,\"applied_limit\":2}]}");
   EXPECT_EQ(old[0].previous_limit, -1);
 }
+
+TEST(Journal, TheTempFileIsNeverFollowedThroughASymlink) {
+  const std::string path = TempPath("symlink.state");
+  const std::string victim = TempPath("victim.txt");
+  std::filesystem::remove(path);
+  std::filesystem::remove(path + ".tmp");
+  { std::ofstream(victim) << "not wardend's\n"; }
+  std::filesystem::create_symlink(victim, path + ".tmp");
+  WriteFileAtomic(path, "{}\n");
+  EXPECT_EQ(Read(victim), "not wardend's\n");
+  EXPECT_EQ(Read(path), "{}\n");
+  EXPECT_FALSE(std::filesystem::is_symlink(path));
+  EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+}
+
+TEST(Journal, EntriesFollowTheServersIdentityAcrossARename) {
+  const std::string path = TempPath("rename.state");
+  std::filesystem::remove(path);
+  Journal j(path);
+  JournalEntry e;
+  e.server = "old-name";
+  e.role = "app";
+  j.Upsert(e);  // written before the identity was known
+  j.Adopt("old-name", "7300000000000000001/main:5432");
+  EXPECT_EQ(j.Entries().at(0).identity, "7300000000000000001/main:5432");
+  // wardend restarts with the [[server]] renamed: the entry is found by identity.
+  Journal again(path);
+  again.Load();
+  EXPECT_TRUE(again.EntriesFor("new-name").empty());
+  again.Adopt("new-name", "7300000000000000001/main:5432");
+  ASSERT_EQ(again.EntriesFor("new-name", "7300000000000000001/main:5432").size(), 1u);
+  EXPECT_EQ(again.Entries().at(0).server, "new-name");
+  // Another server under the old name does not take it.
+  EXPECT_TRUE(again.EntriesFor("old-name", "7300000000000000002/main:5432").empty());
+  again.Remove("new-name", "app", "7300000000000000001/main:5432");
+  EXPECT_TRUE(again.Entries().empty());
+}

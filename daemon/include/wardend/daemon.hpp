@@ -53,6 +53,7 @@ class Daemon {
     double detected_at = 0;  // monotonic time of the last capability detection
     bool redetect = false;   // detect again before the next poll (after SIGHUP)
     bool in_recovery = false;
+    bool enforce_off = false;  // the server's warden.enforce, as last polled
     double backoff_ms = 0;
     double next_attempt = 0;       // monotonic seconds
     std::set<std::string> warned;  // one-time warnings

@@ -24,11 +24,13 @@ struct Action {
   // kTerminate: the session, re-checked by the executor before terminating.
   int pid = 0;
   std::string backend_start;
+  std::string sampled_at;  // when its state was read: a session used since then is spared
   std::string database;
   std::string application_name;
   std::string state;
   double idle_seconds = 0;
   double min_idle_seconds = 0;  // the session must still be idle at least this long
+  bool superuser_ok = false;    // a [[role]] names the role: its superuser sessions too
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
   std::string reason;  // "role app_api: max_idle 10", "emergency 90%: ..."

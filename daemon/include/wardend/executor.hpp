@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -33,6 +34,11 @@ class ActionTarget {
   virtual void Record(const std::string& what, const Action& a, bool dry_run) = 0;
   virtual AdmissionKind Preferred() const = 0;  // the mechanism this server offers
   virtual AdmissionMechanism& Mechanism(AdmissionKind kind) = 0;
+  // The server's identity (Capabilities::identity); "" when unknown.
+  virtual std::string Identity() const { return ""; }
+  // The overrides in force there for roles (role -> cap); empty where the
+  // extension is confirmed absent. Throws PgError when it cannot tell.
+  virtual std::map<std::string, int> RoleOverrides() { return {}; }
 };
 
 class ConnectionTarget final : public ActionTarget {
@@ -44,6 +50,8 @@ class ConnectionTarget final : public ActionTarget {
   void Record(const std::string& what, const Action& a, bool dry_run) override;
   AdmissionKind Preferred() const override { return ChooseMechanism(c_.caps()); }
   AdmissionMechanism& Mechanism(AdmissionKind kind) override;
+  std::string Identity() const override { return c_.caps().identity; }
+  std::map<std::string, int> RoleOverrides() override;
 
  private:
   Connection& c_;
@@ -70,9 +78,20 @@ class Executor {
   bool Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery, const std::string& why);
   // Undoes every change journaled for this server.
   void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why);
-  // After a reconnect: changes that vanish with the server's memory (overrides)
-  // are forgotten, so that the next decision puts them back if still needed.
-  void ForgetLostAtRestart(ActionTarget& t, ServerState& state);
+  // Once connected: the server's identity keys this server's journal entries
+  // (entries written under another [[server]] name are adopted). Throws if
+  // the state file cannot be written.
+  void SetIdentity(const std::string& identity);
+  // After a reconnect: an override it placed that is still in force on the
+  // server is known (state.applied), one the server no longer has (a restart,
+  // an expired lease) leaves the journal. Throws PgError when it cannot tell.
+  void Reconcile(ActionTarget& t, ServerState& state);
+  // Overrides carry a lease of this many seconds (0: none), renewed by Renew.
+  void set_lease(double seconds) { lease_ = seconds; }
+  // Renews the lease of each override in force whose reason still holds
+  // (still in state.applied at the journaled cap), a third of a lease at most
+  // after the last time. `now`: monotonic seconds.
+  void Renew(ActionTarget& t, const ServerState& state, double now);
 
  private:
   void Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a);
@@ -80,7 +99,11 @@ class Executor {
   void WarnOnce(const std::string& key, const std::string& message);
 
   std::string server_;
+  std::string identity_;  // "" until known
   Journal& journal_;
+  double lease_ = 0;
+  std::map<std::string, double> renewed_;      // role -> monotonic time of the last close/renew
+  std::map<std::string, std::string> reason_;  // role -> the reason of the override in force
   Events events_;
   std::set<std::string> warned_;      // one-time warnings
   std::set<std::string> dry_logged_;  // dry-run decisions already logged

@@ -21,7 +21,7 @@ const char* ToString(AdmissionKind k);
 std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name);
 
 struct JournalEntry {
-  std::string server;
+  std::string server;  // the [[server]] name when it was last written (for people)
   std::string role;
   AdmissionKind mechanism = AdmissionKind::kOverride;
   int original_limit = -1;  // kConnectionLimit: rolconnlimit before the first change (-1 = none)
@@ -30,6 +30,7 @@ struct JournalEntry {
   // What wardend had set before the last change (-1: nothing): a crash between
   // journaling a new limit and applying it leaves this one in force.
   int previous_limit = -1;
+  std::string identity;  // the server's identity (Capabilities::identity); "" until known
 };
 
 bool operator==(const JournalEntry& a, const JournalEntry& b);
@@ -45,10 +46,25 @@ class Journal {
   // Loads the file (a missing file is an empty journal). Throws on a corrupt file.
   void Load();
   std::vector<JournalEntry> Entries() const;
-  std::vector<JournalEntry> EntriesFor(const std::string& server) const;
-  std::optional<JournalEntry> Find(const std::string& server, const std::string& role) const;
-  void Upsert(const JournalEntry& e);  // by (server, role); throws if it cannot be written
-  void Remove(const std::string& server, const std::string& role);
+  // An entry belongs to a server by identity when both are known, else by name.
+  static bool Belongs(const JournalEntry& e, const std::string& server,
+                      const std::string& identity);
+  std::vector<JournalEntry> EntriesFor(const std::string& server,
+                                       const std::string& identity = "") const;
+  std::optional<JournalEntry> Find(const std::string& server, const std::string& role,
+                                   const std::string& identity = "") const;
+  // By (server or identity, role); throws if it cannot be written.
+  void Upsert(const JournalEntry& e);
+  void Remove(const std::string& server, const std::string& role, const std::string& identity = "");
+  // Once a server's identity is known: its entries written under another
+  // [[server]] name (renamed while wardend was down) take the current name,
+  // and entries known only by this name take the identity. Throws if it
+  // cannot be written.
+  void Adopt(const std::string& server, const std::string& identity);
+  // An ALTER ROLE entry for the role on another member of the same system
+  // (the part of the identity before '/'): its original survives a failover.
+  std::optional<JournalEntry> FindSameSystem(const std::string& identity,
+                                             const std::string& role) const;
   const std::string& path() const { return path_; }
 
  private:

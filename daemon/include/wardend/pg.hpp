@@ -49,6 +49,10 @@ struct Capabilities {
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
   bool superuser = false;
   bool in_recovery = false;
+  // The server's identity for the journal: "<system identifier>/<member>",
+  // where the member is cluster_name, the data directory (when readable) and
+  // the port; "" when it could not be read (then the config name keys it).
+  std::string identity;
 };
 
 // A nullable text parameter for Exec.
@@ -66,15 +70,21 @@ class Connection {
   bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
   int backend_pid() const { return PQbackendPID(conn_.get()); }
   // Detects the capabilities (done at connect; again to notice CREATE/DROP EXTENSION).
+  // Throws PgError whenever it cannot tell (a timeout, a lock, a lost
+  // connection): only a confirmed absence clears caps().extension.
   void Detect();
+  // How long an override wardend sets lasts unless renewed (0: no expiry).
+  void set_lease_seconds(double s) { lease_seconds_ = s; }
 
   // One round trip: the usage views (extension) or pg_stat_activity (degraded).
   Snapshot Poll();
 
-  // Terminates the session if it is still (pid, backend_start) and still idle
-  // in `state` for at least min_idle_seconds. Returns whether it was terminated.
+  // Terminates the session if it is still (pid, backend_start), still in
+  // `state`, has not changed state since `sampled_at` (when known) and has
+  // been idle for at least min_idle_seconds. Returns whether it was terminated.
+  // A superuser's session only when superuser_ok.
   bool TerminateIfStill(int pid, const std::string& backend_start, const std::string& state,
-                        double min_idle_seconds);
+                        const std::string& sampled_at, double min_idle_seconds, bool superuser_ok);
 
   // The role's rolconnlimit (-1: none); nullopt: no such role.
   std::optional<int> RoleConnectionLimit(const std::string& role);
@@ -82,6 +92,8 @@ class Connection {
   // warden.close_admission / warden.open_admission for the role, any application.
   void CloseAdmission(const std::string& role, int limit, const std::string& reason);
   void OpenAdmission(const std::string& role);
+  // The caps of warden.admission_overrides for roles, any application (role -> max_connections).
+  std::map<std::string, int> RoleOverrides();
 
   // Puts the action into warden.terminations when warden.record_action exists;
   // a failure disables it for this connection (logged once by the caller).
@@ -94,6 +106,7 @@ class Connection {
   explicit Connection(ConnPtr c) : conn_(std::move(c)) {}
   ConnPtr conn_;
   Capabilities caps_;
+  double lease_seconds_ = 0;
 };
 
 // PgBouncer's admin console: the simple query protocol only, constant

@@ -18,6 +18,9 @@ struct Backend {
   std::string state;  // "idle", "idle in transaction", "idle in transaction (aborted)"
   double state_seconds = 0;
   std::string backend_start;  // timestamptz as text: identifies the session with pid
+  // timestamptz as text: when its state was read (the worker's sample, or the
+  // poll); a session whose state changed after it is spared at termination.
+  std::string sampled_at;
 };
 
 struct AppUsage {
@@ -67,6 +70,7 @@ struct Snapshot {
   int own_pid = 0;  // wardend's own backend: never acted on
   // The extension's settings on that server (absent in degraded mode).
   std::optional<double> degraded_percent, unhealthy_percent;
+  bool enforce_off = false;  // warden.enforce = off there: wardend's actions are dry runs too
   std::vector<std::string> exempt_roles;  // warden.exempt_roles: never acted on
   std::vector<Backend> backends;          // idle backends only
   std::vector<AppUsage> apps;             // connections > 0 only

@@ -59,6 +59,7 @@ struct ServerStatus {
   double usage_percent = 0;
   std::optional<double> degraded_percent, unhealthy_percent;  // the server's warden.* settings
   bool in_recovery = false;
+  bool enforce_off = false;  // warden.enforce = off there: wardend's actions are dry runs
   std::optional<double> replay_lag_seconds;
   int active = 0, idle = 0, idle_in_transaction = 0;
   double longest_idle_seconds = 0;
