@@ -27,13 +27,6 @@ uint32 HashKey(const UsageKey &key) {
   return hash_bytes(reinterpret_cast<const unsigned char *>(&key), sizeof(UsageKey));
 }
 
-void MakeKey(UsageKey *key, const char *database, const char *role, const char *application) {
-  memset(key, 0, sizeof(*key));
-  strlcpy(key->database, database ? database : "", NAMEDATALEN);
-  strlcpy(key->role, role ? role : "", NAMEDATALEN);
-  strlcpy(key->application, application ? application : "", NAMEDATALEN);
-}
-
 /* Caller holds keys_lock (either mode). */
 int32 Lookup(const UsageKey &key, uint32 hash) {
   const uint32 mask = static_cast<uint32>(usage->index_size - 1);
@@ -71,15 +64,45 @@ void UpdatePeak(UsageEntry *entry, uint32 now_connections) {
   }
 }
 
+void (*release_admission_fn)(BackendSlot *slot) = nullptr;
+bool callbacks_registered = false;
+bool login_established = false;
+
 void CountOut(int, Datum) {
-  if (usage == nullptr || MyBackendId < 1 || MyBackendId > usage->max_backends) return;
-  BackendSlot *slot = &usage->slots[MyBackendId - 1];
+  if (!CanCountThisBackend()) return;
+  BackendSlot *slot = MySlot();
+  if (release_admission_fn != nullptr) release_admission_fn(slot);
   SpinLockAcquire(&slot->mutex);
   const int32 e = slot->entry;
   slot->entry = -1;
   slot->pid = 0;
   if (e >= 0) pg_atomic_fetch_sub_u32(&usage->entries[e].connections, 1);
   SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * InitPostgres authenticates inside its startup transaction and commits it
+ * only once every check of its own passed (the database exists, CONNECT
+ * privilege, the role's and the database's connection limits). Its
+ * pre-commit is therefore the moment the login is established: only then
+ * does the key get a usage row, a connection, `opened` and a peak. A login
+ * refused by PostgreSQL aborts that transaction and leaves nothing behind.
+ */
+void CountInAtStartupCommit(XactEvent event, void *) {
+  if (login_established || event != XACT_EVENT_PRE_COMMIT) return;
+  login_established = true;
+  if (!CanCountThisBackend()) return;
+  BackendSlot *slot = MySlot();
+  const int32 e = FindOrAddEntry(slot->key);
+  UsageEntry *entry = &usage->entries[e];
+  SpinLockAcquire(&slot->mutex);
+  slot->pid = MyProcPid;
+  slot->backend_start = MyStartTimestamp;
+  slot->entry = e;
+  const uint32 now_connections = pg_atomic_add_fetch_u32(&entry->connections, 1);
+  SpinLockRelease(&slot->mutex);
+  pg_atomic_fetch_add_u64(&entry->opened, 1);
+  UpdatePeak(entry, now_connections);
 }
 
 }  // namespace
@@ -181,6 +204,7 @@ void UsageShmemInit() {
     SpinLockInit(&usage->slots[i].mutex);
     usage->slots[i].pid = 0;
     usage->slots[i].entry = -1;
+    usage->slots[i].admitted = false;
   }
   /* entry 0: the global <other>, for when even the <other> keys are full */
   UsageKey global;
@@ -195,6 +219,21 @@ void RequirePreloaded() {
            errdetail("pg_warden must be loaded at server start through shared_preload_libraries."),
            errhint("Add pg_warden to shared_preload_libraries in postgresql.conf and restart the "
                    "server.")));
+}
+
+void MakePrintable(char *dst, const char *src) {
+  memset(dst, 0, NAMEDATALEN);
+  if (src == nullptr) return;
+  for (int i = 0; i < NAMEDATALEN - 1 && src[i] != '\0'; i++) {
+    const unsigned char c = static_cast<unsigned char>(src[i]);
+    dst[i] = (c >= 0x20 && c <= 0x7e) ? static_cast<char>(c) : '?';
+  }
+}
+
+void MakeKey(UsageKey *key, const char *database, const char *role, const char *application) {
+  MakePrintable(key->database, database);
+  MakePrintable(key->role, role);
+  MakePrintable(key->application, application);
 }
 
 int32 FindOrAddEntry(const UsageKey &key) {
@@ -232,26 +271,19 @@ bool CanCountThisBackend() {
   return usage != nullptr && MyBackendId >= 1 && MyBackendId <= usage->max_backends;
 }
 
-int32 LoginEntry(const char *database, const char *role, const char *application) {
-  UsageKey key;
-  MakeKey(&key, database, role, application);
-  return FindOrAddEntry(key);
-}
+BackendSlot *MySlot() { return &usage->slots[MyBackendId - 1]; }
 
-void CountIn(int32 e) {
-  UsageEntry *entry = &usage->entries[e];
-  BackendSlot *slot = &usage->slots[MyBackendId - 1];
-
+void RegisterLoginCallbacks(void (*release_admission)(BackendSlot *slot)) {
+  if (callbacks_registered) return;
+  callbacks_registered = true;
+  release_admission_fn = release_admission;
   /* Register the way out before counting in: no path can skip it. */
   before_shmem_exit(CountOut, 0);
-  SpinLockAcquire(&slot->mutex);
-  slot->pid = MyProcPid;
-  slot->entry = e;
-  slot->backend_start = MyStartTimestamp;
-  const uint32 now_connections = pg_atomic_add_fetch_u32(&entry->connections, 1);
-  SpinLockRelease(&slot->mutex);
-  pg_atomic_fetch_add_u64(&entry->opened, 1);
-  UpdatePeak(entry, now_connections);
+  RegisterXactCallback(CountInAtStartupCommit, nullptr);
+}
+
+void CountRefused(const UsageKey &key) {
+  pg_atomic_fetch_add_u64(&usage->entries[FindOrAddEntry(key)].refused, 1);
 }
 
 void Rekey(int32 slot_index, int32 pid, int32 from_entry, int32 to_entry) {

@@ -62,18 +62,32 @@ struct UsageEntry {
   int32 idle;
   int32 idle_in_transaction;
   double longest_idle_seconds;
+  double longest_idle_in_transaction_seconds;
 };
 
+/* Admission rules a slot can match (budgets + overrides), as 64-bit words. */
+constexpr int kRuleMaskWords = 3;
+
+/*
+ * One per backend id. The admission fields (key, rules, admitted) are
+ * written by the backend at login and by the rebuild of the rule counters,
+ * both under admission_lock (shared at login and exit, exclusive to
+ * rebuild) and the slot's spinlock; entry and pid under the spinlock.
+ */
 struct BackendSlot {
   slock_t mutex;
   int32 pid;
-  int32 entry; /* usage entry counted in, -1 if none */
+  int32 entry; /* usage entry counted in, -1 if none (or login not established yet) */
   TimestampTz backend_start;
+  bool admitted;               /* holds one count in every rule of `rules` and in the total */
+  UsageKey key;                /* the real key at login (printable), never folded */
+  uint64 rules[kRuleMaskWords]; /* admission rules the key matched when counted */
 };
 
 struct SampledBackend {
   int32 pid;
-  int32 entry;
+  int32 entry; /* the usage row it is shown in (may be a folded <other> row) */
+  UsageKey key; /* its real key: database, role and application_name now */
   SessionState state;
   TimestampTz state_start;
   TimestampTz backend_start;
@@ -118,12 +132,30 @@ void UsageShmemInit();
 /* Entry for key, added if new; folds into <other> when full. Never fails. */
 int32 FindOrAddEntry(const UsageKey &key);
 
+/*
+ * A key as pg_warden stores and matches it: each name cut to NAMEDATALEN-1
+ * bytes, every byte outside printable ASCII replaced by '?' (PostgreSQL's
+ * rule for application_name, applied to all three names).
+ */
+void MakeKey(UsageKey *key, const char *database, const char *role, const char *application);
+void MakePrintable(char *dst, const char *src);
+
+/* The real key of a sampled session (what idle policies match), never a folded row. */
+inline const UsageKey &SessionKey(const SampledBackend &sb) { return sb.key; }
+
 /* Login path (auth hook): is there a slot for this backend? */
 bool CanCountThisBackend();
-/* Login path: the usage entry of a login's key (added if new). */
-int32 LoginEntry(const char *database, const char *role, const char *application);
-/* Login path: count this backend in under entry e; counted out at exit. */
-void CountIn(int32 e);
+/* This backend's slot (CanCountThisBackend() must hold). */
+BackendSlot *MySlot();
+/*
+ * Login path: registers, once, the exit callback (which calls
+ * release_admission, then counts out of the usage entry) and the callback
+ * that counts the login in its usage entry when the startup transaction
+ * commits, i.e. once PostgreSQL accepted the login.
+ */
+void RegisterLoginCallbacks(void (*release_admission)(BackendSlot *slot));
+/* Counts one refused login against key (its entry is added if new). */
+void CountRefused(const UsageKey &key);
 
 /* The sampler moves a session to another key when its application_name changed. */
 void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);
