@@ -122,6 +122,7 @@ TimestampTz SampleOnce() {
         Rekey(slot, be->st_procpid, entry, to);
         entry = to;
       }
+      UnpinEntry(to);
     }
 
     const SessionState state = SessionStateOf(be->st_state);

@@ -16,6 +16,7 @@ namespace {
 
 struct AppRow {
   UsageKey key;
+  bool in_use;
   int32 connections, active, idle, idle_in_transaction, peak;
   double longest_idle;
   TimestampTz peak_at;
@@ -56,6 +57,7 @@ uint32 SnapshotAppRows(AppRow **out) {
     UsageEntry &e = usage->entries[i];
     AppRow &r = rows[i];
     r.key = e.key;
+    r.in_use = e.in_use;
     r.connections = static_cast<int32>(pg_atomic_read_u32(&e.connections));
     r.peak = static_cast<int32>(pg_atomic_read_u32(&e.peak_connections));
     r.peak_at = static_cast<TimestampTz>(pg_atomic_read_u64(&e.peak_at));
@@ -72,10 +74,8 @@ uint32 SnapshotAppRows(AppRow **out) {
   return used;
 }
 
-/* Entry 0 is the global <other> row: shown only once something fell into it. */
-bool AppRowHidden(const AppRow &r, uint32 index) {
-  return index == 0 && r.opened == 0 && r.connections == 0 && r.refused == 0;
-}
+/* Entries not (yet) given to a key. */
+bool AppRowHidden(const AppRow &r, uint32) { return !r.in_use; }
 
 /* One app_usage row as datums; names point into r, the text is palloc'd. */
 void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
@@ -165,13 +165,12 @@ WARDEN_FUNCTION(backends) {
   const SampledBackend *sampled = usage->sampled[usage->current_buffer];
   for (int32 i = 0; i < n; i++) {
     rows[i].sample = sampled[i];
-    rows[i].key = usage->entries[sampled[i].entry].key;
+    rows[i].key = sampled[i].key; /* the real key, never a folded row */
   }
   LWLockRelease(usage->sample_lock);
 
   for (int32 i = 0; i < n; i++) {
     const BackendRow &r = rows[i];
-    const bool global_other = (r.sample.entry == 0);
     Datum values[9];
     bool nulls[9] = {false};
     values[0] = Int32GetDatum(r.sample.pid);
@@ -179,7 +178,6 @@ WARDEN_FUNCTION(backends) {
         NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
     values[2] =
         NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
-    nulls[1] = nulls[2] = global_other;
     values[3] = CStringGetTextDatum(r.key.application);
     values[4] = ClientAddr(r.sample.client_addr, &nulls[4]);
     values[5] = CStringGetTextDatum(SessionStateName(r.sample.state));

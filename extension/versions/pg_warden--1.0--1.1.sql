@@ -39,3 +39,11 @@ BEGIN
   END IF;
   RETURN true;
 END $$;
+
+-- warden.reset_history(): empties the usage history.
+CREATE FUNCTION warden.reset_history() RETURNS void
+  LANGUAGE C STRICT VOLATILE SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'reset_history';
+COMMENT ON FUNCTION warden.reset_history() IS
+  'Forgets the usage history of every key on this server (shared memory; the file follows at the next save).';
+REVOKE ALL ON FUNCTION warden.reset_history() FROM PUBLIC;

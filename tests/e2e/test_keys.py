@@ -131,3 +131,30 @@ def test_refusals_name_what_refused(make_cluster):
     line = [l for l in cluster.log_text().splitlines() if "would refuse" in l][-1]
     assert 'override for role "r1", application "x%"' in line and "incident 42" in line, line
     assert 'override "override"' not in line
+
+
+def test_keys_without_connections_are_reclaimed_and_keep_their_history(make_cluster):
+    cluster = make_cluster(conf={"warden.max_tracked": "8", "warden.sample_interval": "100ms"})
+    keep, e = try_connect(cluster, application_name="keep-me")
+    assert e is None, e
+    wait_until(lambda: cluster.psql("SELECT count(*) FROM warden.usage_history "
+                                    "WHERE application_name = 'keep-me'") != "0",
+               timeout=10, what="keep-me in the history")
+    keep.close()
+    for i in range(40):
+        c, e = try_connect(cluster, application_name=f"pod-{i}")
+        assert e is None, e
+        c.close()
+    # 40 new keys in a table of 8: the ones without connections were reclaimed, nothing folded
+    assert cluster.psql("SELECT count(*) FROM warden.app_usage WHERE application_name = '<other>'") == "0"
+    assert cluster.psql("SELECT count(*) FROM warden.app_usage") <= "8"
+    assert cluster.psql("SELECT count(*) FROM warden.app_usage WHERE application_name = 'pod-39'") == "1"
+    assert cluster.psql("SELECT count(*) FROM warden.app_usage WHERE application_name = 'keep-me'") == "0"
+    # its history stayed
+    assert cluster.psql("SELECT count(*) > 0 FROM warden.usage_history WHERE application_name = 'keep-me'") == "t"
+    # a user may not empty it; the superuser may
+    cluster.psql("CREATE ROLE nobody LOGIN")
+    out = cluster.psql("SELECT warden.reset_history()", user="nobody", check=False)
+    assert "permission denied" in out
+    cluster.psql("SELECT warden.reset_history()")
+    assert cluster.psql("SELECT count(*) FROM warden.usage_history WHERE application_name = 'keep-me'") == "0"

@@ -10,9 +10,13 @@
  *   SampledBackend sampled[2][MaxBackends]  the sampler's latest sample, double-buffered
  *
  * Locking protocol:
- *   keys_lock (LWLock): shared to look a key up, exclusive to add one. Entries
- *     are never moved or removed, so an entry index stays valid for ever and
- *     counters are updated with atomics without the lock.
+ *   keys_lock (LWLock): shared to look a key up (and pin its entry),
+ *     exclusive to add one or to reclaim an entry. An entry is reclaimed
+ *     only when nothing refers to it: no connection counted in it, no pin,
+ *     and no session in the latest sample; its generation moves. Counters
+ *     are updated with atomics without the lock. The key of an entry is
+ *     rewritten under keys_lock and sample_lock, so readers of the table
+ *     under sample_lock see whole keys.
  *   sample_lock (LWLock): exclusive while the sampler publishes a sample (flips
  *     the sample buffer, writes the per-entry sampled fields), shared to read.
  *   BackendSlot.mutex (spinlock): guards slot.entry, so that counting out at
@@ -49,8 +53,12 @@ const char *SessionStateName(SessionState s);
 SessionState SessionStateOf(BackendState st);
 
 struct UsageEntry {
-  UsageKey key;
+  UsageKey key; /* written under keys_lock and sample_lock, both exclusive */
   uint32 hash;
+  bool in_use;      /* under keys_lock */
+  uint32 generation; /* bumped each time the entry is reclaimed for another key */
+  pg_atomic_uint32 pins;     /* short holds by a login or the sampler between lookup and count-in */
+  pg_atomic_uint64 last_seen; /* TimestampTz of the last count in or out: reclaim order */
   pg_atomic_uint32 connections; /* exact: login hook in, exit callback out */
   pg_atomic_uint32 peak_connections;
   pg_atomic_uint64 peak_at; /* TimestampTz */
@@ -98,14 +106,17 @@ struct SampledBackend {
 struct UsageShared {
   LWLock *keys_lock;
   LWLock *sample_lock;
-  int32 max_tracked;    /* regular keys */
-  int32 other_capacity; /* extra keys for (database, role, <other>) */
-  int32 capacity;       /* all entries; entry 0 is the global <other> */
+  int32 max_tracked;    /* regular keys: entries [0, max_tracked) */
+  int32 other_capacity; /* (database, role, <other>) keys: the entries after them */
+  int32 capacity;       /* all entries */
   int32 index_size;     /* power of two */
   int32 max_backends;
-  int32 used_regular; /* under keys_lock */
+  int32 used_regular; /* under keys_lock: entries of each part ever used */
   int32 used_other;
-  pg_atomic_uint32 used; /* entries in use; grows only */
+  int32 hand_regular; /* under keys_lock: where the next reclaim looks first */
+  int32 hand_other;
+  pg_atomic_uint64 reclaimed; /* keys reclaimed since start */
+  pg_atomic_uint32 used; /* bound of the entry indexes ever used; grows only */
 
   /* published by the sampler, under sample_lock */
   int32 current_buffer;
@@ -129,8 +140,16 @@ Size UsageShmemSize();
 int32 UsageCapacity();
 void UsageShmemInit();
 
-/* Entry for key, added if new; folds into <other> when full. Never fails. */
+/*
+ * Entry for key, added if new (reclaiming the least recently seen key with
+ * no connections when the table is full; only past that folding into
+ * (database, role, <other>)). Never fails. The entry is returned pinned
+ * (it cannot be reclaimed): the caller counts in, then calls UnpinEntry.
+ */
 int32 FindOrAddEntry(const UsageKey &key);
+void UnpinEntry(int32 e);
+/* Called (under keys_lock exclusive) before entry e is given to another key. */
+extern void (*entry_reclaim_hook)(int32 e);
 
 /*
  * A key as pg_warden stores and matches it: each name cut to NAMEDATALEN-1
