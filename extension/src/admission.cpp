@@ -246,6 +246,20 @@ void RecountActive() {
   }
 }
 
+int64 SessionsMatching(const AdmissionRule &rule) {
+  int64 n = 0;
+  for (int32 i = 0; i < usage->max_backends; i++) {
+    BackendSlot *slot = &usage->slots[i];
+    UsageKey key;
+    SpinLockAcquire(&slot->mutex);
+    const bool admitted = slot->admitted;
+    if (admitted) key = slot->key;
+    SpinLockRelease(&slot->mutex);
+    if (admitted && RuleMatches(rule, key.database, key.role, key.application)) n++;
+  }
+  return n;
+}
+
 int32 RuleConnections(int r) {
   return static_cast<int32>(pg_atomic_read_u32(&admission->connections[r]));
 }

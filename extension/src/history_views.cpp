@@ -55,10 +55,11 @@ WARDEN_FUNCTION(usage_history) {
   HistorySlot *slot = static_cast<HistorySlot *>(palloc(sizeof(HistorySlot)));
 
   UsageKey *key = static_cast<UsageKey *>(palloc(sizeof(UsageKey)));
-  for (int32 i = 0; ReadSlot(i, [slot, key, i](const HistorySlot &s) {
-         *slot = s;
-         *key = history->slot_keys[i];
-       });
+  for (int32 i = 0; ReadSlot(i,
+                             [slot, key, i](const HistorySlot &s) {
+                               *slot = s;
+                               *key = history->slot_keys[i];
+                             });
        i++) {
     Datum values[12];
     bool nulls[12] = {false};

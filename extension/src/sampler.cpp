@@ -106,15 +106,21 @@ TimestampTz SampleOnce() {
     if (slot < 0) continue; /* still logging in, or not counted */
     BackendSlot *bs = &usage->slots[slot];
     UsageKey real; /* the session's real key: its login's database and role, its application now */
+    char login_application[NAMEDATALEN];
     SpinLockAcquire(&bs->mutex);
     int32 entry = bs->entry;
     memcpy(real.database, bs->key.database, NAMEDATALEN);
     memcpy(real.role, bs->key.role, NAMEDATALEN);
+    memcpy(login_application, bs->key.application, NAMEDATALEN);
     SpinLockRelease(&bs->mutex);
     if (entry < 0 || static_cast<uint32>(entry) >= pg_atomic_read_u32(&usage->used)) continue;
     MakePrintable(real.application, be->st_appname);
+    /* A session folded at login stays in its <other> row until it changes its name. */
+    const bool folded_as_logged_in =
+        strcmp(usage->entries[entry].key.application, kOtherApplication) == 0 &&
+        strcmp(real.application, login_application) == 0;
 
-    if (ApplicationChanged(usage->entries[entry], real.application)) {
+    if (!folded_as_logged_in && ApplicationChanged(usage->entries[entry], real.application)) {
       UsageKey key = usage->entries[entry].key;
       memcpy(key.application, real.application, NAMEDATALEN);
       const int32 to = FindOrAddEntry(key);

@@ -66,7 +66,8 @@ void IndexRemove(int32 e) {
 
 /* Nothing refers to entry e: no connection, no pin, no session in the latest sample. */
 bool Reclaimable(const UsageEntry &entry) {
-  return entry.in_use && pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.connections)) == 0 &&
+  return entry.in_use &&
+         pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.connections)) == 0 &&
          pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.pins)) == 0 &&
          entry.active == 0 && entry.idle == 0 && entry.idle_in_transaction == 0;
 }

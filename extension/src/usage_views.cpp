@@ -19,6 +19,7 @@ struct AppRow {
   bool in_use;
   int32 connections, active, idle, idle_in_transaction, peak;
   double longest_idle;
+  double longest_idle_in_transaction;
   TimestampTz peak_at;
   int64 opened, refused, terminated;
 };
@@ -45,7 +46,9 @@ double UsagePercent(int64 connections) {
   return usable > 0 ? 100.0 * static_cast<double>(connections) / usable : 100.0;
 }
 
-constexpr int kAppUsageColumns = 13;
+/* 1.1 added longest_idle_in_transaction_seconds; a 1.0 install has the first 13. */
+constexpr int kAppUsageColumns = 14;
+constexpr int kAppUsageColumns10 = 13;
 
 /* Copies the usage table under sample_lock (shared) into palloc'd rows. */
 uint32 SnapshotAppRows(AppRow **out) {
@@ -68,6 +71,7 @@ uint32 SnapshotAppRows(AppRow **out) {
     r.idle = e.idle;
     r.idle_in_transaction = e.idle_in_transaction;
     r.longest_idle = e.longest_idle_seconds;
+    r.longest_idle_in_transaction = e.longest_idle_in_transaction_seconds;
   }
   LWLockRelease(usage->sample_lock);
   *out = rows;
@@ -79,12 +83,10 @@ bool AppRowHidden(const AppRow &r, uint32) { return !r.in_use; }
 
 /* One app_usage row as datums; names point into r, the text is palloc'd. */
 void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
-  const bool global_other = (index == 0);
   for (int i = 0; i < kAppUsageColumns; i++) nulls[i] = false;
   values[0] =
       NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
   values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
-  nulls[0] = nulls[1] = global_other;
   values[2] = CStringGetTextDatum(r.key.application);
   values[3] = Int32GetDatum(r.connections);
   values[4] = Int32GetDatum(r.active);
@@ -96,6 +98,13 @@ void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
   values[10] = Int64GetDatum(r.opened);
   values[11] = Int64GetDatum(r.refused);
   values[12] = Int64GetDatum(r.terminated);
+}
+
+/* The 1.1 column, where the row has room for it (not in a 1.0 install). */
+void AppRowValues11(const AppRow &r, int natts, Datum *values, bool *nulls) {
+  if (natts < kAppUsageColumns) return;
+  values[13] = Float8GetDatum(r.longest_idle_in_transaction);
+  nulls[13] = false;
 }
 
 }  // namespace
@@ -114,6 +123,7 @@ WARDEN_FUNCTION(app_usage) {
     Datum values[kAppUsageColumns];
     bool nulls[kAppUsageColumns];
     AppRowValues(rows[i], i, values, nulls);
+    AppRowValues11(rows[i], kAppUsageColumns, values, nulls);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   return (Datum)0;
@@ -262,13 +272,13 @@ struct AppUsageScan {
 
 constexpr Oid kAppUsageTypes[kAppUsageColumns] = {
     NAMEOID,   NAMEOID, TEXTOID,        INT4OID, INT4OID, INT4OID, INT4OID,
-    FLOAT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID};
+    FLOAT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, FLOAT8OID};
 
 /* A foreign table of this wrapper must have app_usage's columns, in order. */
 void CheckAppUsageShape(Relation rel) {
   TupleDesc desc = RelationGetDescr(rel);
-  bool ok = desc->natts == kAppUsageColumns;
-  for (int i = 0; ok && i < kAppUsageColumns; i++) {
+  bool ok = desc->natts == kAppUsageColumns || desc->natts == kAppUsageColumns10;
+  for (int i = 0; ok && i < desc->natts; i++) {
     Form_pg_attribute att = TupleDescAttr(desc, i);
     ok = !att->attisdropped && att->atttypid == kAppUsageTypes[i];
   }
@@ -324,6 +334,8 @@ TupleTableSlot *UsageIterate(ForeignScanState *node) {
       scan->next++;
     if (scan->next >= scan->nrows) return slot;
     AppRowValues(scan->rows[scan->next], scan->next, slot->tts_values, slot->tts_isnull);
+    AppRowValues11(scan->rows[scan->next], slot->tts_tupleDescriptor->natts, slot->tts_values,
+                   slot->tts_isnull);
     scan->next++;
     return ExecStoreVirtualTuple(slot);
   });

@@ -47,3 +47,7 @@ CREATE FUNCTION warden.reset_history() RETURNS void
 COMMENT ON FUNCTION warden.reset_history() IS
   'Forgets the usage history of every key on this server (shared memory; the file follows at the next save).';
 REVOKE ALL ON FUNCTION warden.reset_history() FROM PUBLIC;
+
+-- app_usage: the age of the longest idle-in-transaction session per key.
+ALTER TYPE warden.app_usage_row ADD ATTRIBUTE longest_idle_in_transaction_seconds float8;
+ALTER FOREIGN TABLE warden.app_usage ADD COLUMN longest_idle_in_transaction_seconds float8;

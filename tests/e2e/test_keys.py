@@ -158,3 +158,17 @@ def test_keys_without_connections_are_reclaimed_and_keep_their_history(make_clus
     assert "permission denied" in out
     cluster.psql("SELECT warden.reset_history()")
     assert cluster.psql("SELECT count(*) FROM warden.usage_history WHERE application_name = 'keep-me'") == "0"
+
+
+def test_longest_idle_in_transaction_is_shown(make_cluster):
+    cluster = make_cluster(conf={"warden.sample_interval": "100ms"})
+    c, e = try_connect(cluster, application_name="stuck")
+    assert e is None, e
+    try:
+        c.cursor().execute("SELECT 1")  # psycopg2 opened a transaction: idle in transaction now
+        wait_until(lambda: cluster.psql(
+            "SELECT longest_idle_in_transaction_seconds > 0.5 AND longest_idle_seconds = 0 "
+            "FROM warden.app_usage WHERE application_name = 'stuck'") == "t",
+            timeout=10, what="idle in transaction age")
+    finally:
+        c.close()

@@ -58,7 +58,7 @@ struct AdmissionShared {
   uint32 generation; /* bumped whenever rules change */
   int32 active_rules;
   bool budgets_loaded;
-  AdmissionRule rules[kMaxRules]; /* budgets first, then overrides */
+  AdmissionRule rules[kMaxRules];          /* budgets first, then overrides */
   pg_atomic_uint32 connections[kMaxRules]; /* admitted slots matching each rule */
   pg_atomic_uint32 sessions;               /* admitted slots in all */
 };
@@ -72,6 +72,11 @@ bool RuleMatches(const AdmissionRule &r, const char *database, const char *role,
 void RecountActive();
 /* Sessions that rule r (index in rules[]) holds now, from its counter. */
 int32 RuleConnections(int r);
+/*
+ * Sessions whose real key (at login) matches rule, walking the backend
+ * slots (MaxBackends): exact whether their usage rows are folded or not.
+ */
+int64 SessionsMatching(const AdmissionRule &rule);
 /* Copies an optional name (nullptr = any) into a rule's field. */
 void CopyName(char *dst, const char *src, bool *has);
 

@@ -55,10 +55,10 @@ SessionState SessionStateOf(BackendState st);
 struct UsageEntry {
   UsageKey key; /* written under keys_lock and sample_lock, both exclusive */
   uint32 hash;
-  bool in_use;      /* under keys_lock */
-  uint32 generation; /* bumped each time the entry is reclaimed for another key */
-  pg_atomic_uint32 pins;     /* short holds by a login or the sampler between lookup and count-in */
-  pg_atomic_uint64 last_seen; /* TimestampTz of the last count in or out: reclaim order */
+  bool in_use;           /* under keys_lock */
+  uint32 generation;     /* bumped each time the entry is reclaimed for another key */
+  pg_atomic_uint32 pins; /* short holds by a login or the sampler between lookup and count-in */
+  pg_atomic_uint64 last_seen;   /* TimestampTz of the last count in or out: reclaim order */
   pg_atomic_uint32 connections; /* exact: login hook in, exit callback out */
   pg_atomic_uint32 peak_connections;
   pg_atomic_uint64 peak_at; /* TimestampTz */
@@ -87,14 +87,14 @@ struct BackendSlot {
   int32 pid;
   int32 entry; /* usage entry counted in, -1 if none (or login not established yet) */
   TimestampTz backend_start;
-  bool admitted;               /* holds one count in every rule of `rules` and in the total */
-  UsageKey key;                /* the real key at login (printable), never folded */
+  bool admitted;                /* holds one count in every rule of `rules` and in the total */
+  UsageKey key;                 /* the real key at login (printable), never folded */
   uint64 rules[kRuleMaskWords]; /* admission rules the key matched when counted */
 };
 
 struct SampledBackend {
   int32 pid;
-  int32 entry; /* the usage row it is shown in (may be a folded <other> row) */
+  int32 entry;  /* the usage row it is shown in (may be a folded <other> row) */
   UsageKey key; /* its real key: database, role and application_name now */
   SessionState state;
   TimestampTz state_start;
@@ -116,7 +116,7 @@ struct UsageShared {
   int32 hand_regular; /* under keys_lock: where the next reclaim looks first */
   int32 hand_other;
   pg_atomic_uint64 reclaimed; /* keys reclaimed since start */
-  pg_atomic_uint32 used; /* bound of the entry indexes ever used; grows only */
+  pg_atomic_uint32 used;      /* bound of the entry indexes ever used; grows only */
 
   /* published by the sampler, under sample_lock */
   int32 current_buffer;
