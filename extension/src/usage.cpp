@@ -139,7 +139,8 @@ void Assign(int32 e, const UsageKey &key, uint32 hash) {
  * always has one.
  */
 int32 AddIn(const UsageKey &key, uint32 hash, bool other) {
-  const int32 lo = other ? usage->max_tracked : 0;
+  /* entry 0 stays unused: other rooms read entry 0 as "no key" */
+  const int32 lo = other ? 1 + usage->max_tracked : 1;
   const int32 size = other ? usage->other_capacity : usage->max_tracked;
   int32 *used_part = other ? &usage->used_other : &usage->used_regular;
   int32 e = -1;
@@ -238,7 +239,7 @@ const char *SessionStateName(SessionState s) {
   return "starting";
 }
 
-int32 UsageCapacity() { return guc_max_tracked + OtherCapacity(); }
+int32 UsageCapacity() { return 1 + guc_max_tracked + OtherCapacity(); }
 
 SessionState SessionStateOf(BackendState st) {
   switch (st) {

@@ -106,7 +106,7 @@ struct SampledBackend {
 struct UsageShared {
   LWLock *keys_lock;
   LWLock *sample_lock;
-  int32 max_tracked;    /* regular keys: entries [0, max_tracked) */
+  int32 max_tracked;    /* regular keys: entries [1, max_tracked]; entry 0 is never used */
   int32 other_capacity; /* (database, role, <other>) keys: the entries after them */
   int32 capacity;       /* all entries */
   int32 index_size;     /* power of two */
