@@ -11,7 +11,8 @@ CREATE TYPE warden.app_usage_row AS (
     database name, role name, application_name text,
     connections int, active int, idle int, idle_in_transaction int,
     longest_idle_seconds float8, peak_connections int, peak_at timestamptz,
-    opened bigint, refused bigint, terminated bigint);
+    opened bigint, refused bigint, terminated bigint,
+    longest_idle_in_transaction_seconds float8);
 COMMENT ON TYPE warden.app_usage_row IS 'A row of warden.app_usage.';
 
 CREATE FUNCTION warden.app_usage()
@@ -37,7 +38,8 @@ CREATE FOREIGN TABLE warden.app_usage (
     database name, role name, application_name text,
     connections int, active int, idle int, idle_in_transaction int,
     longest_idle_seconds float8, peak_connections int, peak_at timestamptz,
-    opened bigint, refused bigint, terminated bigint)
+    opened bigint, refused bigint, terminated bigint,
+    longest_idle_in_transaction_seconds float8)
   SERVER pg_warden;
 COMMENT ON FOREIGN TABLE warden.app_usage IS
   'One row per (database, role, application_name): exact connections, sampled states, peaks and counters.';

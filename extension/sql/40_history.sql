@@ -70,3 +70,10 @@ GRANT SELECT ON warden.usage_history, warden.pool_advice, warden.pool_advice_sum
 -- as the view's owner: the readers of the views need both.
 GRANT EXECUTE ON FUNCTION warden.usage_history(), warden.pool_advice(),
   warden.history_stats() TO pg_monitor;
+
+CREATE FUNCTION warden.reset_history() RETURNS void
+  LANGUAGE C STRICT VOLATILE SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'reset_history';
+COMMENT ON FUNCTION warden.reset_history() IS
+  'Forgets the usage history of every key on this server (shared memory; the file follows at the next save).';
+REVOKE ALL ON FUNCTION warden.reset_history() FROM PUBLIC;

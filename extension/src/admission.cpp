@@ -4,15 +4,15 @@
  * warden.budgets into shared memory (the loader). The SQL functions are in
  * admission_sql.cpp.
  *
- * A login's key is matched against every rule (LIKE on application_name,
- * equality on role and database); each usage entry caches the bit mask of
- * the rules it matches, recomputed when the rules change (generation). At
- * login, under admission_lock (exclusive), the connections of the entries
- * matching each of the login's rules are summed, the decision is made and
- * the connection is counted in before the lock is released: no
- * check-then-act race. The FATAL is raised after the lock is released.
- * Locks: admission_lock (see admission.hpp); keys_lock through LoginEntry;
- * a catalog lookup (pg_authid) only when a refusal is at stake.
+ * A login's real key (printable) is matched against every rule (LIKE on
+ * application_name, equality on role and database) once; under
+ * admission_lock (shared) it is counted in each matching rule's atomic
+ * counter and then checked, and taken back if refused. The mask stays in
+ * the backend's slot and is given back at exit. The FATAL is raised after
+ * the lock is released; the superuser lookup (pg_authid), only when a
+ * refusal is at stake, too. Cost: O(rules), independent of the number of
+ * keys. Locks: admission_lock (see admission.hpp), a slot's spinlock;
+ * keys_lock only to count a refusal in its usage row.
  */
 #include "pg_warden/match.hpp"
 
@@ -24,31 +24,45 @@
 namespace warden {
 namespace {
 
-struct EntryMask {
-  uint32 generation;
-  uint64 bits[kMaskWords];
-};
+static_assert(kMaskWords <= kRuleMaskWords, "BackendSlot.rules is too small for kMaxRules");
 
-EntryMask *masks = nullptr; /* one per usage entry */
-
-void ComputeMask(uint64 *bits, const char *database, const char *role, const char *application) {
-  for (int w = 0; w < kMaskWords; w++) bits[w] = 0;
+/* Caller holds admission->lock (either mode). The in-use rules a key matches. */
+void ComputeMask(uint64 *bits, const UsageKey &key) {
+  for (int w = 0; w < kRuleMaskWords; w++) bits[w] = 0;
   for (int r = 0; r < kMaxRules; r++) {
     const AdmissionRule &rule = admission->rules[r];
-    if (rule.in_use && RuleMatches(rule, database, role, application))
+    if (rule.in_use && RuleMatches(rule, key.database, key.role, key.application))
       bits[r / 64] |= UINT64CONST(1) << (r % 64);
   }
 }
 
-/* Caller holds admission->lock exclusively. */
-void RefreshMasks(uint32 used) {
-  for (uint32 e = 0; e < used; e++) {
-    EntryMask &m = masks[e];
-    if (m.generation == admission->generation) continue;
-    const UsageKey &k = usage->entries[e].key;
-    ComputeMask(m.bits, k.database, k.role, k.application);
-    m.generation = admission->generation;
+/* Adds delta to the counter of every rule in bits and to the total. */
+void AddCounts(const uint64 *bits, int32 delta) {
+  for (int w = 0; w < kMaskWords; w++) {
+    uint64 b = bits[w];
+    while (b) {
+      const int r = w * 64 + pg_rightmost_one_pos64(b);
+      pg_atomic_fetch_add_u32(&admission->connections[r], delta);
+      b &= b - 1;
+    }
   }
+  pg_atomic_fetch_add_u32(&admission->sessions, delta);
+}
+
+/*
+ * Exit path (before_shmem_exit): gives back what the slot holds in the rule
+ * counters. Under admission_lock shared, so a rebuild never sees it half done.
+ */
+void ReleaseAdmission(BackendSlot *slot) {
+  if (admission == nullptr) return;
+  LWLockAcquire(admission->lock, LW_SHARED);
+  SpinLockAcquire(&slot->mutex);
+  if (slot->admitted) {
+    slot->admitted = false;
+    AddCounts(slot->rules, -1);
+  }
+  SpinLockRelease(&slot->mutex);
+  LWLockRelease(admission->lock);
 }
 
 bool IsSuperuserName(const char *role) {
@@ -69,10 +83,11 @@ struct Refusal {
   int32 reserved_slots;
 };
 
-const char *Subject(const AdmissionRule &r, const char **what) {
+/* What a rule limits, for messages: application, role or database (and which). */
+const char *Subject(const AdmissionRule &r, const char *application, const char **what) {
   if (r.has_application || (!r.has_role && !r.has_database)) {
     *what = "application";
-    return nullptr;
+    return application;
   }
   if (r.has_role) {
     *what = "role";
@@ -82,22 +97,20 @@ const char *Subject(const AdmissionRule &r, const char **what) {
   return r.database;
 }
 
-[[noreturn]] void Refuse(const Refusal &f, const char *database, const char *role,
-                         const char *application) {
+[[noreturn]] void Refuse(const Refusal &f, const char *application) {
   if (f.reserved) {
-    ereport(
-        FATAL,
-        (errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-         errmsg("too many connections for application \"%s\"", application),
-         errdetail("The remaining %d connection slots are reserved by pg_warden budgets that do "
-                   "not match this login (%d slots reserved, e.g. by budget \"%s\").",
-                   f.free_slots, f.reserved_slots, f.rule.name),
-         errhint("Close idle connections, or change the reserved slots with "
-                 "warden.set_budget().")));
+    ereport(FATAL,
+            (errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+             errmsg("too many connections: the remaining connection slots are reserved "
+                    "connection slots of pg_warden budgets"),
+             errdetail("%d connection slots are free and %d are reserved, still unused, by "
+                       "budgets that do not match this login (e.g. budget \"%s\", reserved %d).",
+                       f.free_slots, f.reserved_slots, f.rule.name, f.rule.reserved),
+             errhint("Close idle connections, or change the reserved slots with "
+                     "warden.set_budget().")));
   }
   const char *what = nullptr;
-  const char *subject = Subject(f.rule, &what);
-  if (subject == nullptr) subject = application;
+  const char *subject = Subject(f.rule, application, &what);
   if (f.rule.kind == RuleKind::kOverride) {
     ereport(FATAL,
             (errcode(ERRCODE_TOO_MANY_CONNECTIONS),
@@ -120,51 +133,79 @@ const char *Subject(const AdmissionRule &r, const char **what) {
   pg_unreachable();
 }
 
-/* Caller holds the lock exclusively. Decides for a login whose key mask is login_bits. */
-void Decide(uint32 used, const uint64 *login_bits, TimestampTz now, Refusal *out) {
-  int64 counts[kMaxRules];
-  int64 total = 0;
-  for (int r = 0; r < kMaxRules; r++) counts[r] = 0;
-  for (uint32 e = 0; e < used; e++) {
-    const int64 c = pg_atomic_read_u32(&usage->entries[e].connections);
-    if (c == 0) continue;
-    total += c;
-    for (int w = 0; w < kMaskWords; w++) {
-      uint64 bits = masks[e].bits[w] & login_bits[w];
-      while (bits) {
-        const int b = pg_rightmost_one_pos64(bits);
-        counts[w * 64 + b] += c;
-        bits &= bits - 1;
-      }
-    }
-  }
-  int32 reserved_others = 0;
-  int first_reserving = -1;
-  for (int r = 0; r < kMaxRules; r++) {
-    const AdmissionRule &rule = admission->rules[r];
-    if (!RuleActive(rule, now)) continue;
-    const bool matches = (login_bits[r / 64] >> (r % 64)) & 1;
-    if (matches) {
-      if (rule.max_connections >= 0 && counts[r] >= rule.max_connections && !out->refused) {
-        out->refused = true;
+/*
+ * Caller holds admission->lock shared. Counts the login in every rule it
+ * matches and in the total first, then checks; on refusal it takes all of
+ * it back. Two logins racing at a limit may both see the other's count and
+ * both be refused, never both admitted: a race can only refuse.
+ */
+bool TryAdmit(const uint64 *bits, TimestampTz now, bool check, Refusal *out) {
+  const int64 total = pg_atomic_add_fetch_u32(&admission->sessions, 1);
+  bool refused = false;
+  for (int w = 0; w < kMaskWords; w++) {
+    uint64 b = bits[w];
+    while (b) {
+      const int r = w * 64 + pg_rightmost_one_pos64(b);
+      const int64 after = pg_atomic_add_fetch_u32(&admission->connections[r], 1);
+      const AdmissionRule &rule = admission->rules[r];
+      if (check && !refused && rule.max_connections >= 0 && after > rule.max_connections &&
+          RuleActive(rule, now)) {
+        refused = true;
         out->rule = rule;
-        out->in_use = static_cast<int32>(counts[r]);
+        out->in_use = static_cast<int32>(after - 1);
       }
-    } else if (rule.reserved > 0) {
-      reserved_others += rule.reserved;
-      if (first_reserving < 0) first_reserving = r;
+      b &= b - 1;
     }
   }
-  if (!out->refused && reserved_others > 0) {
-    const int64 free_slots = (MaxConnections - ReservedBackends) - total;
-    if (free_slots <= reserved_others) {
-      out->refused = true;
-      out->reserved = true;
-      out->rule = admission->rules[first_reserving];
-      out->free_slots = static_cast<int32>(Max(free_slots, 0));
-      out->reserved_slots = reserved_others;
+  if (check && !refused) {
+    /* Reserved slots: for each reserving rule the login does not match, what
+     * its own sessions have not used yet. */
+    int64 unused_reserved = 0;
+    int first = -1;
+    for (int r = 0; r < kMaxRules; r++) {
+      const AdmissionRule &rule = admission->rules[r];
+      if (rule.reserved <= 0 || ((bits[r / 64] >> (r % 64)) & 1) || !RuleActive(rule, now))
+        continue;
+      const int64 left =
+          rule.reserved - static_cast<int64>(pg_atomic_read_u32(&admission->connections[r]));
+      if (left <= 0) continue;
+      unused_reserved += left;
+      if (first < 0) first = r;
+    }
+    if (unused_reserved > 0) {
+      const int64 free_slots = (MaxConnections - ReservedBackends) - (total - 1);
+      if (free_slots <= unused_reserved) {
+        refused = true;
+        out->reserved = true;
+        out->rule = admission->rules[first];
+        out->free_slots = static_cast<int32>(Max(free_slots, 0));
+        out->reserved_slots = static_cast<int32>(unused_reserved);
+      }
     }
   }
+  if (refused) {
+    out->refused = true;
+    /* take back the counts (AddCounts also takes back the total) */
+    AddCounts(bits, -1);
+  }
+  return !refused;
+}
+
+/* Counts this backend in its rules (check = false: whatever the limits). */
+bool AdmitSlot(const UsageKey &key, TimestampTz now, bool check, Refusal *out) {
+  BackendSlot *slot = MySlot();
+  uint64 bits[kRuleMaskWords];
+  LWLockAcquire(admission->lock, LW_SHARED);
+  ComputeMask(bits, key);
+  const bool admitted = TryAdmit(bits, now, check, out);
+  if (admitted) {
+    SpinLockAcquire(&slot->mutex);
+    memcpy(slot->rules, bits, sizeof(bits));
+    slot->admitted = true;
+    SpinLockRelease(&slot->mutex);
+  }
+  LWLockRelease(admission->lock);
+  return admitted;
 }
 
 }  // namespace
@@ -188,73 +229,109 @@ void RecountActive() {
     if (admission->rules[r].in_use) n++;
   admission->active_rules = n;
   admission->generation++;
+  /*
+   * Rebuild the rule counters from the slots (exclusive lock: no login or
+   * exit is counting meanwhile): max_connections slots, not keys.
+   */
+  for (int r = 0; r < kMaxRules; r++) pg_atomic_write_u32(&admission->connections[r], 0);
+  pg_atomic_write_u32(&admission->sessions, 0);
+  for (int32 i = 0; i < usage->max_backends; i++) {
+    BackendSlot *slot = &usage->slots[i];
+    SpinLockAcquire(&slot->mutex);
+    if (slot->admitted) {
+      ComputeMask(slot->rules, slot->key);
+      AddCounts(slot->rules, 1);
+    }
+    SpinLockRelease(&slot->mutex);
+  }
+}
+
+int64 SessionsMatching(const AdmissionRule &rule) {
+  int64 n = 0;
+  for (int32 i = 0; i < usage->max_backends; i++) {
+    BackendSlot *slot = &usage->slots[i];
+    UsageKey key;
+    SpinLockAcquire(&slot->mutex);
+    const bool admitted = slot->admitted;
+    if (admitted) key = slot->key;
+    SpinLockRelease(&slot->mutex);
+    if (admitted && RuleMatches(rule, key.database, key.role, key.application)) n++;
+  }
+  return n;
+}
+
+int32 RuleConnections(int r) {
+  return static_cast<int32>(pg_atomic_read_u32(&admission->connections[r]));
 }
 
 void CopyName(char *dst, const char *src, bool *has) {
   *has = (src != nullptr);
-  memset(dst, 0, NAMEDATALEN);
-  if (src) strlcpy(dst, src, NAMEDATALEN);
+  /* compared with keys as they are stored: printable */
+  MakePrintable(dst, src);
 }
 
-Size AdmissionShmemSize() {
-  return add_size(MAXALIGN(sizeof(AdmissionShared)),
-                  mul_size(UsageCapacity() + 1, sizeof(EntryMask)));
-}
+Size AdmissionShmemSize() { return MAXALIGN(sizeof(AdmissionShared)); }
 
 void AdmissionShmemInit() {
   bool found = false;
   admission = static_cast<AdmissionShared *>(
       ShmemInitStruct("pg_warden admission", AdmissionShmemSize(), &found));
-  masks = reinterpret_cast<EntryMask *>(reinterpret_cast<char *>(admission) +
-                                        MAXALIGN(sizeof(AdmissionShared)));
   if (found) return;
   memset(admission, 0, AdmissionShmemSize());
   admission->lock = &GetNamedLWLockTranche("pg_warden")[kAdmissionLock].lock;
   admission->generation = 1;
+  for (int r = 0; r < kMaxRules; r++) pg_atomic_init_u32(&admission->connections[r], 0);
+  pg_atomic_init_u32(&admission->sessions, 0);
 }
 
 void AdmitLogin(const char *database, const char *role, const char *application) {
   if (!CanCountThisBackend()) return;
-  const int32 e = LoginEntry(database, role, application);
-  if (admission == nullptr) {
-    CountIn(e);
-    return;
-  }
+  BackendSlot *slot = MySlot();
+  UsageKey key;
+  MakeKey(&key, database, role, application);
+  SpinLockAcquire(&slot->mutex);
+  slot->key = key;
+  slot->pid = MyProcPid;
+  slot->entry = -1;
+  slot->admitted = false;
+  SpinLockRelease(&slot->mutex);
+  RegisterLoginCallbacks(ReleaseAdmission);
+  if (admission == nullptr) return;
+
   Refusal refusal;
   memset(&refusal, 0, sizeof(refusal));
-  uint64 login_bits[kMaskWords];
   const TimestampTz now = GetCurrentTimestamp();
+  if (AdmitSlot(key, now, true, &refusal)) return;
 
-  LWLockAcquire(admission->lock, LW_EXCLUSIVE);
-  if (admission->active_rules > 0) {
-    const uint32 used = pg_atomic_read_u32(&usage->used);
-    RefreshMasks(used);
-    ComputeMask(login_bits, database, role, application);
-    Decide(used, login_bits, now, &refusal);
-  }
-  bool exempt = false;
-  if (refusal.refused) {
-    /* The catalog lookup only when a refusal is at stake. */
-    exempt = IsExemptRole(role) || IsSuperuserName(role);
-  }
-  const bool refuse = refusal.refused && !exempt && guc_enforce;
-  if (!refuse) CountIn(e);
-  LWLockRelease(admission->lock);
-
-  if (!refusal.refused) return;
-  if (exempt) return;
-  pg_atomic_fetch_add_u64(&usage->entries[e].refused, 1);
-  if (!guc_enforce) {
-    ereport(LOG, (errmsg("pg_warden: would refuse login of role \"%s\" application \"%s\" "
-                         "(%s \"%s\"), warden.enforce is off",
-                         role, application,
-                         refusal.reserved                           ? "reserved slots of budget"
-                         : refusal.rule.kind == RuleKind::kOverride ? "override"
-                                                                    : "budget",
-                         refusal.rule.name)));
+  /* A refusal is at stake: the catalog lookup, with no pg_warden lock held. */
+  if (IsExemptRole(key.role) || IsSuperuserName(role)) {
+    AdmitSlot(key, now, false, &refusal);
     return;
   }
-  Refuse(refusal, database, role, application);
+  CountRefused(key);
+  if (!guc_enforce) {
+    AdmitSlot(key, now, false, &refusal);
+    const AdmissionRule &r = refusal.rule;
+    if (refusal.reserved)
+      ereport(LOG, (errmsg("pg_warden: would refuse login of role \"%s\" application \"%s\" "
+                           "(reserved connection slots: %d free, %d reserved by budgets that do "
+                           "not match it, e.g. \"%s\"), warden.enforce is off",
+                           key.role, key.application, refusal.free_slots, refusal.reserved_slots,
+                           r.name)));
+    else if (r.kind == RuleKind::kOverride)
+      ereport(LOG, (errmsg("pg_warden: would refuse login of role \"%s\" application \"%s\" "
+                           "(admission override for role \"%s\", application \"%s\", max %d, "
+                           "reason: %s), warden.enforce is off",
+                           key.role, key.application, r.has_role ? r.role : "*",
+                           r.has_application ? r.application : "*", r.max_connections,
+                           r.reason[0] ? r.reason : "none given")));
+    else
+      ereport(LOG, (errmsg("pg_warden: would refuse login of role \"%s\" application \"%s\" "
+                           "(budget \"%s\", max %d), warden.enforce is off",
+                           key.role, key.application, r.name, r.max_connections)));
+    return;
+  }
+  Refuse(refusal, key.application);
 }
 
 void LoadBudgets() {

@@ -4,9 +4,9 @@
  * memory and the recording of each sample by the sampler. The file is in
  * history_file.cpp, the SQL functions in history_views.cpp.
  *
- * Locks: history_lock (see history.hpp), exclusive once per sample. Entry
- * keys are read without keys_lock: they never change once `used` covers
- * them.
+ * Locks: history_lock (see history.hpp), exclusive once per sample, and
+ * when a usage entry is reclaimed (under keys_lock: order keys_lock, then
+ * history_lock). Each slot keeps its own copy of its key.
  */
 #include "pg_warden/history.hpp"
 #include "pg_warden/history_store.hpp"
@@ -22,8 +22,10 @@ namespace {
 
 /* ---- recording (the sampler) -------------------------------------------------- */
 
-void InitSlot(HistorySlot *slot, int32 entry, const SampleTime &t) {
+void InitSlot(int32 s, int32 entry, const SampleTime &t) {
+  HistorySlot *slot = &history->slots[s];
   memset(slot, 0, sizeof(HistorySlot));
+  history->slot_keys[s] = usage->entries[entry].key;
   slot->entry = entry;
   slot->last_minute = t.minute;
   slot->last_hour = t.hour;
@@ -64,11 +66,63 @@ void Record(HistorySlot *slot, const SampleTime &t, uint16 active, uint16 idle_i
   d.connections_max = Max(d.connections_max, connections);
 }
 
+/* Caller holds history_lock exclusively. */
+void DetachSlot(int32 s) {
+  const int32 e = history->slots[s].entry;
+  if (e >= 0 && e < history->capacity) history->slot_of_entry[e] = -1;
+  history->slots[s].entry = -1;
+}
+
+/*
+ * Caller holds history_lock exclusively. A slot for entry e, which has none:
+ * its key's own slot if the key had one before its usage entry was
+ * reclaimed, else a never used slot, else the least recently recorded slot
+ * whose key holds no connection (kept ones first); -1 if none.
+ */
+int32 SlotFor(uint32 e) {
+  const UsageKey &key = usage->entries[e].key;
+  for (int32 s = 0; s < history->used_slots; s++)
+    if (history->slots[s].entry < 0 && memcmp(&history->slot_keys[s], &key, sizeof(UsageKey)) == 0)
+      return s;
+  if (history->used_slots < history->nslots) return -(history->used_slots++) - 2;
+  int32 best = -1;
+  int32 best_minute = 0;
+  for (int32 s = 0; s < history->used_slots; s++) {
+    const int32 owner = history->slots[s].entry;
+    if (owner >= 0 && pg_atomic_read_u32(&usage->entries[owner].connections) > 0) continue;
+    if (best < 0 || history->slots[s].last_minute < best_minute) {
+      best = s;
+      best_minute = history->slots[s].last_minute;
+    }
+  }
+  if (best < 0) return -1;
+  DetachSlot(best);
+  return -best - 2;
+}
+
+/* usage.cpp's entry_reclaim_hook: the key's history stays, without its entry. */
+void DetachEntry(int32 e) {
+  if (history == nullptr || history->nslots == 0 || e >= history->capacity) return;
+  LWLockAcquire(history->lock, LW_EXCLUSIVE);
+  const int32 s = history->slot_of_entry[e];
+  if (s >= 0) DetachSlot(s);
+  LWLockRelease(history->lock);
+}
+
 }  // namespace
+
+void ResetHistory() {
+  LWLockAcquire(history->lock, LW_EXCLUSIVE);
+  for (int32 i = 0; i < history->capacity; i++) history->slot_of_entry[i] = -1;
+  history->used_slots = 0;
+  history->loaded_slots = 0;
+  LWLockRelease(history->lock);
+}
 
 Size HistoryShmemSize() {
   Size size = MAXALIGN(sizeof(HistoryShared));
   size = add_size(size, MAXALIGN(mul_size(UsageCapacity(), sizeof(int32))));
+  size = add_size(size, MAXALIGN(mul_size(guc_history_keys, sizeof(UsageKey))));
   size = add_size(size, mul_size(guc_history_keys, sizeof(HistorySlot)));
   return size;
 }
@@ -81,7 +135,10 @@ void HistoryShmemInit() {
   char *p = reinterpret_cast<char *>(history) + MAXALIGN(sizeof(HistoryShared));
   history->slot_of_entry = reinterpret_cast<int32 *>(p);
   p += MAXALIGN(mul_size(capacity, sizeof(int32)));
+  history->slot_keys = reinterpret_cast<UsageKey *>(p);
+  p += MAXALIGN(mul_size(guc_history_keys, sizeof(UsageKey)));
   history->slots = reinterpret_cast<HistorySlot *>(p);
+  entry_reclaim_hook = DetachEntry;
   if (found) return;
 
   LWLockPadded *locks = GetNamedLWLockTranche("pg_warden");
@@ -113,11 +170,17 @@ void HistoryRecordSample(TimestampTz sampled_at) {
   for (uint32 e = 0; e < used; e++) {
     UsageEntry &entry = usage->entries[e];
     const uint32 connections = pg_atomic_read_u32(&entry.connections);
+    if (!entry.in_use) continue;
     int32 s = history->slot_of_entry[e];
     if (s < 0) {
-      if (connections == 0 || history->used_slots >= history->nslots) continue;
-      s = history->used_slots++;
-      InitSlot(&history->slots[s], static_cast<int32>(e), t);
+      if (connections == 0) continue;
+      s = SlotFor(e);
+      if (s == -1) continue;
+      if (s <= -2) { /* a new or reclaimed slot: starts empty */
+        s = -s - 2;
+        InitSlot(s, static_cast<int32>(e), t);
+      }
+      history->slots[s].entry = static_cast<int32>(e);
       history->slot_of_entry[e] = s;
     }
     /* active and idle_in_transaction: written by this process (the sampler) */

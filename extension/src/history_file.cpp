@@ -87,8 +87,7 @@ bool WriteHistoryFile(HistorySlot *buffer) {
       LWLockRelease(history->lock);
       slot = buffer;
     }
-    /* keys never change once an entry is in use */
-    const UsageKey &key = usage->entries[slot->entry].key;
+    const UsageKey &key = history->slot_keys[i]; /* set once with the slot */
     ok = fwrite(&key, sizeof(UsageKey), 1, file) == 1 &&
          fwrite(slot, sizeof(HistorySlot), 1, file) == 1;
     COMP_CRC32C(crc, &key, sizeof(UsageKey));
@@ -220,6 +219,7 @@ void LoadHistory() {
   int32 dropped = header.nslots - loadable;
   for (int32 i = 0; i < loadable; i++) {
     const int32 e = FindOrAddEntry(keys[i]);
+    UnpinEntry(e);
     /* A key folded into <other> (smaller warden.max_tracked) or seen twice: dropped. */
     if (e < 0 || e >= history->capacity || history->slot_of_entry[e] >= 0 ||
         memcmp(&usage->entries[e].key, &keys[i], sizeof(UsageKey)) != 0) {
@@ -227,6 +227,7 @@ void LoadHistory() {
       continue;
     }
     if (kept != i) memcpy(&history->slots[kept], &history->slots[i], sizeof(HistorySlot));
+    history->slot_keys[kept] = keys[i];
     history->slots[kept].entry = e;
     history->slot_of_entry[e] = kept;
     kept++;

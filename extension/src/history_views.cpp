@@ -31,13 +31,10 @@ bool ReadSlot(int32 i, Copy &&copy) {
   return exists;
 }
 
-void KeyValues(int32 entry, Datum *values, bool *nulls) {
-  const UsageKey &key = usage->entries[entry].key;
-  const bool global_other = (entry == 0);
+void KeyValues(const UsageKey &key, Datum *values, bool *) {
   values[0] =
       NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.database)));
   values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(key.role)));
-  nulls[0] = nulls[1] = global_other;
   values[2] = CStringGetTextDatum(key.application);
 }
 
@@ -57,10 +54,16 @@ WARDEN_FUNCTION(usage_history) {
   const SampleTime now = TimeOf(GetCurrentTimestamp());
   HistorySlot *slot = static_cast<HistorySlot *>(palloc(sizeof(HistorySlot)));
 
-  for (int32 i = 0; ReadSlot(i, [slot](const HistorySlot &s) { *slot = s; }); i++) {
+  UsageKey *key = static_cast<UsageKey *>(palloc(sizeof(UsageKey)));
+  for (int32 i = 0; ReadSlot(i,
+                             [slot, key, i](const HistorySlot &s) {
+                               *slot = s;
+                               *key = history->slot_keys[i];
+                             });
+       i++) {
     Datum values[12];
     bool nulls[12] = {false};
-    KeyValues(slot->entry, values, nulls);
+    KeyValues(*key, values, nulls);
 
     values[3] = CStringGetTextDatum("minute");
     for (int32 n = slot->last_minute - kMinutes + 1; n <= slot->last_minute; n++) {
@@ -104,6 +107,7 @@ WARDEN_FUNCTION(pool_advice) {
   const SampleTime now = TimeOf(GetCurrentTimestamp());
 
   struct Days {
+    UsageKey key;
     int32 entry;
     int32 last_day;
     DayHistogram days[kDays];
@@ -111,12 +115,14 @@ WARDEN_FUNCTION(pool_advice) {
   Days *copy = static_cast<Days *>(palloc(sizeof(Days)));
   uint64 bins[kBins];
 
-  auto copy_days = [copy](const HistorySlot &s) {
+  int32 index = 0;
+  auto copy_days = [copy, &index](const HistorySlot &s) {
+    copy->key = history->slot_keys[index];
     copy->entry = s.entry;
     copy->last_day = s.last_day;
     memcpy(copy->days, s.days, sizeof(s.days));
   };
-  for (int32 i = 0; ReadSlot(i, copy_days); i++) {
+  for (int32 i = 0; index = i, ReadSlot(i, copy_days); i++) {
     memset(bins, 0, sizeof(bins));
     uint64 samples = 0;
     int32 in_use_max = 0, connections_max = 0;
@@ -136,14 +142,16 @@ WARDEN_FUNCTION(pool_advice) {
     const int32 p95 = Percentile(bins, samples, 95, in_use_max);
     const int32 p99 = Percentile(bins, samples, 99, in_use_max);
     const int32 held =
-        static_cast<int32>(pg_atomic_read_u32(&usage->entries[copy->entry].connections));
+        copy->entry < 0
+            ? 0
+            : static_cast<int32>(pg_atomic_read_u32(&usage->entries[copy->entry].connections));
     int32 recommended = (p99 * kHeadroomNum + kHeadroomDen - 1) / kHeadroomDen + kHeadroomExtra;
     if (connections_max > 0) recommended = Min(recommended, connections_max);
     recommended = Max(recommended, 1);
 
     Datum values[13];
     bool nulls[13] = {false};
-    KeyValues(copy->entry, values, nulls);
+    KeyValues(copy->key, values, nulls);
     values[3] = Int32GetDatum(held);
     values[4] = Int32GetDatum(connections_max);
     values[5] = Int32GetDatum(p50);
@@ -158,6 +166,12 @@ WARDEN_FUNCTION(pool_advice) {
   }
   pfree(copy);
   return (Datum)0;
+}
+
+WARDEN_FUNCTION(reset_history) {
+  RequireHistory();
+  ResetHistory();
+  PG_RETURN_VOID();
 }
 
 WARDEN_FUNCTION(history_stats) {

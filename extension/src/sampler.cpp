@@ -30,6 +30,7 @@ struct EntrySample {
   int32 idle;
   int32 idle_in_transaction;
   double longest_idle_seconds;
+  double longest_idle_in_transaction_seconds;
 };
 
 /* pid -> slot, rebuilt each sample (open addressing, size a power of two). */
@@ -103,18 +104,31 @@ TimestampTz SampleOnce() {
     if (be->st_backendType != B_BACKEND || be->st_procpid <= 0) continue;
     const int32 slot = SlotOf(be->st_procpid);
     if (slot < 0) continue; /* still logging in, or not counted */
-    int32 entry = usage->slots[slot].entry;
+    BackendSlot *bs = &usage->slots[slot];
+    UsageKey real; /* the session's real key: its login's database and role, its application now */
+    char login_application[NAMEDATALEN];
+    SpinLockAcquire(&bs->mutex);
+    int32 entry = bs->entry;
+    memcpy(real.database, bs->key.database, NAMEDATALEN);
+    memcpy(real.role, bs->key.role, NAMEDATALEN);
+    memcpy(login_application, bs->key.application, NAMEDATALEN);
+    SpinLockRelease(&bs->mutex);
     if (entry < 0 || static_cast<uint32>(entry) >= pg_atomic_read_u32(&usage->used)) continue;
+    MakePrintable(real.application, be->st_appname);
+    /* A session folded at login stays in its <other> row until it changes its name. */
+    const bool folded_as_logged_in =
+        strcmp(usage->entries[entry].key.application, kOtherApplication) == 0 &&
+        strcmp(real.application, login_application) == 0;
 
-    if (ApplicationChanged(usage->entries[entry], be->st_appname)) {
+    if (!folded_as_logged_in && ApplicationChanged(usage->entries[entry], real.application)) {
       UsageKey key = usage->entries[entry].key;
-      memset(key.application, 0, NAMEDATALEN);
-      strlcpy(key.application, be->st_appname ? be->st_appname : "", NAMEDATALEN);
+      memcpy(key.application, real.application, NAMEDATALEN);
       const int32 to = FindOrAddEntry(key);
       if (to != entry) {
         Rekey(slot, be->st_procpid, entry, to);
         entry = to;
       }
+      UnpinEntry(to);
     }
 
     const SessionState state = SessionStateOf(be->st_state);
@@ -133,9 +147,14 @@ TimestampTz SampleOnce() {
           break;
         }
         case SessionState::kIdleInTransaction:
-        case SessionState::kIdleInTransactionAborted:
+        case SessionState::kIdleInTransactionAborted: {
           es.idle_in_transaction++;
+          const double idle_s =
+              static_cast<double>(now - be->st_state_start_timestamp) / USECS_PER_SEC;
+          if (idle_s > es.longest_idle_in_transaction_seconds)
+            es.longest_idle_in_transaction_seconds = idle_s;
           break;
+        }
         default:
           break;
       }
@@ -145,6 +164,7 @@ TimestampTz SampleOnce() {
       SampledBackend &sb = out[nsampled++];
       sb.pid = be->st_procpid;
       sb.entry = entry;
+      sb.key = real;
       sb.state = state;
       sb.state_start = be->st_state_start_timestamp;
       sb.backend_start = be->st_proc_start_timestamp;
@@ -172,6 +192,8 @@ TimestampTz SampleOnce() {
     entry.idle = entry_samples[e].idle;
     entry.idle_in_transaction = entry_samples[e].idle_in_transaction;
     entry.longest_idle_seconds = entry_samples[e].longest_idle_seconds;
+    entry.longest_idle_in_transaction_seconds =
+        entry_samples[e].longest_idle_in_transaction_seconds;
   }
   usage->current_buffer = target;
   usage->nsampled = nsampled;

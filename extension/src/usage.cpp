@@ -15,7 +15,8 @@ UsageShared *usage = nullptr;
 
 namespace {
 
-int32 OtherCapacity(int32 max_tracked) { return Max(16, max_tracked / 4); }
+/* More than backends can ever hold, so a folded key always finds an entry. */
+int32 OtherCapacity() { return Max(16, MaxBackends + 2); }
 
 int32 IndexSize(int32 capacity) {
   int32 n = 64;
@@ -25,13 +26,6 @@ int32 IndexSize(int32 capacity) {
 
 uint32 HashKey(const UsageKey &key) {
   return hash_bytes(reinterpret_cast<const unsigned char *>(&key), sizeof(UsageKey));
-}
-
-void MakeKey(UsageKey *key, const char *database, const char *role, const char *application) {
-  memset(key, 0, sizeof(*key));
-  strlcpy(key->database, database ? database : "", NAMEDATALEN);
-  strlcpy(key->role, role ? role : "", NAMEDATALEN);
-  strlcpy(key->application, application ? application : "", NAMEDATALEN);
 }
 
 /* Caller holds keys_lock (either mode). */
@@ -45,19 +39,127 @@ int32 Lookup(const UsageKey &key, uint32 hash) {
   }
 }
 
-/* Caller holds keys_lock exclusively and has checked there is room. */
-int32 Insert(const UsageKey &key, uint32 hash) {
-  const int32 e = static_cast<int32>(pg_atomic_read_u32(&usage->used));
-  UsageEntry *entry = &usage->entries[e];
-  entry->key = key;
-  entry->hash = hash;
-  /* counters were zeroed at init and entries are never reused */
+/* Caller holds keys_lock exclusively. */
+void IndexAdd(int32 e) {
   const uint32 mask = static_cast<uint32>(usage->index_size - 1);
-  uint32 i = hash & mask;
+  uint32 i = usage->entries[e].hash & mask;
   while (usage->index[i] >= 0) i = (i + 1) & mask;
   usage->index[i] = e;
+}
+
+/* Caller holds keys_lock exclusively. Removal from linear probing by backward shift. */
+void IndexRemove(int32 e) {
+  const uint32 mask = static_cast<uint32>(usage->index_size - 1);
+  uint32 i = usage->entries[e].hash & mask;
+  while (usage->index[i] != e) i = (i + 1) & mask;
+  usage->index[i] = -1;
+  for (uint32 j = (i + 1) & mask; usage->index[j] >= 0; j = (j + 1) & mask) {
+    const uint32 home = usage->entries[usage->index[j]].hash & mask;
+    /* the entry at j may move to i when its home is not cyclically in (i, j] */
+    const bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (stays) continue;
+    usage->index[i] = usage->index[j];
+    usage->index[j] = -1;
+    i = j;
+  }
+}
+
+/* Nothing refers to entry e: no connection, no pin, no session in the latest sample. */
+bool Reclaimable(const UsageEntry &entry) {
+  return entry.in_use &&
+         pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.connections)) == 0 &&
+         pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.pins)) == 0 &&
+         entry.active == 0 && entry.idle == 0 && entry.idle_in_transaction == 0;
+}
+
+/*
+ * The least recently seen reclaimable entry of [lo, hi), -1 if none. It
+ * looks at up to kReclaimCandidates reclaimable entries from the hand on
+ * (and at most kReclaimScan entries), so a new key costs the same however
+ * large the table: least recently seen among a sample, as Redis evicts.
+ */
+constexpr int32 kReclaimCandidates = 32;
+constexpr int32 kReclaimScan = 1024;
+int32 PickVictim(int32 lo, int32 hi, int32 *hand) {
+  const int32 n = hi - lo;
+  int32 best = -1;
+  uint64 best_seen = 0;
+  int32 found = 0;
+  int32 i = *hand;
+  for (int32 k = 0; k < Min(n, kReclaimScan) && found < kReclaimCandidates; k++) {
+    const int32 e = lo + (i % n);
+    i = (i + 1) % n;
+    const UsageEntry &entry = usage->entries[e];
+    if (!Reclaimable(entry)) continue;
+    found++;
+    const uint64 seen = pg_atomic_read_u64(const_cast<pg_atomic_uint64 *>(&entry.last_seen));
+    if (best < 0 || seen < best_seen) {
+      best = e;
+      best_seen = seen;
+    }
+  }
+  *hand = i;
+  return best;
+}
+
+/* Caller holds keys_lock exclusively. Gives entry e (unused or reclaimable) to key. */
+void Assign(int32 e, const UsageKey &key, uint32 hash) {
+  UsageEntry *entry = &usage->entries[e];
+  if (entry->in_use) {
+    if (entry_reclaim_hook != nullptr) entry_reclaim_hook(e);
+    IndexRemove(e);
+    pg_atomic_fetch_add_u64(&usage->reclaimed, 1);
+  }
+  /* readers of keys and counters hold sample_lock */
+  LWLockAcquire(usage->sample_lock, LW_EXCLUSIVE);
+  entry->key = key;
+  entry->hash = hash;
+  entry->generation++;
+  pg_atomic_write_u32(&entry->peak_connections, 0);
+  pg_atomic_write_u64(&entry->peak_at, 0);
+  pg_atomic_write_u64(&entry->opened, 0);
+  pg_atomic_write_u64(&entry->refused, 0);
+  pg_atomic_write_u64(&entry->terminated, 0);
+  pg_atomic_write_u64(&entry->last_seen, static_cast<uint64>(GetCurrentTimestamp()));
+  entry->active = entry->idle = entry->idle_in_transaction = 0;
+  entry->longest_idle_seconds = entry->longest_idle_in_transaction_seconds = 0;
+  entry->in_use = true;
+  LWLockRelease(usage->sample_lock);
+  IndexAdd(e);
+  const uint32 bound = static_cast<uint32>(e + 1);
   pg_write_barrier();
-  pg_atomic_write_u32(&usage->used, static_cast<uint32>(e + 1));
+  if (pg_atomic_read_u32(&usage->used) < bound) pg_atomic_write_u32(&usage->used, bound);
+}
+
+/*
+ * Caller holds keys_lock exclusively. An entry for a new key in the regular
+ * part (other = false) or the <other> part: a never used one, else the
+ * least recently seen one nothing refers to; -1 if the regular part has
+ * none. The <other> part has more entries than backends can hold, so it
+ * always has one.
+ */
+int32 AddIn(const UsageKey &key, uint32 hash, bool other) {
+  /* entry 0 stays unused: other rooms read entry 0 as "no key" */
+  const int32 lo = other ? 1 + usage->max_tracked : 1;
+  const int32 size = other ? usage->other_capacity : usage->max_tracked;
+  int32 *used_part = other ? &usage->used_other : &usage->used_regular;
+  int32 e = -1;
+  if (*used_part < size) {
+    e = lo + (*used_part)++;
+  } else {
+    e = PickVictim(lo, lo + size, other ? &usage->hand_other : &usage->hand_regular);
+    if (e < 0 && !other) return -1;
+    if (e < 0) {
+      /* Only sessions that left since the latest sample keep every <other>
+       * entry referenced: take one with no connection and no pin. */
+      for (int32 k = lo; k < lo + size && e < 0; k++)
+        if (pg_atomic_read_u32(&usage->entries[k].connections) == 0 &&
+            pg_atomic_read_u32(&usage->entries[k].pins) == 0)
+          e = k;
+      if (e < 0) return lo; /* cannot happen: more entries than backends */
+    }
+  }
+  Assign(e, key, hash);
   return e;
 }
 
@@ -71,15 +173,48 @@ void UpdatePeak(UsageEntry *entry, uint32 now_connections) {
   }
 }
 
+void (*release_admission_fn)(BackendSlot *slot) = nullptr;
+bool callbacks_registered = false;
+bool login_established = false;
+
 void CountOut(int, Datum) {
-  if (usage == nullptr || MyBackendId < 1 || MyBackendId > usage->max_backends) return;
-  BackendSlot *slot = &usage->slots[MyBackendId - 1];
+  if (!CanCountThisBackend()) return;
+  BackendSlot *slot = MySlot();
+  if (release_admission_fn != nullptr) release_admission_fn(slot);
   SpinLockAcquire(&slot->mutex);
   const int32 e = slot->entry;
   slot->entry = -1;
   slot->pid = 0;
   if (e >= 0) pg_atomic_fetch_sub_u32(&usage->entries[e].connections, 1);
   SpinLockRelease(&slot->mutex);
+  if (e >= 0)
+    pg_atomic_write_u64(&usage->entries[e].last_seen, static_cast<uint64>(GetCurrentTimestamp()));
+}
+
+/*
+ * InitPostgres authenticates inside its startup transaction and commits it
+ * only once every check of its own passed (the database exists, CONNECT
+ * privilege, the role's and the database's connection limits). Its
+ * pre-commit is therefore the moment the login is established: only then
+ * does the key get a usage row, a connection, `opened` and a peak. A login
+ * refused by PostgreSQL aborts that transaction and leaves nothing behind.
+ */
+void CountInAtStartupCommit(XactEvent event, void *) {
+  if (login_established || event != XACT_EVENT_PRE_COMMIT) return;
+  login_established = true;
+  if (!CanCountThisBackend()) return;
+  BackendSlot *slot = MySlot();
+  const int32 e = FindOrAddEntry(slot->key);
+  UsageEntry *entry = &usage->entries[e];
+  SpinLockAcquire(&slot->mutex);
+  slot->pid = MyProcPid;
+  slot->backend_start = MyStartTimestamp;
+  slot->entry = e;
+  const uint32 now_connections = pg_atomic_add_fetch_u32(&entry->connections, 1);
+  SpinLockRelease(&slot->mutex);
+  UnpinEntry(e);
+  pg_atomic_fetch_add_u64(&entry->opened, 1);
+  UpdatePeak(entry, now_connections);
 }
 
 }  // namespace
@@ -104,7 +239,7 @@ const char *SessionStateName(SessionState s) {
   return "starting";
 }
 
-int32 UsageCapacity() { return guc_max_tracked + OtherCapacity(guc_max_tracked) + 1; }
+int32 UsageCapacity() { return 1 + guc_max_tracked + OtherCapacity(); }
 
 SessionState SessionStateOf(BackendState st) {
   switch (st) {
@@ -140,7 +275,7 @@ void UsageShmemInit() {
   usage =
       static_cast<UsageShared *>(ShmemInitStruct("pg_warden tracking", UsageShmemSize(), &found));
   char *p = reinterpret_cast<char *>(usage) + MAXALIGN(sizeof(UsageShared));
-  const int32 other = OtherCapacity(guc_max_tracked);
+  const int32 other = OtherCapacity();
   const int32 capacity = UsageCapacity();
   const int32 index_size = IndexSize(capacity);
   if (!found) {
@@ -154,6 +289,7 @@ void UsageShmemInit() {
     usage->index_size = index_size;
     usage->max_backends = MaxBackends;
     pg_atomic_init_u32(&usage->used, 0);
+    pg_atomic_init_u64(&usage->reclaimed, 0);
   }
   usage->entries = reinterpret_cast<UsageEntry *>(p);
   p += MAXALIGN(mul_size(capacity, sizeof(UsageEntry)));
@@ -175,17 +311,16 @@ void UsageShmemInit() {
     pg_atomic_init_u64(&e->opened, 0);
     pg_atomic_init_u64(&e->refused, 0);
     pg_atomic_init_u64(&e->terminated, 0);
+    pg_atomic_init_u32(&e->pins, 0);
+    pg_atomic_init_u64(&e->last_seen, 0);
   }
   for (int32 i = 0; i < index_size; i++) usage->index[i] = -1;
   for (int32 i = 0; i < MaxBackends; i++) {
     SpinLockInit(&usage->slots[i].mutex);
     usage->slots[i].pid = 0;
     usage->slots[i].entry = -1;
+    usage->slots[i].admitted = false;
   }
-  /* entry 0: the global <other>, for when even the <other> keys are full */
-  UsageKey global;
-  MakeKey(&global, "", "", kOtherApplication);
-  Insert(global, HashKey(global));
 }
 
 void RequirePreloaded() {
@@ -197,61 +332,70 @@ void RequirePreloaded() {
                    "server.")));
 }
 
+void MakePrintable(char *dst, const char *src) {
+  memset(dst, 0, NAMEDATALEN);
+  if (src == nullptr) return;
+  for (int i = 0; i < NAMEDATALEN - 1 && src[i] != '\0'; i++) {
+    const unsigned char c = static_cast<unsigned char>(src[i]);
+    dst[i] = (c >= 0x20 && c <= 0x7e) ? static_cast<char>(c) : '?';
+  }
+}
+
+void MakeKey(UsageKey *key, const char *database, const char *role, const char *application) {
+  MakePrintable(key->database, database);
+  MakePrintable(key->role, role);
+  MakePrintable(key->application, application);
+}
+
+void (*entry_reclaim_hook)(int32 e) = nullptr;
+
 int32 FindOrAddEntry(const UsageKey &key) {
   const uint32 hash = HashKey(key);
   LWLockAcquire(usage->keys_lock, LW_SHARED);
   int32 e = Lookup(key, hash);
+  if (e >= 0) pg_atomic_fetch_add_u32(&usage->entries[e].pins, 1);
   LWLockRelease(usage->keys_lock);
   if (e >= 0) return e;
 
   LWLockAcquire(usage->keys_lock, LW_EXCLUSIVE);
   e = Lookup(key, hash);
+  if (e < 0 && strcmp(key.application, kOtherApplication) != 0) e = AddIn(key, hash, false);
   if (e < 0) {
-    const bool is_other = strcmp(key.application, kOtherApplication) == 0;
-    if (!is_other && usage->used_regular < usage->max_tracked) {
-      e = Insert(key, hash);
-      usage->used_regular++;
-    } else {
-      UsageKey other = key;
-      memset(other.application, 0, NAMEDATALEN);
-      strlcpy(other.application, kOtherApplication, NAMEDATALEN);
-      const uint32 other_hash = HashKey(other);
-      e = Lookup(other, other_hash);
-      if (e < 0 && usage->used_other < usage->other_capacity) {
-        e = Insert(other, other_hash);
-        usage->used_other++;
-      }
-      if (e < 0) e = 0;
-    }
+    UsageKey other = key;
+    MakePrintable(other.application, kOtherApplication);
+    const uint32 other_hash = HashKey(other);
+    e = Lookup(other, other_hash);
+    if (e < 0) e = AddIn(other, other_hash, true);
   }
+  pg_atomic_fetch_add_u32(&usage->entries[e].pins, 1);
   LWLockRelease(usage->keys_lock);
   return e;
+}
+
+void UnpinEntry(int32 e) {
+  pg_atomic_write_u64(&usage->entries[e].last_seen, static_cast<uint64>(GetCurrentTimestamp()));
+  pg_atomic_fetch_sub_u32(&usage->entries[e].pins, 1);
 }
 
 bool CanCountThisBackend() {
   return usage != nullptr && MyBackendId >= 1 && MyBackendId <= usage->max_backends;
 }
 
-int32 LoginEntry(const char *database, const char *role, const char *application) {
-  UsageKey key;
-  MakeKey(&key, database, role, application);
-  return FindOrAddEntry(key);
-}
+BackendSlot *MySlot() { return &usage->slots[MyBackendId - 1]; }
 
-void CountIn(int32 e) {
-  UsageEntry *entry = &usage->entries[e];
-  BackendSlot *slot = &usage->slots[MyBackendId - 1];
-
+void RegisterLoginCallbacks(void (*release_admission)(BackendSlot *slot)) {
+  if (callbacks_registered) return;
+  callbacks_registered = true;
+  release_admission_fn = release_admission;
   /* Register the way out before counting in: no path can skip it. */
   before_shmem_exit(CountOut, 0);
-  SpinLockAcquire(&slot->mutex);
-  slot->pid = MyProcPid;
-  slot->entry = e;
-  slot->backend_start = MyStartTimestamp;
-  const uint32 now_connections = pg_atomic_add_fetch_u32(&entry->connections, 1);
-  SpinLockRelease(&slot->mutex);
-  pg_atomic_fetch_add_u64(&entry->opened, 1);
-  UpdatePeak(entry, now_connections);
+  RegisterXactCallback(CountInAtStartupCommit, nullptr);
+}
+
+void CountRefused(const UsageKey &key) {
+  const int32 e = FindOrAddEntry(key);
+  pg_atomic_fetch_add_u64(&usage->entries[e].refused, 1);
+  UnpinEntry(e);
 }
 
 void Rekey(int32 slot_index, int32 pid, int32 from_entry, int32 to_entry) {

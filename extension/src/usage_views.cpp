@@ -16,8 +16,10 @@ namespace {
 
 struct AppRow {
   UsageKey key;
+  bool in_use;
   int32 connections, active, idle, idle_in_transaction, peak;
   double longest_idle;
+  double longest_idle_in_transaction;
   TimestampTz peak_at;
   int64 opened, refused, terminated;
 };
@@ -44,7 +46,9 @@ double UsagePercent(int64 connections) {
   return usable > 0 ? 100.0 * static_cast<double>(connections) / usable : 100.0;
 }
 
-constexpr int kAppUsageColumns = 13;
+/* 1.1 added longest_idle_in_transaction_seconds; a 1.0 install has the first 13. */
+constexpr int kAppUsageColumns = 14;
+constexpr int kAppUsageColumns10 = 13;
 
 /* Copies the usage table under sample_lock (shared) into palloc'd rows. */
 uint32 SnapshotAppRows(AppRow **out) {
@@ -56,6 +60,7 @@ uint32 SnapshotAppRows(AppRow **out) {
     UsageEntry &e = usage->entries[i];
     AppRow &r = rows[i];
     r.key = e.key;
+    r.in_use = e.in_use;
     r.connections = static_cast<int32>(pg_atomic_read_u32(&e.connections));
     r.peak = static_cast<int32>(pg_atomic_read_u32(&e.peak_connections));
     r.peak_at = static_cast<TimestampTz>(pg_atomic_read_u64(&e.peak_at));
@@ -66,25 +71,22 @@ uint32 SnapshotAppRows(AppRow **out) {
     r.idle = e.idle;
     r.idle_in_transaction = e.idle_in_transaction;
     r.longest_idle = e.longest_idle_seconds;
+    r.longest_idle_in_transaction = e.longest_idle_in_transaction_seconds;
   }
   LWLockRelease(usage->sample_lock);
   *out = rows;
   return used;
 }
 
-/* Entry 0 is the global <other> row: shown only once something fell into it. */
-bool AppRowHidden(const AppRow &r, uint32 index) {
-  return index == 0 && r.opened == 0 && r.connections == 0 && r.refused == 0;
-}
+/* Entries not (yet) given to a key. */
+bool AppRowHidden(const AppRow &r, uint32) { return !r.in_use; }
 
 /* One app_usage row as datums; names point into r, the text is palloc'd. */
 void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
-  const bool global_other = (index == 0);
   for (int i = 0; i < kAppUsageColumns; i++) nulls[i] = false;
   values[0] =
       NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
   values[1] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
-  nulls[0] = nulls[1] = global_other;
   values[2] = CStringGetTextDatum(r.key.application);
   values[3] = Int32GetDatum(r.connections);
   values[4] = Int32GetDatum(r.active);
@@ -96,6 +98,13 @@ void AppRowValues(const AppRow &r, uint32 index, Datum *values, bool *nulls) {
   values[10] = Int64GetDatum(r.opened);
   values[11] = Int64GetDatum(r.refused);
   values[12] = Int64GetDatum(r.terminated);
+}
+
+/* The 1.1 column, where the row has room for it (not in a 1.0 install). */
+void AppRowValues11(const AppRow &r, int natts, Datum *values, bool *nulls) {
+  if (natts < kAppUsageColumns) return;
+  values[13] = Float8GetDatum(r.longest_idle_in_transaction);
+  nulls[13] = false;
 }
 
 }  // namespace
@@ -114,6 +123,7 @@ WARDEN_FUNCTION(app_usage) {
     Datum values[kAppUsageColumns];
     bool nulls[kAppUsageColumns];
     AppRowValues(rows[i], i, values, nulls);
+    AppRowValues11(rows[i], kAppUsageColumns, values, nulls);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   return (Datum)0;
@@ -165,13 +175,12 @@ WARDEN_FUNCTION(backends) {
   const SampledBackend *sampled = usage->sampled[usage->current_buffer];
   for (int32 i = 0; i < n; i++) {
     rows[i].sample = sampled[i];
-    rows[i].key = usage->entries[sampled[i].entry].key;
+    rows[i].key = sampled[i].key; /* the real key, never a folded row */
   }
   LWLockRelease(usage->sample_lock);
 
   for (int32 i = 0; i < n; i++) {
     const BackendRow &r = rows[i];
-    const bool global_other = (r.sample.entry == 0);
     Datum values[9];
     bool nulls[9] = {false};
     values[0] = Int32GetDatum(r.sample.pid);
@@ -179,7 +188,6 @@ WARDEN_FUNCTION(backends) {
         NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.database)));
     values[2] =
         NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.key.role)));
-    nulls[1] = nulls[2] = global_other;
     values[3] = CStringGetTextDatum(r.key.application);
     values[4] = ClientAddr(r.sample.client_addr, &nulls[4]);
     values[5] = CStringGetTextDatum(SessionStateName(r.sample.state));
@@ -264,13 +272,13 @@ struct AppUsageScan {
 
 constexpr Oid kAppUsageTypes[kAppUsageColumns] = {
     NAMEOID,   NAMEOID, TEXTOID,        INT4OID, INT4OID, INT4OID, INT4OID,
-    FLOAT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID};
+    FLOAT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, FLOAT8OID};
 
 /* A foreign table of this wrapper must have app_usage's columns, in order. */
 void CheckAppUsageShape(Relation rel) {
   TupleDesc desc = RelationGetDescr(rel);
-  bool ok = desc->natts == kAppUsageColumns;
-  for (int i = 0; ok && i < kAppUsageColumns; i++) {
+  bool ok = desc->natts == kAppUsageColumns || desc->natts == kAppUsageColumns10;
+  for (int i = 0; ok && i < desc->natts; i++) {
     Form_pg_attribute att = TupleDescAttr(desc, i);
     ok = !att->attisdropped && att->atttypid == kAppUsageTypes[i];
   }
@@ -326,6 +334,8 @@ TupleTableSlot *UsageIterate(ForeignScanState *node) {
       scan->next++;
     if (scan->next >= scan->nrows) return slot;
     AppRowValues(scan->rows[scan->next], scan->next, slot->tts_values, slot->tts_isnull);
+    AppRowValues11(scan->rows[scan->next], slot->tts_tupleDescriptor->natts, slot->tts_values,
+                   slot->tts_isnull);
     scan->next++;
     return ExecStoreVirtualTuple(slot);
   });

@@ -199,3 +199,14 @@ COMMENT ON FUNCTION warden.open_admission(text, text) IS
 -- longer every pg_signal_backend member.
 REVOKE EXECUTE ON FUNCTION warden.record_action(int, name, name, text, text, float8, text, bool, inet)
   FROM pg_signal_backend;
+-- warden.reset_history(): empties the usage history.
+CREATE FUNCTION warden.reset_history() RETURNS void
+  LANGUAGE C STRICT VOLATILE SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'reset_history';
+COMMENT ON FUNCTION warden.reset_history() IS
+  'Forgets the usage history of every key on this server (shared memory; the file follows at the next save).';
+REVOKE ALL ON FUNCTION warden.reset_history() FROM PUBLIC;
+
+-- app_usage: the age of the longest idle-in-transaction session per key.
+ALTER TYPE warden.app_usage_row ADD ATTRIBUTE longest_idle_in_transaction_seconds float8;
+ALTER FOREIGN TABLE warden.app_usage ADD COLUMN longest_idle_in_transaction_seconds float8;

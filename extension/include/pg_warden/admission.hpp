@@ -7,9 +7,18 @@
  *   - admission overrides: set with warden.close_admission() on this server
  *     only, never stored in a table, gone at restart.
  *
- * Locking: admission_lock (LWLock), exclusive around the whole
- * check-then-count of a login, so N simultaneous logins against a budget of
- * K admit exactly K; exclusive to change rules. Shared to read them.
+ * Counting is per backend slot, never per usage row: each admitted backend's
+ * slot (usage.hpp) holds its real key and the mask of the rules it matched,
+ * and each rule has one atomic counter of the slots that hold it. A login
+ * counts itself in first (increment-then-check) and takes it all back when
+ * refused, so N simultaneous logins against a budget of K admit exactly K
+ * whatever the number of keys; a race at the limit can only refuse.
+ *
+ * Locking: admission_lock (LWLock): shared at login (rules read, counters
+ * moved with atomics) and at exit; exclusive to change rules, which
+ * rebuilds the counters from the slots (MaxBackends, not keys). No catalog
+ * access under it: the superuser lookup of a refused login runs after it
+ * is released.
  */
 #pragma once
 
@@ -49,7 +58,9 @@ struct AdmissionShared {
   uint32 generation; /* bumped whenever rules change */
   int32 active_rules;
   bool budgets_loaded;
-  AdmissionRule rules[kMaxRules]; /* budgets first, then overrides */
+  AdmissionRule rules[kMaxRules];          /* budgets first, then overrides */
+  pg_atomic_uint32 connections[kMaxRules]; /* admitted slots matching each rule */
+  pg_atomic_uint32 sessions;               /* admitted slots in all */
 };
 
 extern AdmissionShared *admission;
@@ -57,8 +68,15 @@ extern AdmissionShared *admission;
 bool RuleActive(const AdmissionRule &r, TimestampTz now);
 bool RuleMatches(const AdmissionRule &r, const char *database, const char *role,
                  const char *application);
-/* After a change of rules (caller holds admission_lock exclusively). */
+/* After a change of rules (caller holds admission_lock exclusively): recounts. */
 void RecountActive();
+/* Sessions that rule r (index in rules[]) holds now, from its counter. */
+int32 RuleConnections(int r);
+/*
+ * Sessions whose real key (at login) matches rule, walking the backend
+ * slots (MaxBackends): exact whether their usage rows are folded or not.
+ */
+int64 SessionsMatching(const AdmissionRule &rule);
 /* Copies an optional name (nullptr = any) into a rule's field. */
 void CopyName(char *dst, const char *src, bool *has);
 

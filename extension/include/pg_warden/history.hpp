@@ -12,9 +12,13 @@
  *   int32        slot_of_entry[UsageCapacity()]   usage entry -> history slot, -1 = none
  *   HistorySlot  slots[warden.history_keys]
  *
- * A key gets a slot the first time a sample sees it holding a connection;
- * slots are never freed (like usage entries, which never move). Keys past
- * warden.history_keys have no history.
+ *   UsageKey     slot_keys[warden.history_keys]   each slot's own key
+ *
+ * A key gets a slot the first time a sample sees it holding a connection.
+ * When its usage entry is reclaimed the slot stays with its key (detached,
+ * entry -1) and is taken up again if the key comes back. When every slot is
+ * in use, a new key takes the least recently recorded slot whose key holds
+ * no connection. warden.reset_history() empties it.
  *
  * Locking protocol:
  *   history_lock (LWLock): exclusive while the sampler records a sample (one
@@ -39,5 +43,8 @@ void HistoryShmemInit();
  * wrote) and the exact connections counter.
  */
 void HistoryRecordSample(TimestampTz sampled_at);
+
+/* Forgets every key's history (warden.reset_history()). */
+void ResetHistory();
 
 }  // namespace warden

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "pg_warden/pg.hpp"
+#include "pg_warden/usage.hpp"
 
 namespace warden {
 
@@ -67,7 +68,7 @@ struct DayHistogram {
 };
 
 struct HistorySlot {
-  int32 entry;       /* usage entry; meaningless in the file */
+  int32 entry;       /* usage entry, -1 once that entry was reclaimed; meaningless in the file */
   int32 last_minute; /* newest minute/hour/day number recorded (since 2000-01-01 UTC) */
   int32 last_hour;
   int32 last_day;
@@ -88,6 +89,7 @@ struct HistoryShared {
   TimestampTz saved_at; /* the sampler's last periodic save, and its cost */
   double last_save_ms;
   int32 *slot_of_entry;
+  UsageKey *slot_keys; /* the key of each slot: kept when its usage entry is reclaimed */
   HistorySlot *slots;
 };
 

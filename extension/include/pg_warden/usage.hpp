@@ -10,9 +10,13 @@
  *   SampledBackend sampled[2][MaxBackends]  the sampler's latest sample, double-buffered
  *
  * Locking protocol:
- *   keys_lock (LWLock): shared to look a key up, exclusive to add one. Entries
- *     are never moved or removed, so an entry index stays valid for ever and
- *     counters are updated with atomics without the lock.
+ *   keys_lock (LWLock): shared to look a key up (and pin its entry),
+ *     exclusive to add one or to reclaim an entry. An entry is reclaimed
+ *     only when nothing refers to it: no connection counted in it, no pin,
+ *     and no session in the latest sample; its generation moves. Counters
+ *     are updated with atomics without the lock. The key of an entry is
+ *     rewritten under keys_lock and sample_lock, so readers of the table
+ *     under sample_lock see whole keys.
  *   sample_lock (LWLock): exclusive while the sampler publishes a sample (flips
  *     the sample buffer, writes the per-entry sampled fields), shared to read.
  *   BackendSlot.mutex (spinlock): guards slot.entry, so that counting out at
@@ -49,8 +53,12 @@ const char *SessionStateName(SessionState s);
 SessionState SessionStateOf(BackendState st);
 
 struct UsageEntry {
-  UsageKey key;
+  UsageKey key; /* written under keys_lock and sample_lock, both exclusive */
   uint32 hash;
+  bool in_use;           /* under keys_lock */
+  uint32 generation;     /* bumped each time the entry is reclaimed for another key */
+  pg_atomic_uint32 pins; /* short holds by a login or the sampler between lookup and count-in */
+  pg_atomic_uint64 last_seen;   /* TimestampTz of the last count in or out: reclaim order */
   pg_atomic_uint32 connections; /* exact: login hook in, exit callback out */
   pg_atomic_uint32 peak_connections;
   pg_atomic_uint64 peak_at; /* TimestampTz */
@@ -62,18 +70,32 @@ struct UsageEntry {
   int32 idle;
   int32 idle_in_transaction;
   double longest_idle_seconds;
+  double longest_idle_in_transaction_seconds;
 };
 
+/* Admission rules a slot can match (budgets + overrides), as 64-bit words. */
+constexpr int kRuleMaskWords = 3;
+
+/*
+ * One per backend id. The admission fields (key, rules, admitted) are
+ * written by the backend at login and by the rebuild of the rule counters,
+ * both under admission_lock (shared at login and exit, exclusive to
+ * rebuild) and the slot's spinlock; entry and pid under the spinlock.
+ */
 struct BackendSlot {
   slock_t mutex;
   int32 pid;
-  int32 entry; /* usage entry counted in, -1 if none */
+  int32 entry; /* usage entry counted in, -1 if none (or login not established yet) */
   TimestampTz backend_start;
+  bool admitted;                /* holds one count in every rule of `rules` and in the total */
+  UsageKey key;                 /* the real key at login (printable), never folded */
+  uint64 rules[kRuleMaskWords]; /* admission rules the key matched when counted */
 };
 
 struct SampledBackend {
   int32 pid;
-  int32 entry;
+  int32 entry;  /* the usage row it is shown in (may be a folded <other> row) */
+  UsageKey key; /* its real key: database, role and application_name now */
   SessionState state;
   TimestampTz state_start;
   TimestampTz backend_start;
@@ -84,14 +106,17 @@ struct SampledBackend {
 struct UsageShared {
   LWLock *keys_lock;
   LWLock *sample_lock;
-  int32 max_tracked;    /* regular keys */
-  int32 other_capacity; /* extra keys for (database, role, <other>) */
-  int32 capacity;       /* all entries; entry 0 is the global <other> */
+  int32 max_tracked;    /* regular keys: entries [1, max_tracked]; entry 0 is never used */
+  int32 other_capacity; /* (database, role, <other>) keys: the entries after them */
+  int32 capacity;       /* all entries */
   int32 index_size;     /* power of two */
   int32 max_backends;
-  int32 used_regular; /* under keys_lock */
+  int32 used_regular; /* under keys_lock: entries of each part ever used */
   int32 used_other;
-  pg_atomic_uint32 used; /* entries in use; grows only */
+  int32 hand_regular; /* under keys_lock: where the next reclaim looks first */
+  int32 hand_other;
+  pg_atomic_uint64 reclaimed; /* keys reclaimed since start */
+  pg_atomic_uint32 used;      /* bound of the entry indexes ever used; grows only */
 
   /* published by the sampler, under sample_lock */
   int32 current_buffer;
@@ -115,15 +140,41 @@ Size UsageShmemSize();
 int32 UsageCapacity();
 void UsageShmemInit();
 
-/* Entry for key, added if new; folds into <other> when full. Never fails. */
+/*
+ * Entry for key, added if new (reclaiming the least recently seen key with
+ * no connections when the table is full; only past that folding into
+ * (database, role, <other>)). Never fails. The entry is returned pinned
+ * (it cannot be reclaimed): the caller counts in, then calls UnpinEntry.
+ */
 int32 FindOrAddEntry(const UsageKey &key);
+void UnpinEntry(int32 e);
+/* Called (under keys_lock exclusive) before entry e is given to another key. */
+extern void (*entry_reclaim_hook)(int32 e);
+
+/*
+ * A key as pg_warden stores and matches it: each name cut to NAMEDATALEN-1
+ * bytes, every byte outside printable ASCII replaced by '?' (PostgreSQL's
+ * rule for application_name, applied to all three names).
+ */
+void MakeKey(UsageKey *key, const char *database, const char *role, const char *application);
+void MakePrintable(char *dst, const char *src);
+
+/* The real key of a sampled session (what idle policies match), never a folded row. */
+inline const UsageKey &SessionKey(const SampledBackend &sb) { return sb.key; }
 
 /* Login path (auth hook): is there a slot for this backend? */
 bool CanCountThisBackend();
-/* Login path: the usage entry of a login's key (added if new). */
-int32 LoginEntry(const char *database, const char *role, const char *application);
-/* Login path: count this backend in under entry e; counted out at exit. */
-void CountIn(int32 e);
+/* This backend's slot (CanCountThisBackend() must hold). */
+BackendSlot *MySlot();
+/*
+ * Login path: registers, once, the exit callback (which calls
+ * release_admission, then counts out of the usage entry) and the callback
+ * that counts the login in its usage entry when the startup transaction
+ * commits, i.e. once PostgreSQL accepted the login.
+ */
+void RegisterLoginCallbacks(void (*release_admission)(BackendSlot *slot));
+/* Counts one refused login against key (its entry is added if new). */
+void CountRefused(const UsageKey &key);
 
 /* The sampler moves a session to another key when its application_name changed. */
 void Rekey(int32 slot, int32 pid, int32 from_entry, int32 to_entry);
