@@ -53,14 +53,6 @@ void OverrideKey(FunctionCallInfo fcinfo, char *role, char *application, const c
 
 void RequireAdmission() { RequirePreloaded(); }
 
-int64 MatchingConnections(const AdmissionRule &rule) {
-  const uint32 used = pg_atomic_read_u32(&usage->used);
-  int64 n = 0;
-  for (uint32 e = 0; e < used; e++) {
-    const UsageEntry &entry = usage->entries[e];
-    if (RuleMatches(rule, entry.key.database, entry.key.role, entry.key.application))
-      n += pg_atomic_read_u32(const_cast<pg_atomic_uint32 *>(&entry.connections));
-  }
   return n;
 }
 
@@ -289,7 +281,7 @@ WARDEN_FUNCTION(close_admission) {
   rule.since = now;
   rule.expires = expires;
   rule.reserved = 0;
-  const int64 holding = MatchingConnections(rule);
+  const int64 holding = SessionsMatching(rule);
   rule.max_connections = PG_ARGISNULL(2) ? static_cast<int32>(holding) : PG_GETARG_INT32(2);
 
   /* Refused now, not at commit, when the overrides would not fit. */
@@ -345,7 +337,7 @@ WARDEN_FUNCTION(admission_overrides) {
   for (int i = 0; i < n; i++) {
     Datum values[7];
     bool nulls[7];
-    OverrideValues(rules[i], MatchingConnections(rules[i]), values, nulls);
+    OverrideValues(rules[i], SessionsMatching(rules[i]), values, nulls);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   return (Datum)0;
@@ -376,7 +368,7 @@ WARDEN_FUNCTION(budget_usage) {
     values[4] = CStringGetTextDatum(r.database);
     nulls[4] = !r.has_database;
     values[5] = Int32GetDatum(r.reserved);
-    values[6] = Int32GetDatum(static_cast<int32>(MatchingConnections(r)));
+    values[6] = Int32GetDatum(static_cast<int32>(SessionsMatching(r)));
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   return (Datum)0;

@@ -188,7 +188,7 @@ void ActOn(const SampledBackend &sb, Oid roleid, int32 slot, int32 policy_index)
   TerminationRecord rec;
   memset(&rec, 0, sizeof(rec));
   rec.pid = sb.pid;
-  const UsageKey &key = usage->entries[sb.entry].key;
+  const UsageKey &key = SessionKey(sb);
   strlcpy(rec.database, key.database, NAMEDATALEN);
   strlcpy(rec.role, key.role, NAMEDATALEN);
   strlcpy(rec.application, key.application, NAMEDATALEN);
@@ -250,7 +250,7 @@ TimestampTz EnforceIdlePolicies(const SampledBackend *s, const Oid *roleids, con
     for (int i = 0; i < n; i++) {
       const SampledBackend &sb = s[i];
       if ((pol.states & StateBit(sb.state)) == 0 || sb.entry <= 0) continue;
-      const UsageKey &key = usage->entries[sb.entry].key;
+      const UsageKey &key = SessionKey(sb);
       if (!PolicyMatches(pol, key) || IsExemptRole(key.role)) continue;
       /* a superuser's session: only for a superuser's policy, and never Patroni's own */
       if (!pol.owner_superuser || IsPatroniApplication(key.application)) {
