@@ -53,9 +53,6 @@ void OverrideKey(FunctionCallInfo fcinfo, char *role, char *application, const c
 
 void RequireAdmission() { RequirePreloaded(); }
 
-  return n;
-}
-
 void OverrideValues(const AdmissionRule &r, int64 connections, Datum *values, bool *nulls) {
   values[0] = NameGetDatum(const_cast<NameData *>(reinterpret_cast<const NameData *>(r.role)));
   nulls[0] = !r.has_role;
