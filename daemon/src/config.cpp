@@ -383,7 +383,8 @@ class Parser {
       else if (*scope != "server")
         Fail(t.get("scope"), p + "scope",
              "must be \"server\" (each server alone) or \"cluster\" (summed over a "
-             "[[cluster]]'s members), not \"" + *scope + "\"");
+             "[[cluster]]'s members), not \"" +
+                 *scope + "\"");
     }
     if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
     if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);

@@ -18,6 +18,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <random>
+#include <tuple>
 
 #include "wardend/admission.hpp"
 #include "wardend/backoff.hpp"
@@ -320,6 +321,17 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
     // First connection since start: undo what a previous run left in force.
     s.executor->UndoAll(target, s.in_recovery, "left by a previous run");
     s.recovered = true;
+  } else if (!s.server.cluster.empty()) {
+    // A cluster member reconnected to: Patroni may have restarted it (a
+    // switchover demotes by restarting), so what wardend placed there may be
+    // gone or have lost its reason. Reopen (a no-op where the override died
+    // with the server) and let this poll's decisions place again what still
+    // has a reason: nothing stays behind, in the server or the state file.
+    s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member");
+    std::set<std::string> kept;
+    for (const auto& e : journal_->EntriesFor(s.server.name)) kept.insert(e.role);
+    for (auto it = s.state.applied.begin(); it != s.state.applied.end();)
+      it = kept.count(it->first) ? std::next(it) : s.state.applied.erase(it);
   } else {
     s.executor->ForgetLostAtRestart(target, s.state);
   }
@@ -518,8 +530,8 @@ Config Daemon::Effective(const Config& file) const {
 }
 
 void Daemon::RefreshFleet(const Config& file) {
-  int timeout_ms = static_cast<int>(std::clamp<long long>(
-      static_cast<long long>(file.daemon.interval.count()), 200, 2000));
+  int timeout_ms = static_cast<int>(
+      std::clamp<long long>(static_cast<long long>(file.daemon.interval.count()), 200, 2000));
   for (const auto& cl : file.clusters) {
     PatroniCluster pc;
     try {
@@ -551,11 +563,12 @@ void Daemon::RefreshFleet(const Config& file) {
     const PatroniMember* leader = pc.RunningLeader();
     // The cluster's actor for cluster-scoped limits: the wardend beside the
     // member holding Patroni's leader key (or the one wardend watching the
-    // whole cluster); nobody while no leader is running.
-    bool actor = leader && !pc.paused && (cl.member.empty() || leader->name == cl.member);
+    // whole cluster). While no leader runs (the seconds of a switchover) or
+    // Patroni is paused, the actor does not change.
     {
       std::lock_guard<std::mutex> g(fleet_mu_);
       FleetShared& f = shared_[cl.name];
+      bool actor = leader && !pc.paused ? cl.member.empty() || leader->name == cl.member : f.actor;
       if (f.actor != actor)
         spdlog::info("[{}] {} cluster-scoped limits (leader: {})", cl.name,
                      actor ? "acting on" : "not acting on", leader ? leader->name : "none");
@@ -600,20 +613,22 @@ void Daemon::ClusterCaps(Slot& s, const Config& cfg, const Snapshot& snap) {
     // race between two polls then meet a member's cap, not an open door.
     if (sum * 5 >= limit * 4) {
       if (!rs.over)
-        spdlog::warn("[{}] role {} near its cluster limit: {} connections over {} member(s), "
-                     "max_connections {}: capping each member at its share",
-                     s.server.cluster, lim.role, sum, counts.size(), limit);
+        spdlog::warn(
+            "[{}] role {} near its cluster limit: {} connections over {} member(s), "
+            "max_connections {}: capping each member at its share",
+            s.server.cluster, lim.role, sum, counts.size(), limit);
       rs.over = true;
       rs.under_since.reset();
-      bool same_members = rs.caps.size() == counts.size() &&
-                          std::equal(rs.caps.begin(), rs.caps.end(), counts.begin(),
-                                     [](const auto& a, const auto& b) { return a.first == b.first; });
+      bool same_members =
+          rs.caps.size() == counts.size() &&
+          std::equal(rs.caps.begin(), rs.caps.end(), counts.begin(),
+                     [](const auto& a, const auto& b) { return a.first == b.first; });
       if (!same_members) rs.caps = SplitLimit(limit, counts);
     } else if (rs.over) {
       if (!rs.under_since) rs.under_since = now;
       if (now - *rs.under_since >= static_cast<double>(cooldown.count()) / 1000.0) {
-        spdlog::info("[{}] role {} below 80% of its cluster limit for {}: caps lifted", s.server.cluster, lim.role,
-                     FormatDuration(cooldown));
+        spdlog::info("[{}] role {} below 80% of its cluster limit for {}: caps lifted",
+                     s.server.cluster, lim.role, FormatDuration(cooldown));
         rs.over = false;
         rs.caps.clear();
       }

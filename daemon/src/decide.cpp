@@ -194,8 +194,7 @@ Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
     }
     // c. still above max_connections: close admission; reopen after the cool-down.
     // (scope "cluster": counted over the members by the daemon, see cluster_caps)
-    if (limit.max_connections && limit.scope == RoleScope::kServer &&
-        !IsExempt(snap, limit.role)) {
+    if (limit.max_connections && limit.scope == RoleScope::kServer && !IsExempt(snap, limit.role)) {
       RoleState& rs = role_states[limit.role];
       int remaining = held - terminated;
       Millis cooldown = limit.cooldown ? *limit.cooldown : cfg.daemon.cooldown;
