@@ -328,6 +328,10 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
     // with the server) and let this poll's decisions place again what still
     // has a reason: nothing stays behind, in the server or the state file.
     s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member");
+    // Its sessions may be gone with it: the reasons are weighed afresh.
+    s.state.roles.clear();
+    s.state.emergency_active.clear();
+    s.state.emergency_caps.clear();
     std::set<std::string> kept;
     for (const auto& e : journal_->EntriesFor(s.server.name)) kept.insert(e.role);
     for (auto it = s.state.applied.begin(); it != s.state.applied.end();)
