@@ -576,6 +576,7 @@ void Daemon::RefreshFleet(const Config& file) {
       if (f.actor != actor)
         spdlog::info("[{}] {} cluster-scoped limits (leader: {})", cl.name,
                      actor ? "acting on" : "not acting on", leader ? leader->name : "none");
+      if (actor && !f.actor) f.actor_since = Mono();
       f.actor = actor;
     }
     fleet_[cl.name] = std::move(pc);
@@ -637,7 +638,11 @@ void Daemon::ClusterCaps(Slot& s, const Config& cfg, const Snapshot& snap) {
         rs.caps.clear();
       }
     }
-    if (f.actor && rs.over) {
+    // A new actor waits two intervals: the previous one (beside the old
+    // leader) lifts its caps at its next interval, and reopening the same
+    // role on the same member must not undo the new actor's caps.
+    const double grace = 2.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0;
+    if (f.actor && now - f.actor_since >= grace && rs.over) {
       auto c = rs.caps.find(s.server.name);
       if (c != rs.caps.end()) s.state.cluster_caps[lim.role] = c->second;
     }

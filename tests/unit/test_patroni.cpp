@@ -2,6 +2,7 @@
 // docs/fleet.md), and the DSN of one member.
 #include <gtest/gtest.h>
 
+#include "wardend/decide.hpp"
 #include "wardend/patroni.hpp"
 
 using namespace wardend;
@@ -109,4 +110,64 @@ TEST(SplitLimit, SharesFollowTheConnectionsAndSumToTheLimit) {
   EXPECT_TRUE(SplitLimit(5, {}).empty());
   caps = SplitLimit(0, {{"a", 3}});
   EXPECT_EQ(caps.at("a"), 0);
+}
+
+// What the fleet changes in the decisions: cluster-scoped limits are not
+// counted per server, the fleet's caps are placed and lifted, and Patroni's
+// own session is never picked.
+namespace {
+
+Config FleetCfg(const std::string& extra) {
+  return ParseConfig(
+      "[[cluster]]\nname = \"c\"\npatroni = [\"http://h:8008\"]\ndsn = \"dbname=postgres\"\n" +
+          extra,
+      "t.toml");
+}
+
+Snapshot RoleSnap(const std::string& role, int connections, std::vector<Backend> backends = {}) {
+  Snapshot s;
+  s.max_connections = 100;
+  s.usage_percent = connections;
+  s.own_pid = 1;
+  s.apps.push_back(AppUsage{"db", role, "svc", connections, connections, 0, 0, 0});
+  s.backends = std::move(backends);
+  s.connections = connections;
+  return s;
+}
+
+}  // namespace
+
+TEST(FleetDecide, ClusterScopedLimitIsNotCountedOnOneMember) {
+  Config cfg = FleetCfg("[[role]]\nname = \"app\"\nscope = \"cluster\"\nmax_connections = 5\n");
+  ServerState st;
+  auto d = Decide(cfg, RoleSnap("app", 20), st, 0);
+  EXPECT_TRUE(d.actions.empty());  // 20 > 5 on this member alone: not its business
+  st.cluster_caps["app"] = 3;      // the fleet's share for this member
+  d = Decide(cfg, RoleSnap("app", 20), st, 0);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0].kind, Action::Kind::kCloseAdmission);
+  EXPECT_EQ(d.actions[0].limit, 3);
+  EXPECT_NE(d.actions[0].reason.find("cluster max_connections 5, this member's share 3"),
+            std::string::npos)
+      << d.actions[0].reason;
+  st.applied["app"] = 3;
+  st.cluster_caps.clear();  // not the actor any more, or under the limit
+  d = Decide(cfg, RoleSnap("app", 20), st, 0);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0].kind, Action::Kind::kOpenAdmission);
+}
+
+TEST(FleetDecide, PatronisOwnSessionIsNeverPickedEvenByACatchAll) {
+  Config cfg = FleetCfg(
+      "[[emergency]]\nat_percent = 1\naction = \"terminate_idle\"\nolder_than = \"0s\"\n"
+      "skip_priority = []\n");
+  Backend patroni{7, "postgres", "postgres", "Patroni", "idle", 100, "2026-01-01 00:00:00+00"};
+  Backend ctl{8, "postgres", "postgres", "Patroni ctl", "idle", 100, "2026-01-01 00:00:00+00"};
+  Backend other{9, "postgres", "postgres", "psql", "idle", 100, "2026-01-01 00:00:00+00"};
+  ServerState st;
+  auto d = Decide(cfg, RoleSnap("postgres", 50, {patroni, ctl, other}), st, 0);
+  std::vector<int> pids;
+  for (const auto& a : d.actions)
+    if (a.kind == Action::Kind::kTerminate) pids.push_back(a.pid);
+  EXPECT_EQ(pids, std::vector<int>{9});
 }

@@ -70,7 +70,8 @@ class Daemon {
     std::map<std::string, int> caps;  // server name -> cap
   };
   struct FleetShared {
-    bool actor = false;  // acts on cluster-scoped limits (no member, or beside the leader)
+    bool actor = false;      // acts on cluster-scoped limits (no member, or beside the leader)
+    double actor_since = 0;  // monotonic: caps are placed two intervals after becoming the actor
     std::map<std::string, std::pair<double, std::map<std::string, int>>> counts;  // server ->
     std::map<std::string, ClusterRoleState> roles;  // cluster-scoped role ->
   };
