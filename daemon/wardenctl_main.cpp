@@ -69,23 +69,27 @@ nlohmann::json StatusJson(const StatusCopy& s) {
                       {"idle", x.apps[i].idle},
                       {"idle_in_transaction", x.apps[i].idle_in_transaction},
                       {"longest_idle_seconds", x.apps[i].longest_idle_seconds}});
-    servers.push_back({{"name", x.name},
-                       {"reachable", x.last_poll_ok != 0},
-                       {"mode", x.mode},
-                       {"role", x.in_recovery ? "standby" : "primary"},
-                       {"connections", x.connections},
-                       {"max_connections", x.max_connections},
-                       {"usage_percent", x.usage_percent},
-                       {"active", x.active},
-                       {"idle", x.idle},
-                       {"idle_in_transaction", x.idle_in_transaction},
-                       {"last_poll", x.last_ok_unix},
-                       {"error", x.error},
-                       {"admission_closed", x.admission_closed},
-                       {"emergencies_active", x.emergencies_active},
-                       {"alerts", x.alerts},
-                       {"actions_total", x.actions_total},
-                       {"applications", apps}});
+    servers.push_back(
+        {{"name", x.name},
+         {"reachable", x.last_poll_ok != 0},
+         {"mode", x.mode},
+         {"role", x.in_recovery ? "standby" : "primary"},
+         {"patroni_role",
+          x.patroni_role[0] ? nlohmann::json(x.patroni_role) : nlohmann::json(nullptr)},
+         {"lag_bytes", x.lag_bytes >= 0 ? nlohmann::json(x.lag_bytes) : nlohmann::json(nullptr)},
+         {"connections", x.connections},
+         {"max_connections", x.max_connections},
+         {"usage_percent", x.usage_percent},
+         {"active", x.active},
+         {"idle", x.idle},
+         {"idle_in_transaction", x.idle_in_transaction},
+         {"last_poll", x.last_ok_unix},
+         {"error", x.error},
+         {"admission_closed", x.admission_closed},
+         {"emergencies_active", x.emergencies_active},
+         {"alerts", x.alerts},
+         {"actions_total", x.actions_total},
+         {"applications", apps}});
   }
   nlohmann::json actions = nlohmann::json::array();
   for (const auto& a : s.actions)
@@ -114,6 +118,9 @@ void PrintStatus(const StatusCopy& s) {
         x.mode, fmt::format("{}/{}", x.connections, x.max_connections), x.usage_percent, x.active,
         x.idle, x.idle_in_transaction, Ago(x.last_ok_unix));
     if (!x.last_poll_ok && x.error[0]) std::cout << "  error: " << Clip(x.error, 72) << "\n";
+    if (x.patroni_role[0])
+      std::cout << fmt::format("  patroni: {}{}\n", x.patroni_role,
+                               x.lag_bytes >= 0 ? fmt::format(", lag {} bytes", x.lag_bytes) : "");
     if (x.admission_closed || x.emergencies_active || x.alerts)
       std::cout << fmt::format(
           "  admission closed for {} role(s), {} emergency step(s), {} alert(s)\n",

@@ -4,6 +4,7 @@
 // reading the file named), no locks.
 #include "wardend/config.hpp"
 
+#include <libpq-fe.h>
 #include <toml++/toml.h>
 
 #include <fstream>
@@ -29,7 +30,7 @@ const char* ToString(EmergencyAction a) {
   return a == EmergencyAction::kTerminateIdle ? "terminate_idle" : "close_admission";
 }
 
-const char* ToString(RoleScope) { return "server"; }
+const char* ToString(RoleScope s) { return s == RoleScope::kCluster ? "cluster" : "server"; }
 
 const RoleLimitConfig* Config::RoleLimitFor(const std::string& role) const {
   for (const auto& r : role_limits)
@@ -199,7 +200,7 @@ class Parser {
     }
     Config cfg;
     cfg.path = file_;
-    CheckKeys(root, "", {"daemon", "server", "role", "budget", "emergency"});
+    CheckKeys(root, "", {"daemon", "server", "cluster", "role", "budget", "emergency"});
 
     if (const toml::node* dn = root.get("daemon")) {
       const toml::table* d = dn->as_table();
@@ -228,8 +229,11 @@ class Parser {
       s.pgbouncer_dsn = String(t, p, "pgbouncer_dsn").value_or("");
       cfg.servers.push_back(std::move(s));
     }
-    if (cfg.servers.empty())
-      throw ConfigError(file_, 1, "server", "at least one [[server]] is required");
+    auto clusters = Tables(root, "cluster");
+    for (size_t i = 0; i < clusters.size(); ++i)
+      cfg.clusters.push_back(ParseCluster(*clusters[i], i, names));
+    if (cfg.servers.empty() && cfg.clusters.empty())
+      throw ConfigError(file_, 1, "server", "at least one [[server]] or [[cluster]] is required");
 
     // [[role]]; the older spelling [[budget]] (key `role` for `name`) is
     // still read, with a warning, for one release.
@@ -243,6 +247,10 @@ class Parser {
                                "release: write [[role]] with name = \"...\" instead of role");
       for (size_t i = 0; i < tables.size(); ++i)
         cfg.role_limits.push_back(ParseRoleLimit(*tables[i], table, i, legacy, roles));
+      for (size_t i = 0; i < tables.size() && !legacy; ++i)
+        if (cfg.clusters.empty() && cfg.role_limits[i].scope == RoleScope::kCluster)
+          Fail(tables[i]->get("scope"), std::string(table) + "[" + std::to_string(i) + "].scope",
+               "\"cluster\" needs a [[cluster]] (a Patroni cluster whose members it sums over)");
     }
 
     auto emergencies = Tables(root, "emergency");
@@ -287,6 +295,65 @@ class Parser {
     return cfg;
   }
 
+  // One [[cluster]]; `names` holds the server names (a cluster's members are
+  // named "<cluster>/<member>": a cluster name must not contain '/').
+  ClusterConfig ParseCluster(const toml::table& t, size_t i, std::set<std::string>& names) const {
+    std::string p = "cluster[" + std::to_string(i) + "].";
+    CheckKeys(t, p, {"name", "patroni", "dsn", "member"});
+    ClusterConfig c;
+    auto name = String(t, p, "name");
+    if (!name || name->empty())
+      Fail(t.get("name"), p + "name", "is required (a non-empty string)", LineOf(t));
+    if (name->size() > 63) Fail(t.get("name"), p + "name", "must be at most 63 characters");
+    if (name->find('/') != std::string::npos)
+      Fail(t.get("name"), p + "name", "must not contain '/' (members are named CLUSTER/MEMBER)");
+    if (!names.insert(*name).second)
+      Fail(t.get("name"), p + "name", "duplicate server or cluster name \"" + *name + "\"");
+    c.name = *name;
+    const toml::node* pn = t.get("patroni");
+    const toml::array* arr = pn ? pn->as_array() : nullptr;
+    if (!arr || arr->empty())
+      Fail(pn, p + "patroni",
+           "is required: a non-empty array of Patroni REST API URLs, like "
+           "[\"http://10.0.0.1:8008\"]",
+           LineOf(t));
+    static const std::regex url(R"(^https?://[^/\s]+(/\S*)?$)");
+    for (size_t k = 0; k < arr->size(); ++k) {
+      const toml::node* u = arr->get(k);
+      std::string key = p + "patroni[" + std::to_string(k) + "]";
+      if (!u->is_string()) Fail(u, key, "must be a string");
+      std::string v = *u->value<std::string>();
+      if (!std::regex_match(v, url))
+        Fail(u, key, "must be an http:// or https:// URL, like \"http://10.0.0.1:8008\"");
+      c.patroni.push_back(v);
+    }
+    auto dsn = String(t, p, "dsn");
+    if (!dsn) Fail(nullptr, p + "dsn", "is required (a libpq connection string)", LineOf(t));
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(dsn->c_str(), &err);
+    if (!opts) {
+      std::string msg = err ? err : "invalid";
+      if (err) PQfreemem(err);
+      while (!msg.empty() && std::isspace(static_cast<unsigned char>(msg.back()))) msg.pop_back();
+      Fail(t.get("dsn"), p + "dsn", "not a libpq connection string: " + msg);
+    }
+    std::string given;
+    for (PQconninfoOption* o = opts; o->keyword; ++o) {
+      std::string k = o->keyword;
+      if (o->val && *o->val && (k == "host" || k == "hostaddr" || k == "port")) given = k;
+    }
+    PQconninfoFree(opts);
+    if (!given.empty())
+      Fail(t.get("dsn"), p + "dsn",
+           "must not set " + given + ": each member's host and port come from Patroni");
+    c.dsn = *dsn;
+    if (auto m = String(t, p, "member")) {
+      if (m->empty()) Fail(t.get("member"), p + "member", "must not be empty (or leave it out)");
+      c.member = *m;
+    }
+    return c;
+  }
+
   // One [[role]] (or legacy [[budget]]) table; `seen` catches a role named twice.
   RoleLimitConfig ParseRoleLimit(const toml::table& t, const char* table, size_t i, bool legacy,
                                  std::set<std::string>& seen) const {
@@ -310,9 +377,15 @@ class Parser {
     if (!seen.insert(*role).second)
       Fail(t.get(name_key), p + name_key, "duplicate limits for role \"" + *role + "\"");
     b.role = *role;
-    if (auto scope = String(t, p, "scope"); scope && *scope != "server")
-      Fail(t.get("scope"), p + "scope",
-           "must be \"server\" (each server alone), not \"" + *scope + "\"");
+    if (auto scope = String(t, p, "scope")) {
+      if (*scope == "cluster")
+        b.scope = RoleScope::kCluster;
+      else if (*scope != "server")
+        Fail(t.get("scope"), p + "scope",
+             "must be \"server\" (each server alone) or \"cluster\" (summed over a "
+             "[[cluster]]'s members), not \"" +
+                 *scope + "\"");
+    }
     if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
     if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
     b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));

@@ -18,6 +18,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <random>
+#include <tuple>
 
 #include "wardend/admission.hpp"
 #include "wardend/backoff.hpp"
@@ -97,7 +98,21 @@ int Daemon::Run() {
         "limit {} -> {}); it will be undone",
         e.server, e.role, ToString(e.mechanism), e.original_limit, e.applied_limit);
 
+  file_cfg_ = *cfg;
+  if (!file_cfg_.clusters.empty()) {
+    // Members come from Patroni: ask once before the first poll.
+    RefreshFleet(file_cfg_);
+    next_fleet_ = Mono() + static_cast<double>(file_cfg_.daemon.interval.count()) / 1000.0;
+    {
+      std::lock_guard<std::mutex> g(cfg_mu_);
+      cfg_ = std::make_shared<const Config>(Effective(file_cfg_));
+    }
+    cfg = config();
+  }
   board_.Start(*cfg, static_cast<int>(getpid()), Wall(), DryRun(*cfg));
+  for (const auto& [name, pc] : fleet_)
+    for (const auto& m : pc.members)
+      board_.Member(name + "/" + m.name, name, m.role, m.state, m.lag_bytes);
   for (const auto& sc : cfg->servers) slots_[sc.name] = MakeSlot(sc);
   spdlog::info(
       "wardend {} starting: {} server(s), {} role limit(s), {} emergency step(s), interval {}{}",
@@ -148,6 +163,20 @@ int Daemon::Run() {
       if (ready) notifier_.Reloading();
       Reload();
       if (ready) notifier_.Ready(fmt::format("polling {} server(s)", slots_.size()));
+    }
+    // [[cluster]]s: members from Patroni every interval; a member joining or
+    // leaving changes the server set without SIGHUP.
+    if (!file_cfg_.clusters.empty() && Mono() >= next_fleet_) {
+      next_fleet_ = Mono() + static_cast<double>(file_cfg_.daemon.interval.count()) / 1000.0;
+      RefreshFleet(file_cfg_);
+      Config eff = Effective(file_cfg_);
+      auto cur = config();
+      auto key = [](const std::vector<ServerConfig>& v) {
+        std::vector<std::tuple<std::string, std::string, bool>> k;
+        for (const auto& sc : v) k.emplace_back(sc.name, sc.dsn, sc.acts_local);
+        return k;
+      };
+      if (key(eff.servers) != key(cur->servers)) Resync(std::move(eff), false);
     }
     // systemd: ready once every server was polled once (reachable or not);
     // the watchdog is fed only while no poll loop is stuck.
@@ -311,6 +340,21 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
     // First connection since start: undo what a previous run left in force.
     s.executor->UndoAll(target, s.in_recovery, "left by a previous run");
     s.recovered = true;
+  } else if (!s.server.cluster.empty()) {
+    // A cluster member reconnected to: Patroni may have restarted it (a
+    // switchover demotes by restarting), so what wardend placed there may be
+    // gone or have lost its reason. Reopen (a no-op where the override died
+    // with the server) and let this poll's decisions place again what still
+    // has a reason: nothing stays behind, in the server or the state file.
+    s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member");
+    // Its sessions may be gone with it: the reasons are weighed afresh.
+    s.state.roles.clear();
+    s.state.emergency_active.clear();
+    s.state.emergency_caps.clear();
+    std::set<std::string> kept;
+    for (const auto& e : journal_->EntriesFor(s.server.name)) kept.insert(e.role);
+    for (auto it = s.state.applied.begin(); it != s.state.applied.end();)
+      it = kept.count(it->first) ? std::next(it) : s.state.applied.erase(it);
   } else {
     try {
       s.executor->Reconcile(target, s.state);
@@ -382,7 +426,22 @@ void Daemon::Step(Slot& s, const Config& cfg) {
       spdlog::info("[{}] warden.enforce is on again: wardend acts", s.server.name);
     s.enforce_off = snap.enforce_off;
   }
+  if (!s.server.cluster.empty()) ClusterCaps(s, cfg, snap);
   Decision d = Decide(cfg, snap, s.state, Mono());
+  if (!s.server.acts_local) {
+    // Another member's wardend acts here; this one only places the caps of
+    // cluster-scoped limits (while it is the cluster's actor) and lifts them.
+    auto cluster_role = [&cfg](const std::string& role) {
+      const RoleLimitConfig* r = cfg.RoleLimitFor(role);
+      return r && r->scope == RoleScope::kCluster;
+    };
+    d.actions.erase(std::remove_if(d.actions.begin(), d.actions.end(),
+                                   [&](const Action& a) {
+                                     return a.kind == Action::Kind::kTerminate ||
+                                            !cluster_role(a.role);
+                                   }),
+                    d.actions.end());
+  }
   for (const auto& ev : d.events) spdlog::warn("[{}] {}", s.server.name, ev);
   {
     ConnectionTarget target(*s.conn);
@@ -427,9 +486,20 @@ void Daemon::Reload() {
     spdlog::warn("reload: http address changes need a restart; still listening on {}",
                  old->daemon.http);
   fresh.daemon.http = old->daemon.http;
+  file_cfg_ = fresh;
+  if (!file_cfg_.clusters.empty()) RefreshFleet(file_cfg_);
+  Resync(Effective(file_cfg_), true);
+}
+
+// Replaces the server set (a reload, or a cluster's members changed): the
+// kept servers keep their slot and connection, new ones get one, removed ones
+// have what wardend placed there undone (a member that is gone cannot be
+// reached: its changes stay in the state file until they can be).
+void Daemon::Resync(Config fresh, bool reload) {
+  auto old = config();
   StopWorkers();
   // The logger is replaced only while no server thread logs (the HTTP threads do not).
-  SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
+  if (reload) SetupLogging(fresh.daemon.log_format, fresh.daemon.log_level);
   std::map<std::string, std::unique_ptr<Slot>> next;
   for (const auto& sc : fresh.servers) {
     auto it = slots_.find(sc.name);
@@ -443,7 +513,7 @@ void Daemon::Reload() {
       slot = MakeSlot(sc);
     }
     slot->server = sc;
-    slot->redetect = true;
+    if (reload) slot->redetect = true;
     if (fresh.emergencies.size() != old->emergencies.size()) {
       slot->state.emergency_active.clear();
       slot->state.emergency_caps.clear();
@@ -453,9 +523,14 @@ void Daemon::Reload() {
   // Servers removed from the file: undo what is in force there, then let go.
   for (auto& [name, slot] : slots_) {
     try {
-      UndoAll(*slot, *old, "server removed from the configuration");
+      UndoAll(*slot, *old,
+              reload ? "server removed from the configuration" : "member left the cluster");
     } catch (const std::exception& e) {
       spdlog::error("[{}] undo failed: {}", name, MaskDsn(e.what()));
+    }
+    if (!slot->server.cluster.empty()) {
+      std::lock_guard<std::mutex> g(fleet_mu_);
+      shared_[slot->server.cluster].counts.erase(name);
     }
   }
   slots_ = std::move(next);
@@ -465,10 +540,158 @@ void Daemon::Reload() {
   }
   auto cfg = config();
   board_.Reconfigure(*cfg, DryRun(*cfg));
-  spdlog::info("reloaded {}: {} server(s), {} role limit(s), {} emergency step(s){}",
-               opts_.config_path, cfg->servers.size(), cfg->role_limits.size(),
-               cfg->emergencies.size(), DryRun(*cfg) ? ", DRY RUN" : "");
+  if (reload)
+    spdlog::info("reloaded {}: {} server(s), {} role limit(s), {} emergency step(s){}",
+                 opts_.config_path, cfg->servers.size(), cfg->role_limits.size(),
+                 cfg->emergencies.size(), DryRun(*cfg) ? ", DRY RUN" : "");
+  else
+    spdlog::info("cluster members changed: now {} server(s)", cfg->servers.size());
+  for (const auto& [name, pc] : fleet_)
+    for (const auto& m : pc.members)
+      board_.Member(name + "/" + m.name, name, m.role, m.state, m.lag_bytes);
   StartWorkers();
+}
+
+}  // namespace wardend
+
+namespace wardend {
+
+Config Daemon::Effective(const Config& file) const {
+  Config c = file;
+  for (const auto& cl : file.clusters) {
+    auto it = fleet_.find(cl.name);
+    if (it == fleet_.end()) continue;
+    for (const auto& m : it->second.members) {
+      ServerConfig sc;
+      sc.name = cl.name + "/" + m.name;
+      sc.dsn = MemberDsn(cl.dsn, m);
+      sc.cluster = cl.name;
+      sc.member = m.name;
+      sc.acts_local = cl.member.empty() || cl.member == m.name;
+      c.servers.push_back(std::move(sc));
+    }
+  }
+  return c;
+}
+
+void Daemon::RefreshFleet(const Config& file) {
+  int timeout_ms = static_cast<int>(
+      std::clamp<long long>(static_cast<long long>(file.daemon.interval.count()), 200, 2000));
+  for (const auto& cl : file.clusters) {
+    PatroniCluster pc;
+    try {
+      pc = FetchCluster(cl.patroni, timeout_ms);
+    } catch (const PatroniError& e) {
+      // Keep the last members known: Patroni's API down is not the members gone.
+      if (fleet_error_[cl.name] != e.what()) spdlog::warn("[{}] {}", cl.name, e.what());
+      fleet_error_[cl.name] = e.what();
+      continue;
+    }
+    if (fleet_error_.erase(cl.name)) spdlog::info("[{}] Patroni answers again", cl.name);
+    auto it = fleet_.find(cl.name);
+    const PatroniCluster* before = it == fleet_.end() ? nullptr : &it->second;
+    for (const auto& m : pc.members) {
+      const PatroniMember* was = before ? before->Find(m.name) : nullptr;
+      if (!was)
+        spdlog::info("[{}/{}] member found: {} {} at {}:{}", cl.name, m.name, m.role, m.state,
+                     m.host, m.port);
+      else if (was->role != m.role || was->state != m.state)
+        spdlog::info("[{}/{}] now {} {} (was {} {})", cl.name, m.name, m.role, m.state, was->role,
+                     was->state);
+      board_.Member(cl.name + "/" + m.name, cl.name, m.role, m.state, m.lag_bytes);
+    }
+    if (before)
+      for (const auto& m : before->members)
+        if (!pc.Find(m.name)) spdlog::info("[{}/{}] member gone from Patroni", cl.name, m.name);
+    if (!cl.member.empty() && !pc.Find(cl.member))
+      WarnOnceFleet(cl.name, "member \"" + cl.member + "\" is not in Patroni's member list");
+    const PatroniMember* leader = pc.RunningLeader();
+    // The cluster's actor for cluster-scoped limits: the wardend beside the
+    // member holding Patroni's leader key (or the one wardend watching the
+    // whole cluster). While no leader runs (the seconds of a switchover) or
+    // Patroni is paused, the actor does not change.
+    {
+      std::lock_guard<std::mutex> g(fleet_mu_);
+      FleetShared& f = shared_[cl.name];
+      bool actor = leader && !pc.paused ? cl.member.empty() || leader->name == cl.member : f.actor;
+      if (f.actor != actor)
+        spdlog::info("[{}] {} cluster-scoped limits (leader: {})", cl.name,
+                     actor ? "acting on" : "not acting on", leader ? leader->name : "none");
+      if (actor && !f.actor) f.actor_since = Mono();
+      f.actor = actor;
+    }
+    fleet_[cl.name] = std::move(pc);
+  }
+}
+
+void Daemon::ClusterCaps(Slot& s, const Config& cfg, const Snapshot& snap) {
+  const double now = Mono();
+  const double fresh_for = 3.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0 + 1.0;
+  const auto roles = snap.Roles();
+  std::map<std::string, int> mine;
+  for (const auto& lim : cfg.role_limits) {
+    if (lim.scope != RoleScope::kCluster || !lim.max_connections) continue;
+    auto rc = roles.find(lim.role);
+    mine[lim.role] = rc == roles.end() ? 0 : rc->second.connections;
+  }
+  s.state.cluster_caps.clear();
+  if (mine.empty()) return;
+  std::lock_guard<std::mutex> g(fleet_mu_);
+  FleetShared& f = shared_[s.server.cluster];
+  f.counts[s.server.name] = {now, mine};
+  for (const auto& lim : cfg.role_limits) {
+    if (lim.scope != RoleScope::kCluster || !lim.max_connections) continue;
+    if (std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), lim.role) !=
+        snap.exempt_roles.end())
+      continue;
+    std::map<std::string, int> counts;  // members polled lately -> connections
+    int sum = 0;
+    for (const auto& [server, tc] : f.counts) {
+      if (now - tc.first > fresh_for) continue;
+      auto n = tc.second.find(lim.role);
+      counts[server] = n == tc.second.end() ? 0 : n->second;
+      sum += counts[server];
+    }
+    ClusterRoleState& rs = f.roles[lim.role];
+    const int limit = *lim.max_connections;
+    Millis cooldown = lim.cooldown ? *lim.cooldown : cfg.daemon.cooldown;
+    // Caps go on at 80% of the limit, sized to sum to the limit: logins that
+    // race between two polls then meet a member's cap, not an open door.
+    if (sum * 5 >= limit * 4) {
+      if (!rs.over)
+        spdlog::warn(
+            "[{}] role {} near its cluster limit: {} connections over {} member(s), "
+            "max_connections {}: capping each member at its share",
+            s.server.cluster, lim.role, sum, counts.size(), limit);
+      rs.over = true;
+      rs.under_since.reset();
+      bool same_members =
+          rs.caps.size() == counts.size() &&
+          std::equal(rs.caps.begin(), rs.caps.end(), counts.begin(),
+                     [](const auto& a, const auto& b) { return a.first == b.first; });
+      if (!same_members) rs.caps = SplitLimit(limit, counts);
+    } else if (rs.over) {
+      if (!rs.under_since) rs.under_since = now;
+      if (now - *rs.under_since >= static_cast<double>(cooldown.count()) / 1000.0) {
+        spdlog::info("[{}] role {} below 80% of its cluster limit for {}: caps lifted",
+                     s.server.cluster, lim.role, FormatDuration(cooldown));
+        rs.over = false;
+        rs.caps.clear();
+      }
+    }
+    // A new actor waits two intervals: the previous one (beside the old
+    // leader) lifts its caps at its next interval, and reopening the same
+    // role on the same member must not undo the new actor's caps.
+    const double grace = 2.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0;
+    if (f.actor && now - f.actor_since >= grace && rs.over) {
+      auto c = rs.caps.find(s.server.name);
+      if (c != rs.caps.end()) s.state.cluster_caps[lim.role] = c->second;
+    }
+  }
+}
+
+void Daemon::WarnOnceFleet(const std::string& cluster, const std::string& msg) {
+  if (fleet_warned_.insert(cluster + "\n" + msg).second) spdlog::warn("[{}] {}", cluster, msg);
 }
 
 }  // namespace wardend

@@ -107,12 +107,21 @@ bool IsExempt(const Snapshot& snap, const std::string& role) {
          snap.exempt_roles.end();
 }
 
+// Patroni's own connection to its server (application_name "Patroni",
+// "Patroni ctl" for patronictl): idle between two HA loops, never terminated
+// (docs/fleet.md). Walsenders (replication, pg_basebackup) are not in the
+// snapshot at all.
+bool IsPatroniSession(const Backend& b) {
+  return b.application_name == "Patroni" || b.application_name == "Patroni ctl";
+}
+
 // Idle sessions per role that wardend may act on: never its own session,
-// never one of warden.exempt_roles.
+// never one of warden.exempt_roles, never Patroni's.
 std::map<std::string, std::vector<const Backend*>> IdleCandidates(const Snapshot& snap) {
   std::map<std::string, std::vector<const Backend*>> by_role;
   for (const auto& b : snap.backends)
-    if (b.pid != snap.own_pid && IsIdleState(b.state) && !IsExempt(snap, b.role))
+    if (b.pid != snap.own_pid && IsIdleState(b.state) && !IsExempt(snap, b.role) &&
+        !IsPatroniSession(b))
       by_role[b.role].push_back(&b);
   return by_role;
 }
@@ -125,6 +134,10 @@ std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState
     auto it = state.roles.find(b.role);
     if (b.max_connections && it != state.roles.end() && it->second.over_limit)
       want[b.role] = *b.max_connections;
+  }
+  for (const auto& [role, cap] : state.cluster_caps) {
+    auto it = want.find(role);
+    want[role] = it == want.end() ? cap : std::min(it->second, cap);
   }
   for (const auto& [step, caps] : state.emergency_caps) {
     if (step >= state.emergency_active.size() || !state.emergency_active[step]) continue;
@@ -183,7 +196,8 @@ Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
       }
     }
     // c. still above max_connections: close admission; reopen after the cool-down.
-    if (limit.max_connections && !IsExempt(snap, limit.role)) {
+    // (scope "cluster": counted over the members by the daemon, see cluster_caps)
+    if (limit.max_connections && limit.scope == RoleScope::kServer && !IsExempt(snap, limit.role)) {
       RoleState& rs = role_states[limit.role];
       int remaining = held - terminated;
       Millis cooldown = limit.cooldown ? *limit.cooldown : cfg.daemon.cooldown;
@@ -287,6 +301,10 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
     if (b && b->max_connections && rs != state.roles.end() && rs->second.over_limit &&
         limit == *b->max_connections)
       a.reason = fmt::format("role {}: over max_connections {}", role, *b->max_connections);
+    else if (auto cc = state.cluster_caps.find(role);
+             cc != state.cluster_caps.end() && cc->second == limit && b && b->max_connections)
+      a.reason = fmt::format("role {}: cluster max_connections {}, this member's share {}", role,
+                             *b->max_connections, limit);
     else
       a.reason = fmt::format("emergency: role {} (priority {}) capped at {}", role,
                              ToString(cfg.PriorityOf(role)), limit);

@@ -84,6 +84,12 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       data["replay_lag_seconds"] =
           s.replay_lag_seconds ? nlohmann::json(*s.replay_lag_seconds) : nlohmann::json(nullptr);
     if (!s.admission_closed.empty()) data["admission_closed"] = s.admission_closed;
+    if (!s.cluster.empty()) {
+      data["cluster"] = s.cluster;
+      data["patroni_role"] = s.patroni_role;
+      data["patroni_state"] = s.patroni_state;
+      data["lag_bytes"] = s.lag_bytes ? nlohmann::json(*s.lag_bytes) : nlohmann::json(nullptr);
+    }
     if (s.pgbouncer_configured) {
       int waiting = 0;
       double maxwait = 0;
@@ -128,7 +134,8 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
         "warning", fmt::format("{}: usage {:.1f}% >= {}%", s.name, s.usage_percent, degraded), 0};
   for (const auto& b : cfg.role_limits) {
     auto it = s.roles.find(b.role);
-    if (b.max_connections && it != s.roles.end() && it->second.connections > *b.max_connections)
+    if (b.max_connections && b.scope == RoleScope::kServer && it != s.roles.end() &&
+        it->second.connections > *b.max_connections)
       out["role_over_limit:" + b.role] = {
           "warning",
           fmt::format("{}: role {} holds {} connections, max_connections {}", s.name, b.role,
@@ -205,6 +212,27 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
                      EscapeLabel(BuildVersion()), EscapeLabel(BuildCommit()));
   family("pg_warden_up", "gauge", "1 if the last poll of the server succeeded.");
   for (const auto& s : st.servers) sample("pg_warden_up", L(s.name), s.last_poll_ok ? 1 : 0);
+  bool any_member = false;
+  for (const auto& s : st.servers) any_member = any_member || !s.cluster.empty();
+  if (any_member) {
+    family("pg_warden_patroni_member_info", "gauge",
+           "A Patroni cluster's member as GET /cluster lists it (value 1; role and state in "
+           "labels).");
+    for (const auto& s : st.servers)
+      if (!s.cluster.empty())
+        sample("pg_warden_patroni_member_info",
+               fmt::format("{},cluster=\"{}\",role=\"{}\",state=\"{}\"", L(s.name),
+                           EscapeLabel(s.cluster), EscapeLabel(s.patroni_role),
+                           EscapeLabel(s.patroni_state)),
+               1);
+    family("pg_warden_patroni_lag_bytes", "gauge",
+           "Bytes a replica is behind its leader, as Patroni reports it (absent when unknown).");
+    for (const auto& s : st.servers)
+      if (!s.cluster.empty() && s.lag_bytes)
+        sample("pg_warden_patroni_lag_bytes",
+               fmt::format("{},cluster=\"{}\"", L(s.name), EscapeLabel(s.cluster)),
+               static_cast<double>(*s.lag_bytes));
+  }
   family("pg_warden_extension_installed", "gauge",
          "1 if the server has the pg_warden extension, 0 in degraded mode.");
   for (const auto& s : st.servers)

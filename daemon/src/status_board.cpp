@@ -163,6 +163,18 @@ void StatusBoard::JournalError(const std::string& server, const std::string& err
   StatusOf(server).journal_error = error;
 }
 
+void StatusBoard::Member(const std::string& server, const std::string& cluster,
+                         const std::string& role, const std::string& state,
+                         std::optional<int64_t> lag_bytes) {
+  std::lock_guard<std::mutex> g(mu_);
+  ServerStatus& st = StatusOf(server);
+  st.cluster = cluster;
+  st.patroni_role = role;
+  st.patroni_state = state;
+  st.lag_bytes = lag_bytes;
+  Publish();
+}
+
 ServerStatus& StatusBoard::StatusOf(const std::string& name) {
   for (auto& st : status_.servers)
     if (st.name == name) return st;

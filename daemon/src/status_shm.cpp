@@ -88,6 +88,8 @@ void StatusSegment::Publish(const DaemonStatus& d) {
     Copy(o.name, s.name);
     Copy(o.mode, s.mode);
     Copy(o.error, s.error);
+    Copy(o.patroni_role, s.patroni_role);
+    o.lag_bytes = s.lag_bytes ? *s.lag_bytes : -1;
     o.last_poll_ok = s.last_poll_ok;
     o.in_recovery = s.in_recovery;
     o.connections = s.connections;

@@ -60,6 +60,8 @@ struct Bad {
 };
 
 const std::string kServer = "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n";  // lines 1-3
+// "[[cluster]]" on line 1 and name on line 2, then `rest` from line 3.
+std::string kCluster(const std::string& rest) { return "[[cluster]]\nname = \"c\"\n" + rest; }
 
 }  // namespace
 
@@ -254,6 +256,26 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
        kServer +
            "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\nolder_than = \"1m\"\n",
        "emergency[0].older_than", 7},
+      {"cluster without patroni", kCluster("dsn = \"dbname=postgres\"\n"), "cluster[0].patroni", 1},
+      {"cluster patroni not a URL", kCluster("patroni = [\"10.0.0.1:8008\"]\ndsn = \"\"\n"),
+       "cluster[0].patroni[0]", 3},
+      {"cluster dsn with host",
+       kCluster("patroni = [\"http://h:8008\"]\ndsn = \"host=x dbname=postgres\"\n"),
+       "cluster[0].dsn", 4},
+      {"cluster dsn with port", kCluster("patroni = [\"http://h:8008\"]\ndsn = \"port=5433\"\n"),
+       "cluster[0].dsn", 4},
+      {"cluster without dsn", kCluster("patroni = [\"http://h:8008\"]\n"), "cluster[0].dsn", 1},
+      {"cluster name with a slash",
+       "[[cluster]]\nname = \"a/b\"\npatroni = [\"http://h:8008\"]\ndsn = \"\"\n",
+       "cluster[0].name", 2},
+      {"cluster name taken by a server",
+       kServer + "[[cluster]]\nname = \"p\"\npatroni = [\"http://h:8008\"]\ndsn = \"\"\n",
+       "cluster[0].name", 5},
+      {"cluster member empty",
+       kCluster("patroni = [\"http://h:8008\"]\ndsn = \"\"\nmember = \"\"\n"), "cluster[0].member",
+       5},
+      {"cluster unknown", kCluster("patroni = [\"http://h:8008\"]\ndsn = \"\"\nhosts = 1\n"),
+       "cluster[0].hosts", 5},
       {"emergency unknown",
        kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nwhen = 1\n",
        "emergency[0].when", 7},
@@ -272,6 +294,22 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
           << c.name << ": " << w;
     }
   }
+}
+
+TEST(Config, ClusterAloneIsEnoughAndRoleScopeClusterIsRead) {
+  Config c = ParseConfig(
+      "[[cluster]]\nname = \"orders\"\npatroni = [\"http://127.0.0.1:8008\", "
+      "\"https://pg2:8008/\"]\ndsn = \"dbname=postgres user=warden\"\nmember = \"pg1\"\n"
+      "[[role]]\nname = \"app\"\nscope = \"cluster\"\nmax_connections = 30\n",
+      "w.toml");
+  EXPECT_TRUE(c.servers.empty());
+  ASSERT_EQ(c.clusters.size(), 1u);
+  EXPECT_EQ(c.clusters[0].name, "orders");
+  EXPECT_EQ(c.clusters[0].patroni.size(), 2u);
+  EXPECT_EQ(c.clusters[0].dsn, "dbname=postgres user=warden");
+  EXPECT_EQ(c.clusters[0].member, "pg1");
+  EXPECT_EQ(c.role_limits[0].scope, RoleScope::kCluster);
+  EXPECT_STREQ(ToString(c.role_limits[0].scope), "cluster");
 }
 
 TEST(Config, MissingFileIsAConfigError) {

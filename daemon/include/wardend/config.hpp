@@ -14,9 +14,9 @@ namespace wardend {
 enum class Priority { kLow, kNormal, kCritical };
 enum class LogFormat { kPlain, kJson };
 enum class EmergencyAction { kTerminateIdle, kCloseAdmission };
-// Where a [[role]] limit counts connections. Only "server" (each server
-// alone) exists now; "cluster" comes with Patroni fleets.
-enum class RoleScope { kServer };
+// Where a [[role]] limit counts connections: each server alone, or summed
+// over the members of every [[cluster]] (docs/fleet.md).
+enum class RoleScope { kServer, kCluster };
 
 const char* ToString(Priority p);
 const char* ToString(EmergencyAction a);
@@ -46,6 +46,21 @@ struct ServerConfig {
   std::string name;
   std::string dsn;
   std::string pgbouncer_dsn;  // optional
+  // A member of a [[cluster]] (filled by the daemon from Patroni, never by the
+  // file): its cluster and member names, and whether this wardend acts on it
+  // for server-scoped steps (the cluster's `member`, or every member).
+  std::string cluster, member;
+  bool acts_local = true;
+};
+
+// One [[cluster]]: a Patroni-managed cluster whose members come from
+// Patroni's REST API (docs/fleet.md). Each member becomes a server named
+// "<name>/<member>" whose DSN is `dsn` plus the member's host and port.
+struct ClusterConfig {
+  std::string name;
+  std::vector<std::string> patroni;  // REST API base URLs of any members
+  std::string dsn;                   // without host and port
+  std::string member;                // non-empty: watch and act on this member only
 };
 
 // One [[role]] table: wardend's per-role limits (soft: above them wardend
@@ -73,6 +88,7 @@ struct Config {
   std::string path;
   DaemonConfig daemon;
   std::vector<ServerConfig> servers;
+  std::vector<ClusterConfig> clusters;
   std::vector<RoleLimitConfig> role_limits;
   std::vector<EmergencyConfig> emergencies;
   // Accepted but deprecated constructs ("FILE:LINE: ..."), for the caller to

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "wardend/executor.hpp"
 #include "wardend/journal.hpp"
 #include "wardend/notify.hpp"
+#include "wardend/patroni.hpp"
 #include "wardend/pg.hpp"
 #include "wardend/pgbouncer.hpp"
 #include "wardend/status_board.hpp"
@@ -60,6 +62,26 @@ class Daemon {
     std::thread thread;
   };
 
+  // [[cluster]]s: what Patroni said last (main thread only), and what the
+  // server threads share under fleet_mu_ (counts of cluster-scoped roles per
+  // member, the caps in force, whether this wardend is a cluster's actor).
+  struct ClusterRoleState {
+    bool over = false;
+    std::optional<double> under_since;
+    std::map<std::string, int> caps;  // server name -> cap
+  };
+  struct FleetShared {
+    bool actor = false;      // acts on cluster-scoped limits (no member, or beside the leader)
+    double actor_since = 0;  // monotonic: caps are placed two intervals after becoming the actor
+    std::map<std::string, std::pair<double, std::map<std::string, int>>> counts;  // server ->
+    std::map<std::string, ClusterRoleState> roles;  // cluster-scoped role ->
+  };
+  void RefreshFleet(const Config& file);
+  Config Effective(const Config& file) const;
+  void ClusterCaps(Slot& s, const Config& cfg, const Snapshot& snap);
+  void Resync(Config fresh, bool reload);
+  void WarnOnceFleet(const std::string& cluster, const std::string& msg);
+
   std::shared_ptr<const Config> config() const;
   bool DryRun(const Config& cfg) const { return opts_.dry_run || cfg.daemon.dry_run; }
   void StartWorkers();
@@ -78,6 +100,13 @@ class Daemon {
   Options opts_;
   mutable std::mutex cfg_mu_;
   std::shared_ptr<const Config> cfg_;
+  Config file_cfg_;  // as read from the file (main thread); cfg_ adds the clusters' members
+  std::map<std::string, PatroniCluster> fleet_;  // cluster name -> last good GET /cluster
+  std::map<std::string, std::string> fleet_error_;
+  std::set<std::string> fleet_warned_;
+  double next_fleet_ = 0;
+  std::mutex fleet_mu_;
+  std::map<std::string, FleetShared> shared_;  // cluster name -> (fleet_mu_)
   std::unique_ptr<Journal> journal_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // by server name; survive reloads
 

@@ -52,6 +52,10 @@ struct ServerState {
   // Admission changes in force on this server (role -> limit), as applied by
   // the executor (and journaled). decide() only reads it.
   std::map<std::string, int> applied;
+  // Caps on this member set by the fleet for [[role]] scope = "cluster"
+  // (role -> this member's share of the cluster's limit); set by the daemon
+  // before Decide(), empty when this wardend is not the cluster's actor.
+  std::map<std::string, int> cluster_caps;
 };
 
 struct Decision {

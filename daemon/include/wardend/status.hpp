@@ -77,6 +77,11 @@ struct ServerStatus {
   std::vector<PoolStat> pools;
   std::vector<BouncerDbStat> bouncer_stats;
   std::vector<BouncerClients> bouncer_clients;
+  // A [[cluster]]'s member: Patroni's view of it (GET /cluster).
+  std::string cluster;               // "" for a [[server]]
+  std::string patroni_role;          // "leader", "replica", "standby_leader", ...
+  std::string patroni_state;         // "running", "stopped", ...
+  std::optional<int64_t> lag_bytes;  // behind the leader; none on the leader or when unknown
 };
 
 struct RecentAction {

@@ -40,6 +40,9 @@ class StatusBoard {
                  const std::string& error);
   void Bouncer(const Config& cfg, const std::string& server, BouncerReport report);
   void Action(const std::string& server, const std::string& kind, const std::string& text);
+  // A cluster member as Patroni lists it (the main thread, each interval).
+  void Member(const std::string& server, const std::string& cluster, const std::string& role,
+              const std::string& state, std::optional<int64_t> lag_bytes);
   void JournalError(const std::string& server, const std::string& error);  // "": cleared
 
  private:

@@ -18,7 +18,7 @@
 namespace wardend {
 
 constexpr uint32_t kShmMagic = 0x57415244;  // "WARD"
-constexpr uint32_t kShmVersion = 1;
+constexpr uint32_t kShmVersion = 2;
 constexpr int kShmServers = 16;
 constexpr int kShmApps = 64;
 constexpr int kShmActions = 32;
@@ -39,6 +39,8 @@ struct ShmServer {
   int32_t connections, max_connections, reserved;
   int32_t active, idle, idle_in_transaction;
   double usage_percent, longest_idle_seconds, last_ok_unix, poll_seconds, replay_lag_seconds;
+  char patroni_role[24];     // a [[cluster]]'s member: Patroni's role; "" otherwise
+  int64_t lag_bytes;         // Patroni's lag of the member; -1: none or unknown
   int32_t admission_closed;  // roles whose admission wardend has closed
   int32_t emergencies_active;
   int32_t alerts;
