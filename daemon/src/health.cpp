@@ -55,6 +55,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       desc += " (degraded mode: pg_warden extension absent)";
     if (!s.journal_error.empty())
       desc += "; state file unwritable, changes withheld: " + s.journal_error;
+    for (const auto& p : s.config_problems) desc += "; configuration: " + p;
     nlohmann::json data = {
         {"connections", s.connections},
         {"max_connections", s.max_connections},
@@ -64,7 +65,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"idle", s.idle},
         {"idle_in_transaction", s.idle_in_transaction},
         {"longest_idle_seconds", std::round(s.longest_idle_seconds * 1000) / 1000},
-        {"role", s.in_recovery ? "standby" : "primary"},
+        {"role", !s.polled ? "unknown" : s.in_recovery ? "standby" : "primary"},
         {"mode", s.mode.empty() ? "unknown" : s.mode},
         {"reachable", s.last_poll_ok},
         {"last_poll", s.last_ok_unix},
@@ -73,6 +74,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       data["replay_lag_seconds"] =
           s.replay_lag_seconds ? nlohmann::json(*s.replay_lag_seconds) : nlohmann::json(nullptr);
     if (!s.admission_closed.empty()) data["admission_closed"] = s.admission_closed;
+    if (!s.config_problems.empty()) data["config_problems"] = s.config_problems;
     if (s.pgbouncer_configured) {
       int waiting = 0;
       double maxwait = 0;

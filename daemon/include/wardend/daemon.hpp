@@ -52,6 +52,7 @@ class Daemon {
     bool recovered = false;  // the journal's leftovers for this server were undone
     double detected_at = 0;  // monotonic time of the last capability detection
     bool redetect = false;   // detect again before the next poll (after SIGHUP)
+    bool roles_checked = false;  // the [[role]] names were looked up on this server
     bool in_recovery = false;
     double backoff_ms = 0;
     double next_attempt = 0;       // monotonic seconds
@@ -68,6 +69,7 @@ class Daemon {
   void Step(Slot& s, const Config& cfg);
   bool EnsureConnected(Slot& s, const Config& cfg);
   bool Redetect(Slot& s, const Config& cfg);
+  void CheckRoles(Slot& s, const Config& cfg);
   void UndoAll(Slot& s, const Config& cfg, const std::string& why);
   void PollError(Slot& s, const Config& cfg, const std::string& error);
   void Reload();

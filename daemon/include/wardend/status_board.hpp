@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "wardend/config.hpp"
 #include "wardend/decide.hpp"
@@ -41,6 +42,8 @@ class StatusBoard {
   void Bouncer(const Config& cfg, const std::string& server, BouncerReport report);
   void Action(const std::string& server, const std::string& kind, const std::string& text);
   void JournalError(const std::string& server, const std::string& error);  // "": cleared
+  // Configuration problems found against the server (unknown [[role]] names).
+  void ConfigProblems(const std::string& server, std::vector<std::string> problems);
 
  private:
   ServerStatus& StatusOf(const std::string& name);          // mu_ held
