@@ -350,8 +350,8 @@ int Main(int argc, char** argv) {
       return 2;
     }
     if (d->count() < 100) {
-      std::cerr << "wardenctl: --interval must be at least 100 ms (got \"" << interval << "\" = "
-                << d->count() << " ms)\n";
+      std::cerr << "wardenctl: --interval must be at least 100 ms (got \"" << interval
+                << "\" = " << d->count() << " ms)\n";
       return 2;
     }
     return Top(seg, d->count() / 1000.0, count);

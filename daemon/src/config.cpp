@@ -365,8 +365,7 @@ class Parser {
               {"interval", "state_file", "http", "http_token", "http_token_file", "dry_run",
                "log_format", "log_level", "cooldown", "hysteresis_percent", "degraded_percent",
                "unhealthy_percent", "reconnect_min", "reconnect_max", "connect_timeout",
-               "statement_timeout", "metrics_max_applications", "probe_interval",
-               "min_idle_age"});
+               "statement_timeout", "metrics_max_applications", "probe_interval", "min_idle_age"});
     if (auto v = Duration(d, p, "interval", Millis(10))) c.interval = *v;
     if (auto v = String(d, p, "state_file")) {
       if (v->empty()) Fail(d.get("state_file"), p + "state_file", "must not be empty");

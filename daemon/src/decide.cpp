@@ -251,8 +251,7 @@ Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState&
       double older = e.older_than.count() / 1000.0;
       // As many as bring usage back under at_percent, counting this poll's
       // other terminations (each connection weighs usage / connections).
-      const double per_conn =
-          snap.connections > 0 ? snap.usage_percent / snap.connections : 0.0;
+      const double per_conn = snap.connections > 0 ? snap.usage_percent / snap.connections : 0.0;
       double usage = snap.usage_percent - per_conn * static_cast<double>(chosen.size());
       size_t needed = 0;
       while (per_conn > 0 && usage - per_conn * static_cast<double>(needed) >= e.at_percent)
@@ -265,7 +264,8 @@ Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState&
         Priority p = cfg.PriorityOf(role);
         if (std::find(e.skip_priority.begin(), e.skip_priority.end(), p) != e.skip_priority.end())
           continue;
-        for (const Backend* b : list) groups[{b->database, b->role, b->application_name}].push_back(b);
+        for (const Backend* b : list)
+          groups[{b->database, b->role, b->application_name}].push_back(b);
       }
       std::vector<const Backend*> c;
       for (auto& [key, list] : groups) {

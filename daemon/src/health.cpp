@@ -65,7 +65,9 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"idle", s.idle},
         {"idle_in_transaction", s.idle_in_transaction},
         {"longest_idle_seconds", std::round(s.longest_idle_seconds * 1000) / 1000},
-        {"role", !s.polled ? "unknown" : s.in_recovery ? "standby" : "primary"},
+        {"role", !s.polled       ? "unknown"
+                 : s.in_recovery ? "standby"
+                                 : "primary"},
         {"mode", s.mode.empty() ? "unknown" : s.mode},
         {"reachable", s.last_poll_ok},
         {"last_poll", s.last_ok_unix},

@@ -65,9 +65,9 @@ PlanInput ParsePlan(const std::string& text, const std::string& path) {
     s.name = *n->value<std::string>();
     for (size_t j = 0; j < in.services.size(); ++j)
       if (in.services[j].name == s.name)
-        throw ConfigError(path, line(n), p + "name",
-                          fmt::format("duplicate service name \"{}\" (also service[{}])", s.name,
-                                      j));
+        throw ConfigError(
+            path, line(n), p + "name",
+            fmt::format("duplicate service name \"{}\" (also service[{}])", s.name, j));
     s.instances = static_cast<int>(integer(*t, p, "instances", true, 0, 1000000, 0));
     s.pool_size = static_cast<int>(integer(*t, p, "pool_size", true, 1, 1000000, 0));
     in.services.push_back(s);

@@ -323,7 +323,8 @@ TEST(DecideEmergencies, SkipsSessionsAlreadyChosenAndLeavesRoleStatesAlone) {
 }
 
 TEST(DecideEmergencies, TerminateIdleStopsOnceUsageIsBackUnderTheThreshold) {
-  Config cfg = Cfg("[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
+  Config cfg =
+      Cfg("[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
   ServerState st;
   std::vector<Backend> idle;
   for (int i = 0; i < 10; ++i) idle.push_back(B(100 + i, "api", "idle", 100 + i));
@@ -339,9 +340,9 @@ TEST(DecideEmergencies, TerminateIdleStopsOnceUsageIsBackUnderTheThreshold) {
 }
 
 TEST(DecideEmergencies, TerminateIdleKeepsKeepMinPerGroup) {
-  Config cfg = Cfg(
-      "[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
-      "keep_min = 2\n");
+  Config cfg =
+      Cfg("[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
+          "keep_min = 2\n");
   ServerState st;
   std::vector<Backend> idle;
   for (int i = 0; i < 4; ++i) idle.push_back(B(10 + i, "api", "idle", 10 + i));
@@ -357,11 +358,11 @@ TEST(DecideEmergencies, TerminateIdleKeepsKeepMinPerGroup) {
 TEST(Decide, MaxIdleSparesSessionsYoungerThanMinIdleAge) {
   Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 1\nmin_idle_age = \"10s\"\n");
   ServerState st;
-  auto d = Decide(cfg,
-                  Snap("api", 0,
-                       {B(10, "api", "idle", 0.8), B(11, "api", "idle", 0.5),
-                        B(12, "api", "idle", 40)}),
-                  st, 0);
+  auto d =
+      Decide(cfg,
+             Snap("api", 0,
+                  {B(10, "api", "idle", 0.8), B(11, "api", "idle", 0.5), B(12, "api", "idle", 40)}),
+             st, 0);
   // Excess: 12 and 10 (oldest first); 10 has been idle 0.8 s only: spared.
   EXPECT_EQ(Pids(d), (std::vector<int>{12}));
   EXPECT_DOUBLE_EQ(d.actions[0].min_idle_seconds, 10.0);  // re-checked by the executor

@@ -25,8 +25,9 @@ std::string KeyOf(const std::string& text) {
 TEST(Plan, HeadroomThatLeavesNothingIsRefused) {
   const std::string svc = "[[service]]\nname = \"a\"\ninstances = 2\npool_size = 1\n";
   EXPECT_EQ(KeyOf("max_connections = 100\nheadroom = 200\n" + svc).rfind("headroom: ", 0), 0u);
-  EXPECT_EQ(KeyOf("max_connections = 100\nreserved = 3\nheadroom = 97\n" + svc).rfind("headroom: ", 0),
-            0u);
+  EXPECT_EQ(
+      KeyOf("max_connections = 100\nreserved = 3\nheadroom = 97\n" + svc).rfind("headroom: ", 0),
+      0u);
   EXPECT_EQ(KeyOf("max_connections = 3\n" + svc).rfind("reserved: ", 0), 0u);  // default 3
   EXPECT_EQ(KeyOf("max_connections = 100\nheadroom = 96\n" + svc), "(no error)");
 }

@@ -41,7 +41,7 @@ struct DaemonConfig {
   Millis statement_timeout{5000};
   int metrics_max_applications = 200;  // per server; the rest fold into application "<other>"
   Millis probe_interval{60'000};       // capabilities are detected again this often
-  Millis min_idle_age{30'000};         // max_idle spares younger idle sessions (per role: min_idle_age)
+  Millis min_idle_age{30'000};         // max_idle spares sessions idle for less (per role too)
 };
 
 struct ServerConfig {
@@ -61,6 +61,7 @@ struct RoleLimitConfig {
   std::optional<Millis> idle_in_transaction_timeout;
   Priority priority = Priority::kNormal;
   std::optional<Millis> cooldown;  // overrides [daemon] cooldown
+
   std::optional<Millis> min_idle_age;  // overrides [daemon] min_idle_age
 };
 
@@ -69,8 +70,9 @@ struct EmergencyConfig {
   EmergencyAction action = EmergencyAction::kTerminateIdle;
   Millis older_than{30 * 60'000};                            // terminate_idle
   std::vector<Priority> skip_priority{Priority::kCritical};  // terminate_idle
-  int keep_min = 0;  // terminate_idle: per (database, role, application), kept idle sessions
   std::vector<Priority> priorities{Priority::kLow};          // close_admission: whose roles
+
+  int keep_min = 0;  // terminate_idle: per (database, role, application), kept idle sessions
 };
 
 struct Config {

@@ -52,11 +52,11 @@ class Daemon {
     bool recovered = false;  // the journal's leftovers for this server were undone
     double detected_at = 0;  // monotonic time of the last capability detection
     bool redetect = false;   // detect again before the next poll (after SIGHUP)
-    bool roles_checked = false;  // the [[role]] names were looked up on this server
     bool in_recovery = false;
     double backoff_ms = 0;
     double next_attempt = 0;       // monotonic seconds
     std::set<std::string> warned;  // one-time warnings
+    bool roles_checked = false;    // the [[role]] names were looked up on this server
     std::thread thread;
   };
 
