@@ -47,6 +47,11 @@ def statements(sql):
     return out
 
 
+def says(section, text):
+    """Does the section say `text` (line breaks and indentation aside)?"""
+    return " ".join(text.split()) in " ".join(section.split())
+
+
 def run(conn, stmt):
     with conn.cursor() as cur:
         cur.execute(stmt)
@@ -81,7 +86,7 @@ def test_runbook_top_to_bottom(make_cluster):
     # Before an incident: the ops headroom (reserved slots), and the pool budget
     # the text gives inline.
     block("before")
-    assert "SELECT warden.set_budget('api', 40, application => 'api-%')" in section
+    assert says(section, "SELECT warden.set_budget('api', 40, application => 'api-%')")
     run(dba, "SELECT warden.set_budget('api', 40, application => 'api-%')")
 
     # The trouble: an over-sized idle pool, a reports job, one forgotten transaction.
@@ -115,8 +120,9 @@ def test_runbook_top_to_bottom(make_cluster):
     ops = psycopg2.connect(c.dsn(user="ops"))
     close_all(more)
     # "idle_in_transaction with a large longest_idle_seconds": the forgotten one shows.
+    known = []
     if apps["api-2"]["longest_idle_seconds"] < 1:
-        pytest.xfail("warden.app_usage.longest_idle_seconds counts only 'idle' sessions, not "
+        known.append("warden.app_usage.longest_idle_seconds counts only 'idle' sessions, not "
                      "'idle in transaction' (issue 20, extension side)")
 
     # At 90 %: reclaim idle sessions.
@@ -141,13 +147,13 @@ def test_runbook_top_to_bottom(make_cluster):
     assert conn is None and "too many connections" in str(err), err
     assert "incident 1234" in str(err), err  # the DETAIL names the override and its reason
     # "Undo: SELECT warden.open_admission(role => 'reports');"
-    assert "SELECT warden.open_admission(role => 'reports');" in section
+    assert says(section, "SELECT warden.open_admission(role => 'reports');")
     run(dba, "SELECT warden.open_admission(role => 'reports')")
     conn, err = try_connect(c, user="reports", application_name="nightly")
     assert conn is not None, err
     conn.close()
     # The longer-lasting limit, and its undo, as written.
-    assert "SELECT warden.set_budget('reports-cap', 20, role => 'reports');" in section
+    assert says(section, "SELECT warden.set_budget('reports-cap', 20, role => 'reports');")
     run(dba, "SELECT warden.set_budget('reports-cap', 20, role => 'reports')")
     run(dba, "SELECT warden.drop_budget('reports-cap')")
 
@@ -157,3 +163,5 @@ def test_runbook_top_to_bottom(make_cluster):
     assert len([r for r in out[1][1] if not r["dry_run"]]) == 23, out[1][1]
     assert "reports-cap" not in {r["name"] for r in out[2][1]}
     close_all(pool + reports + [forgot, ops, dba])
+    if known:
+        pytest.xfail("; ".join(known))

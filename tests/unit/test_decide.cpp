@@ -9,7 +9,7 @@ namespace {
 
 Config Cfg(const std::string& extra) {
   return ParseConfig(
-      "[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\n"
+      "[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\nmin_idle_age = \"0s\"\n"
       "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n" +
           extra,
       "t.toml");
@@ -367,7 +367,9 @@ TEST(Decide, MaxIdleSparesSessionsYoungerThanMinIdleAge) {
   EXPECT_EQ(Pids(d), (std::vector<int>{12}));
   EXPECT_DOUBLE_EQ(d.actions[0].min_idle_seconds, 10.0);  // re-checked by the executor
   // The default minimum age is 30 s.
-  Config dflt = Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\n");
+  Config dflt = ParseConfig(
+      "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n[[role]]\nname = \"api\"\nmax_idle = 0\n",
+      "t.toml");
   ServerState st2;
   d = Decide(dflt, Snap("api", 0, {B(10, "api", "idle", 29), B(11, "api", "idle", 31)}), st2, 0);
   EXPECT_EQ(Pids(d), (std::vector<int>{11}));
