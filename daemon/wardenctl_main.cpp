@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <optional>
@@ -341,7 +342,7 @@ int Main(int argc, char** argv) {
     char* end = nullptr;
     double secs = std::strtod(interval.c_str(), &end);
     if (!interval.empty() && end && *end == '\0' && secs >= 0)
-      d = Millis(static_cast<long long>(secs * 1000 + 0.5));
+      d = Millis(std::llround(secs * 1000));
     else
       d = ParseDuration(interval);
     if (!d) {

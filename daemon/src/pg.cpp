@@ -278,6 +278,7 @@ std::vector<std::string> Connection::MissingRoles(const std::vector<std::string>
       "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = n) ORDER BY 1",
       {names.dump()});
   std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(PQntuples(r.get())));
   for (int i = 0; i < PQntuples(r.get()); ++i) out.emplace_back(PQgetvalue(r.get(), i, 0));
   return out;
 }
