@@ -12,7 +12,10 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <ctime>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -69,27 +72,37 @@ nlohmann::json StatusJson(const StatusCopy& s) {
                       {"idle", x.apps[i].idle},
                       {"idle_in_transaction", x.apps[i].idle_in_transaction},
                       {"longest_idle_seconds", x.apps[i].longest_idle_seconds}});
-    servers.push_back(
-        {{"name", x.name},
-         {"reachable", x.last_poll_ok != 0},
-         {"mode", x.mode},
-         {"role", x.in_recovery ? "standby" : "primary"},
-         {"patroni_role",
-          x.patroni_role[0] ? nlohmann::json(x.patroni_role) : nlohmann::json(nullptr)},
-         {"lag_bytes", x.lag_bytes >= 0 ? nlohmann::json(x.lag_bytes) : nlohmann::json(nullptr)},
-         {"connections", x.connections},
-         {"max_connections", x.max_connections},
-         {"usage_percent", x.usage_percent},
-         {"active", x.active},
-         {"idle", x.idle},
-         {"idle_in_transaction", x.idle_in_transaction},
-         {"last_poll", x.last_ok_unix},
-         {"error", x.error},
-         {"admission_closed", x.admission_closed},
-         {"emergencies_active", x.emergencies_active},
-         {"alerts", x.alerts},
-         {"actions_total", x.actions_total},
-         {"applications", apps}});
+    nlohmann::json closed = nlohmann::json::array();
+    for (int i = 0; i < x.nclosed && i < kShmClosed; ++i)
+      closed.push_back({{"role", x.closed[i].role}, {"limit", x.closed[i].limit}});
+    nlohmann::json alerts = nlohmann::json::array();
+    for (int i = 0; i < x.nalerts && i < kShmAlerts; ++i)
+      alerts.push_back({{"alert", x.alert_list[i].key},
+                        {"severity", x.alert_list[i].severity},
+                        {"message", x.alert_list[i].message}});
+    servers.push_back({{"name", x.name},
+                       {"reachable", x.last_poll_ok != 0},
+                       {"mode", x.mode},
+                       {"role", x.in_recovery ? "standby" : "primary"},
+                       {"patroni_role", x.patroni_role[0] ? nlohmann::json(x.patroni_role)
+                                                          : nlohmann::json(nullptr)},
+                       {"lag_bytes", x.lag_bytes >= 0 ? nlohmann::json(x.lag_bytes)
+                                                      : nlohmann::json(nullptr)},
+                       {"connections", x.connections},
+                       {"max_connections", x.max_connections},
+                       {"usage_percent", x.usage_percent},
+                       {"active", x.active},
+                       {"idle", x.idle},
+                       {"idle_in_transaction", x.idle_in_transaction},
+                       {"last_poll", x.last_ok_unix},
+                       {"error", x.error},
+                       {"admission_closed", x.admission_closed},
+                       {"emergencies_active", x.emergencies_active},
+                       {"alerts", x.alerts},
+                       {"closed_roles", closed},
+                       {"alert_list", alerts},
+                       {"actions_total", x.actions_total},
+                       {"applications", apps}});
   }
   nlohmann::json actions = nlohmann::json::array();
   for (const auto& a : s.actions)
@@ -117,7 +130,7 @@ void PrintStatus(const StatusCopy& s) {
         "{:<16} {:<8} {:<9} {:>11} {:>5.1f}% {:>6} {:>5} {:>4} {:<12}\n", Clip(x.name, 16), state,
         x.mode, fmt::format("{}/{}", x.connections, x.max_connections), x.usage_percent, x.active,
         x.idle, x.idle_in_transaction, Ago(x.last_ok_unix));
-    if (!x.last_poll_ok && x.error[0]) std::cout << "  error: " << Clip(x.error, 72) << "\n";
+    if (!x.last_poll_ok && x.error[0]) std::cout << "  error: " << x.error << "\n";
     if (x.patroni_role[0])
       std::cout << fmt::format("  patroni: {}{}\n", x.patroni_role,
                                x.lag_bytes >= 0 ? fmt::format(", lag {} bytes", x.lag_bytes) : "");
@@ -125,6 +138,17 @@ void PrintStatus(const StatusCopy& s) {
       std::cout << fmt::format(
           "  admission closed for {} role(s), {} emergency step(s), {} alert(s)\n",
           x.admission_closed, x.emergencies_active, x.alerts);
+    for (int i = 0; i < x.nclosed && i < kShmClosed; ++i)
+      std::cout << fmt::format("  admission closed: role {} at {} connection(s)\n",
+                               x.closed[i].role, x.closed[i].limit);
+    if (x.admission_closed > x.nclosed)
+      std::cout << fmt::format("  ... and {} more role(s) (see /health)\n",
+                               x.admission_closed - x.nclosed);
+    for (int i = 0; i < x.nalerts && i < kShmAlerts; ++i)
+      std::cout << fmt::format("  alert {} ({}): {}\n", x.alert_list[i].key,
+                               x.alert_list[i].severity, x.alert_list[i].message);
+    if (x.alerts > x.nalerts)
+      std::cout << fmt::format("  ... and {} more alert(s) (see /alerts)\n", x.alerts - x.nalerts);
   }
   if (!s.actions.empty()) {
     std::cout << "\nrecent actions:\n";
@@ -135,8 +159,9 @@ void PrintStatus(const StatusCopy& s) {
       localtime_r(&t, &tm);
       char b[16];
       std::strftime(b, sizeof b, "%H:%M:%S", &tm);
+      // In full: the reason is what the operator needs (no cut at a width).
       std::cout << fmt::format("  {} {:<10} {}\n", b, Clip(s.actions[i].server, 10),
-                               Clip(s.actions[i].text, 58));
+                               s.actions[i].text);
     }
   }
 }
@@ -319,9 +344,22 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (top->parsed()) {
-    auto d = ParseDuration(interval);
-    if (!d || d->count() < 100) {
-      std::cerr << "wardenctl: --interval must be a duration of at least 100ms\n";
+    // A bare number is seconds, as for top(1) and watch(1): "5" is 5 s.
+    std::optional<Millis> d;
+    char* end = nullptr;
+    double secs = std::strtod(interval.c_str(), &end);
+    if (!interval.empty() && end && *end == '\0' && secs >= 0)
+      d = Millis(std::llround(secs * 1000));
+    else
+      d = ParseDuration(interval);
+    if (!d) {
+      std::cerr << "wardenctl: invalid --interval \"" << interval
+                << "\": a duration like \"500ms\", \"2s\", or a number of seconds\n";
+      return 2;
+    }
+    if (d->count() < 100) {
+      std::cerr << "wardenctl: --interval must be at least 100 ms (got \"" << interval
+                << "\" = " << d->count() << " ms)\n";
       return 2;
     }
     return Top(seg, d->count() / 1000.0, count);

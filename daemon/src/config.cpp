@@ -7,6 +7,8 @@
 #include <libpq-fe.h>
 #include <toml++/toml.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -92,6 +94,27 @@ class Parser {
     if (v && v->find('\0') != std::string::npos)
       Fail(n, prefix + key, "must not contain a NUL character (\\u0000)");
     return v;
+  }
+
+  // A DSN libpq would refuse at connect time (unknown keyword, bad quoting)
+  // is refused here, with libpq's own message.
+  void CheckDsn(const toml::table& t, const std::string& prefix, const char* key,
+                const std::string& dsn) const {
+    // As libpq decides for dbname with expand_dbname: a string with "=" or a
+    // URI is a connection string; anything else is a database name.
+    if (dsn.find('=') == std::string::npos && dsn.rfind("postgresql://", 0) != 0 &&
+        dsn.rfind("postgres://", 0) != 0)
+      return;
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+    if (opts) {
+      PQconninfoFree(opts);
+      return;
+    }
+    std::string msg = err ? err : "out of memory";
+    if (err) PQfreemem(err);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    Fail(t.get(key), prefix + key, "not a valid libpq connection string: " + msg);
   }
 
   std::optional<bool> Bool(const toml::table& t, const std::string& prefix, const char* key) const {
@@ -224,9 +247,11 @@ class Parser {
       auto dsn = String(t, p, "dsn");
       if (!dsn || dsn->empty())
         Fail(t.get("dsn"), p + "dsn", "is required (a libpq connection string)", LineOf(t));
+      CheckDsn(t, p, "dsn", *dsn);
       s.name = *name;
       s.dsn = *dsn;
       s.pgbouncer_dsn = String(t, p, "pgbouncer_dsn").value_or("");
+      if (!s.pgbouncer_dsn.empty()) CheckDsn(t, p, "pgbouncer_dsn", s.pgbouncer_dsn);
       cfg.servers.push_back(std::move(s));
     }
     auto clusters = Tables(root, "cluster");
@@ -257,7 +282,8 @@ class Parser {
     for (size_t i = 0; i < emergencies.size(); ++i) {
       const toml::table& t = *emergencies[i];
       std::string p = "emergency[" + std::to_string(i) + "].";
-      CheckKeys(t, p, {"at_percent", "action", "older_than", "skip_priority", "priorities"});
+      CheckKeys(t, p,
+                {"at_percent", "action", "older_than", "skip_priority", "priorities", "keep_min"});
       EmergencyConfig e;
       auto at = Number(t, p, "at_percent", 1, 100);
       if (!at)
@@ -290,6 +316,16 @@ class Parser {
           Fail(t.get("priorities"), p + "priorities", "applies to action \"close_admission\" only");
         e.priorities = *v;
       }
+      if (auto v = Int(t, p, "keep_min", 0, 262143)) {
+        if (e.action != EmergencyAction::kTerminateIdle)
+          Fail(t.get("keep_min"), p + "keep_min", "applies to action \"terminate_idle\" only");
+        e.keep_min = static_cast<int>(*v);
+      }
+      for (size_t j = 0; j < cfg.emergencies.size(); ++j)
+        if (cfg.emergencies[j].at_percent == e.at_percent && cfg.emergencies[j].action == e.action)
+          Fail(t.get("at_percent"), p + "at_percent",
+               "duplicate emergency step: emergency[" + std::to_string(j) +
+                   "] already has this at_percent and action \"" + *action + "\"");
       cfg.emergencies.push_back(std::move(e));
     }
     return cfg;
@@ -362,11 +398,11 @@ class Parser {
     if (legacy)
       CheckKeys(t, p,
                 {"role", "max_connections", "max_idle", "idle_in_transaction_timeout", "priority",
-                 "cooldown"});
+                 "cooldown", "min_idle_age"});
     else
       CheckKeys(t, p,
                 {"name", "scope", "max_connections", "max_idle", "idle_in_transaction_timeout",
-                 "priority", "cooldown"});
+                 "priority", "cooldown", "min_idle_age"});
     RoleLimitConfig b;
     auto role = String(t, p, name_key);
     if (!role || role->empty())
@@ -391,6 +427,7 @@ class Parser {
     b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
     if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
     b.cooldown = Duration(t, p, "cooldown", Millis(0));
+    b.min_idle_age = Duration(t, p, "min_idle_age", Millis(0));
     return b;
   }
 
@@ -400,10 +437,15 @@ class Parser {
               {"interval", "state_file", "http", "http_token", "http_token_file", "dry_run",
                "log_format", "log_level", "cooldown", "hysteresis_percent", "degraded_percent",
                "unhealthy_percent", "reconnect_min", "reconnect_max", "connect_timeout",
-               "statement_timeout", "metrics_max_applications"});
+               "statement_timeout", "metrics_max_applications", "probe_interval", "min_idle_age"});
     if (auto v = Duration(d, p, "interval", Millis(10))) c.interval = *v;
     if (auto v = String(d, p, "state_file")) {
       if (v->empty()) Fail(d.get("state_file"), p + "state_file", "must not be empty");
+      // Relative to what? wardend's working directory differs between a shell
+      // and systemd: the journal would be lost between the two.
+      if (v->front() != '/')
+        Fail(d.get("state_file"), p + "state_file",
+             "must be an absolute path (\"" + *v + "\" is relative)");
       c.state_file = *v;
     }
     if (auto v = String(d, p, "http")) {
@@ -466,6 +508,8 @@ class Parser {
     if (auto v = Duration(d, p, "statement_timeout", Millis(10))) c.statement_timeout = *v;
     if (auto v = Int(d, p, "metrics_max_applications", 1, 100000))
       c.metrics_max_applications = static_cast<int>(*v);
+    if (auto v = Duration(d, p, "probe_interval", Millis(100))) c.probe_interval = *v;
+    if (auto v = Duration(d, p, "min_idle_age", Millis(0))) c.min_idle_age = *v;
   }
 
  private:
@@ -479,8 +523,14 @@ Config ParseConfig(const std::string& text, const std::string& path) {
 }
 
 Config LoadConfig(const std::string& path) {
+  errno = 0;
   std::ifstream in(path);
-  if (!in) throw ConfigError(path, 0, "(file)", "cannot read the configuration file");
+  if (!in) {
+    const int err = errno;
+    throw ConfigError(path, 0, "(file)",
+                      std::string("cannot read the configuration file: ") +
+                          (err ? std::strerror(err) : "unknown error"));
+  }
   std::stringstream ss;
   ss << in.rdbuf();
   return ParseConfig(ss.str(), path);

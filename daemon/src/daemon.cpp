@@ -308,6 +308,7 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   s.in_recovery = s.conn->caps().in_recovery;
   s.detected_at = Mono();
   s.redetect = false;
+  s.roles_checked = false;
   const auto& caps = s.conn->caps();
   if (caps.extension)
     spdlog::info(
@@ -403,7 +404,9 @@ void Daemon::Step(Slot& s, const Config& cfg) {
       return;
     }
   }
-  if ((s.redetect || Mono() - s.detected_at > 60) && !Redetect(s, cfg)) return;
+  if ((s.redetect || Mono() - s.detected_at > cfg.daemon.probe_interval.count() / 1000.0) &&
+      !Redetect(s, cfg))
+    return;
   Snapshot snap;
   double t0 = Mono();
   try {
@@ -427,6 +430,7 @@ void Daemon::Step(Slot& s, const Config& cfg) {
     s.enforce_off = snap.enforce_off;
   }
   if (!s.server.cluster.empty()) ClusterCaps(s, cfg, snap);
+  if (!s.roles_checked) CheckRoles(s, cfg);
   Decision d = Decide(cfg, snap, s.state, Mono());
   if (!s.server.acts_local) {
     // Another member's wardend acts here; this one only places the caps of
@@ -456,6 +460,34 @@ void Daemon::Step(Slot& s, const Config& cfg) {
       WarnOnce(s, "pgbouncer", fmt::format("pgbouncer admin console: {}", report.error));
     board_.Bouncer(cfg, s.server.name, std::move(report));
   }
+}
+
+// A [[role]] naming no role on the server is a typo until proven otherwise:
+// check-config has no server, so it is checked here, at the first poll after
+// each connection and reload (an error in the log and in /health).
+void Daemon::CheckRoles(Slot& s, const Config& cfg) {
+  std::vector<std::string> names;
+  for (const auto& r : cfg.role_limits) names.push_back(r.role);
+  std::vector<std::string> problems;
+  if (!names.empty()) {
+    try {
+      for (const auto& role : s.conn->MissingRoles(names)) {
+        int i = 0;
+        for (; i < static_cast<int>(cfg.role_limits.size()); ++i)
+          if (cfg.role_limits[static_cast<size_t>(i)].role == role) break;
+        problems.push_back(fmt::format(
+            "{}: role[{}].name: role \"{}\" does not exist on this server (a typo?): its "
+            "limits never apply",
+            cfg.path, i, role));
+      }
+    } catch (const PgError& e) {
+      spdlog::warn("[{}] cannot check the [[role]] names: {}", s.server.name, e.what());
+      return;
+    }
+  }
+  for (const auto& p : problems) spdlog::error("[{}] configuration: {}", s.server.name, p);
+  board_.ConfigProblems(s.server.name, problems);
+  s.roles_checked = true;
 }
 
 void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
@@ -514,6 +546,7 @@ void Daemon::Resync(Config fresh, bool reload) {
     }
     slot->server = sc;
     if (reload) slot->redetect = true;
+    slot->roles_checked = false;
     if (fresh.emergencies.size() != old->emergencies.size()) {
       slot->state.emergency_active.clear();
       slot->state.emergency_caps.clear();

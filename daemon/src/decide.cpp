@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
 
 namespace wardend {
 
@@ -186,10 +187,15 @@ Decision DecideRoleLimits(const Config& cfg, const Snapshot& snap,
       if (static_cast<int>(idle.size()) > *limit.max_idle) {
         SortOldestFirst(idle);
         size_t excess = idle.size() - static_cast<size_t>(*limit.max_idle);
+        // Sessions idle for less than min_idle_age are spared: a pool whose
+        // minimum is above max_idle would otherwise reconnect forever.
+        const double min_age =
+            (limit.min_idle_age ? *limit.min_idle_age : cfg.daemon.min_idle_age).count() / 1000.0;
         for (size_t i = 0; i < excess; ++i) {
+          if (idle[i]->state_seconds < min_age) continue;
           chosen.insert(idle[i]->pid);
           d.actions.push_back(
-              Terminate(*idle[i], 0, "max_idle",
+              Terminate(*idle[i], min_age, "max_idle",
                         fmt::format("role {}: max_idle {}", limit.role, *limit.max_idle)));
           ++terminated;
         }
@@ -244,8 +250,10 @@ Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState&
           if (std::find(e.priorities.begin(), e.priorities.end(), b.priority) !=
                   e.priorities.end() &&
               !IsExempt(snap, b.role)) {
+            // A role holding nothing is capped at 1, never at 0 (that would
+            // lock it out entirely, which no emergency step asks for).
             auto rc = roles.find(b.role);
-            caps[b.role] = rc == roles.end() ? 0 : rc->second.connections;
+            caps[b.role] = std::max(1, rc == roles.end() ? 0 : rc->second.connections);
           }
       }
     } else if (active && snap.usage_percent < e.at_percent - cfg.daemon.hysteresis_percent) {
@@ -258,15 +266,35 @@ Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState&
 
     if (active && e.action == EmergencyAction::kTerminateIdle) {
       double older = e.older_than.count() / 1000.0;
-      std::vector<const Backend*> c;
+      // As many as bring usage back under at_percent, counting this poll's
+      // other terminations (each connection weighs usage / connections).
+      const double per_conn = snap.connections > 0 ? snap.usage_percent / snap.connections : 0.0;
+      double usage = snap.usage_percent - per_conn * static_cast<double>(chosen.size());
+      size_t needed = 0;
+      while (per_conn > 0 && usage - per_conn * static_cast<double>(needed) >= e.at_percent)
+        ++needed;
+      // keep_min per (database, role, application_name): its most recently
+      // used idle sessions are never picked.
+      std::map<std::tuple<std::string, std::string, std::string>, std::vector<const Backend*>>
+          groups;
       for (auto& [role, list] : by_role) {
         Priority p = cfg.PriorityOf(role);
         if (std::find(e.skip_priority.begin(), e.skip_priority.end(), p) != e.skip_priority.end())
           continue;
         for (const Backend* b : list)
+          groups[{b->database, b->role, b->application_name}].push_back(b);
+      }
+      std::vector<const Backend*> c;
+      for (auto& [key, list] : groups) {
+        SortOldestFirst(list);
+        size_t keep = std::min(list.size(), static_cast<size_t>(e.keep_min));
+        for (size_t k = 0; k + keep < list.size(); ++k) {
+          const Backend* b = list[k];
           if (b->state_seconds >= older && !chosen.count(b->pid)) c.push_back(b);
+        }
       }
       SortOldestFirst(c);
+      if (c.size() > needed) c.resize(needed);
       for (const Backend* b : c) {
         chosen.insert(b->pid);
         d.actions.push_back(Terminate(*b, older, fmt::format("emergency {}%", e.at_percent),

@@ -65,6 +65,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       desc += " (warden.enforce = off: wardend's actions are dry runs)";
     if (!s.journal_error.empty())
       desc += "; state file unwritable, changes withheld: " + s.journal_error;
+    for (const auto& p : s.config_problems) desc += "; configuration: " + p;
     nlohmann::json data = {
         {"connections", s.connections},
         {"max_connections", s.max_connections},
@@ -74,7 +75,9 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"idle", s.idle},
         {"idle_in_transaction", s.idle_in_transaction},
         {"longest_idle_seconds", std::round(s.longest_idle_seconds * 1000) / 1000},
-        {"role", s.in_recovery ? "standby" : "primary"},
+        {"role", !s.polled       ? "unknown"
+                 : s.in_recovery ? "standby"
+                                 : "primary"},
         {"mode", s.mode.empty() ? "unknown" : s.mode},
         {"reachable", s.last_poll_ok},
         {"enforce", !s.enforce_off},
@@ -90,6 +93,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       data["patroni_state"] = s.patroni_state;
       data["lag_bytes"] = s.lag_bytes ? nlohmann::json(*s.lag_bytes) : nlohmann::json(nullptr);
     }
+    if (!s.config_problems.empty()) data["config_problems"] = s.config_problems;
     if (s.pgbouncer_configured) {
       int waiting = 0;
       double maxwait = 0;

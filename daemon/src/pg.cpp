@@ -160,6 +160,7 @@ SELECT pg_catalog.to_regclass('warden.server_usage') IS NOT NULL,
   caps_.superuser = std::string(PQgetvalue(r.get(), 0, 3)) == "t";
   caps_.in_recovery = std::string(PQgetvalue(r.get(), 0, 4)) == "t";
   caps_.record_action = !PQgetisnull(r.get(), 0, 2);
+  caps_.record_action_args.clear();  // Detect runs again at every capability probe
   if (caps_.record_action) {
     // "action text, pid integer, ..." -> the argument names, with their types.
     std::string args = PQgetvalue(r.get(), 0, 2);
@@ -325,6 +326,18 @@ bool Connection::RecordAction(const std::string& action, int pid, const std::str
   }
 }
 
+std::vector<std::string> Connection::MissingRoles(const std::vector<std::string>& roles) {
+  nlohmann::json names = roles;
+  auto r = Exec(
+      "SELECT n FROM pg_catalog.json_array_elements_text($1::json) AS n "
+      "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = n) ORDER BY 1",
+      {names.dump()});
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(PQntuples(r.get())));
+  for (int i = 0; i < PQntuples(r.get()); ++i) out.emplace_back(PQgetvalue(r.get(), i, 0));
+  return out;
+}
+
 std::optional<int> Connection::RoleConnectionLimit(const std::string& role) {
   auto r = Exec("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = $1", {role});
   if (PQntuples(r.get()) == 0) return std::nullopt;
@@ -332,7 +345,17 @@ std::optional<int> Connection::RoleConnectionLimit(const std::string& role) {
 }
 
 void Connection::SetRoleConnectionLimit(const std::string& role, int limit) {
-  Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", QuoteIdent(role), limit));
+  try {
+    Exec(fmt::format("ALTER ROLE {} CONNECTION LIMIT {}", QuoteIdent(role), limit));
+  } catch (const PgError& e) {
+    if (e.sqlstate() != "42501") throw;
+    // PostgreSQL says only "permission denied to alter role": say what is missing.
+    throw PgError(fmt::format("{} (ALTER ROLE ... CONNECTION LIMIT needs the CREATEROLE "
+                              "attribute, and superuser for a superuser role: grant it to "
+                              "wardend's role, or install the pg_warden extension)",
+                              e.what()),
+                  e.sqlstate(), e.connection_lost());
+  }
 }
 
 void Connection::CloseAdmission(const std::string& role, int limit, const std::string& reason) {

@@ -40,6 +40,13 @@ PlanInput ParsePlan(const std::string& text, const std::string& path) {
   in.max_connections = static_cast<int>(integer(root, "", "max_connections", true, 1, 262143, 0));
   in.reserved = static_cast<int>(integer(root, "", "reserved", false, 0, 262143, 3));
   in.headroom = static_cast<int>(integer(root, "", "headroom", false, 0, 262143, 0));
+  if (in.reserved + in.headroom >= in.max_connections)
+    throw ConfigError(
+        path, line(root.get("headroom") ? root.get("headroom") : root.get("reserved")),
+        root.get("headroom") ? "headroom" : "reserved",
+        fmt::format("reserved ({}) + headroom ({}) leave no connection of max_connections ({}) "
+                    "for the services",
+                    in.reserved, in.headroom, in.max_connections));
   const toml::array* arr = root.get_as<toml::array>("service");
   if (!arr || arr->empty())
     throw ConfigError(path, 1, "service", "at least one [[service]] is required");
@@ -56,6 +63,11 @@ PlanInput ParsePlan(const std::string& text, const std::string& path) {
     if (!n || !n->is_string())
       throw ConfigError(path, line(n ? n : t), p + "name", "is required (a string)");
     s.name = *n->value<std::string>();
+    for (size_t j = 0; j < in.services.size(); ++j)
+      if (in.services[j].name == s.name)
+        throw ConfigError(
+            path, line(n), p + "name",
+            fmt::format("duplicate service name \"{}\" (also service[{}])", s.name, j));
     s.instances = static_cast<int>(integer(*t, p, "instances", true, 0, 1000000, 0));
     s.pool_size = static_cast<int>(integer(*t, p, "pool_size", true, 1, 1000000, 0));
     in.services.push_back(s);

@@ -175,6 +175,12 @@ void StatusBoard::Member(const std::string& server, const std::string& cluster,
   Publish();
 }
 
+void StatusBoard::ConfigProblems(const std::string& server, std::vector<std::string> problems) {
+  std::lock_guard<std::mutex> g(mu_);
+  StatusOf(server).config_problems = std::move(problems);
+  Publish();
+}
+
 ServerStatus& StatusBoard::StatusOf(const std::string& name) {
   for (auto& st : status_.servers)
     if (st.name == name) return st;

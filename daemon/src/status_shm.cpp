@@ -106,6 +106,21 @@ void StatusSegment::Publish(const DaemonStatus& d) {
     o.admission_closed = static_cast<int32_t>(s.admission_closed.size());
     o.emergencies_active = static_cast<int32_t>(s.emergency_active.size());
     o.alerts = static_cast<int32_t>(s.alerts.size());
+    o.nclosed = 0;
+    for (const auto& [role, limit] : s.admission_closed) {
+      if (o.nclosed >= kShmClosed) break;
+      Copy(o.closed[o.nclosed].role, role);
+      o.closed[o.nclosed].limit = limit;
+      ++o.nclosed;
+    }
+    o.nalerts = 0;
+    for (const auto& [key, a] : s.alerts) {
+      if (o.nalerts >= kShmAlerts) break;
+      Copy(o.alert_list[o.nalerts].key, key);
+      Copy(o.alert_list[o.nalerts].severity, a.severity);
+      Copy(o.alert_list[o.nalerts].message, a.message);
+      ++o.nalerts;
+    }
     uint64_t total = 0;
     for (const auto& [k, v] : s.actions_total) total += v;
     o.actions_total = total;

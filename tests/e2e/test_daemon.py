@@ -120,8 +120,13 @@ def test_emergency_terminate_idle_skips_critical_roles(make_cluster, wardend):
     w.wait_log(r"\[primary\] polled")
     vip = connect(c, "vip", "console", 2)
     idle = connect(c, "app_e", "svc", 8)  # 11/17 = 65%
-    wait_until(lambda: count(c, "app_e") == 0, timeout=10, what="idle sessions terminated")
+    # As many as bring usage under 50 %: 3 (8/17 = 47 %), 4 if the psql that
+    # counts is sampled too; never the critical role's, never all of them.
+    wait_until(lambda: count(c, "app_e") <= 5, timeout=10, what="idle sessions terminated")
     w.wait_log(r"emergency 50% \(terminate_idle\) fired")
+    time.sleep(5 * INTERVAL)
+    assert 4 <= count(c, "app_e") <= 5
+    close_all(idle)  # 3/17 = 18 % < 50 - 5
     w.wait_log(r"emergency 50% \(terminate_idle\) undone")
     assert all(alive(x) for x in vip), "critical role never touched"
     assert "older_than 1s" in w.log()

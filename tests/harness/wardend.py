@@ -34,7 +34,7 @@ class Wardend:
         self.logfile = str(tmp_path / f"{name}.log")
         text = (f'[daemon]\ninterval = "200ms"\nstate_file = "{self.state_file}"\n'
                 f'http = "127.0.0.1:{self.port}"\ncooldown = "1s"\nreconnect_min = "50ms"\n'
-                f'reconnect_max = "500ms"\n{daemon_extra}\n')
+                f'reconnect_max = "500ms"\nmin_idle_age = "0s"\n{daemon_extra}\n')
         for sname, cluster in servers:
             text += f'[[server]]\nname = "{sname}"\ndsn = "{cluster.dsn()}"\n'
         text += body

@@ -276,6 +276,28 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
        5},
       {"cluster unknown", kCluster("patroni = [\"http://h:8008\"]\ndsn = \"\"\nhosts = 1\n"),
        "cluster[0].hosts", 5},
+      {"emergency duplicate step",
+       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+                 "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n",
+       "emergency[1].at_percent", 8},
+      {"emergency keep_min on close_admission",
+       kServer + "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\nkeep_min = 1\n",
+       "emergency[0].keep_min", 7},
+      {"emergency keep_min negative",
+       kServer + "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\nkeep_min = -1\n",
+       "emergency[0].keep_min", 7},
+      {"state_file relative", "[daemon]\nstate_file = \"wardend.state\"\n" + kServer,
+       "daemon.state_file", 2},
+      {"dsn unknown keyword", "[[server]]\nname = \"p\"\ndsn = \"host=/tmp pport=5432\"\n",
+       "server[0].dsn", 3},
+      {"pgbouncer_dsn unknown keyword",
+       kServer + "pgbouncer_dsn = \"host=/tmp prot=6432 dbname=pgbouncer\"\n",
+       "server[0].pgbouncer_dsn", 4},
+      {"dsn bad quoting", "[[server]]\nname = \"p\"\ndsn = \"host='/tmp\"\n", "server[0].dsn", 3},
+      {"role min_idle_age", kServer + "[[role]]\nname = \"a\"\nmin_idle_age = \"soon\"\n",
+       "role[0].min_idle_age", 6},
+      {"probe_interval too short", "[daemon]\nprobe_interval = \"10ms\"\n" + kServer,
+       "daemon.probe_interval", 2},
       {"emergency unknown",
        kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nwhen = 1\n",
        "emergency[0].when", 7},
@@ -314,6 +336,30 @@ TEST(Config, ClusterAloneIsEnoughAndRoleScopeClusterIsRead) {
 
 TEST(Config, MissingFileIsAConfigError) {
   EXPECT_THROW(LoadConfig("/nonexistent/wardend.toml"), ConfigError);
+  // ... that says why (strerror), not only that it cannot be read.
+  try {
+    LoadConfig("/nonexistent/wardend.toml");
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Config, NewKeysAndTheirDefaults) {
+  Config c = ParseConfig(kServer, "w.toml");
+  EXPECT_EQ(c.daemon.probe_interval, Millis(60'000));
+  c = ParseConfig("[daemon]\nprobe_interval = \"2s\"\n" + kServer +
+                      "[[role]]\nname = \"a\"\nmax_idle = 1\n[[role]]\nname = \"b\"\n"
+                      "min_idle_age = \"0s\"\n"
+                      "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nkeep_min = 3\n"
+                      "[[emergency]]\nat_percent = 90\naction = \"close_admission\"\n",
+                  "w.toml");
+  EXPECT_EQ(c.daemon.probe_interval, Millis(2000));
+  EXPECT_EQ(c.daemon.min_idle_age, Millis(30'000));
+  EXPECT_FALSE(c.role_limits[0].min_idle_age);
+  EXPECT_EQ(c.role_limits[1].min_idle_age, Millis(0));
+  EXPECT_EQ(c.emergencies[0].keep_min, 3);
+  EXPECT_EQ(c.emergencies[1].keep_min, 0);  // same at_percent, other action: not a duplicate
 }
 
 TEST(Config, TokenFileIsRead) {

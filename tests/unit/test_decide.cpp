@@ -9,7 +9,7 @@ namespace {
 
 Config Cfg(const std::string& extra) {
   return ParseConfig(
-      "[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\n"
+      "[daemon]\ncooldown = \"10s\"\nhysteresis_percent = 5\nmin_idle_age = \"0s\"\n"
       "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n" +
           extra,
       "t.toml");
@@ -151,8 +151,11 @@ TEST(Decide, EmergencyTerminateIdleFiresOnTheWayUpAndIsUndoneWithHysteresis) {
                            B(12, "vip", "idle", 7200), B(13, "web", "idle in transaction", 2000)};
   // Below: nothing.
   EXPECT_TRUE(Decide(cfg, Snap("api", 1, idle, 89), st, 0).actions.empty());
-  // Crosses 90: idle > 30 min, except critical roles; oldest first.
-  auto d = Decide(cfg, Snap("api", 1, idle, 91), st, 1);
+  // Crosses 90: idle > 30 min, except critical roles; oldest first; as many
+  // as bring usage under 90 (100 connections: 2 of them).
+  Snapshot up = Snap("api", 1, idle, 91);
+  up.connections = 100;
+  auto d = Decide(cfg, up, st, 1);
   EXPECT_EQ(Pids(d), (std::vector<int>{10, 13}));
   EXPECT_TRUE(st.emergency_active[0]);
   ASSERT_EQ(d.events.size(), 1u);
@@ -306,7 +309,9 @@ TEST(DecideEmergencies, SkipsSessionsAlreadyChosenAndLeavesRoleStatesAlone) {
   ServerState st;
   auto idle = std::vector<Backend>{B(10, "api", "idle", 600), B(11, "api", "idle", 300),
                                    B(12, "api", "idle", 30)};
-  auto d = DecideEmergencies(cfg, Snap("api", 5, idle, 95), st, {10});
+  Snapshot snap = Snap("api", 5, idle, 95);
+  snap.connections = 100;
+  auto d = DecideEmergencies(cfg, snap, st, {10});
   EXPECT_EQ(Pids(d), (std::vector<int>{11}));  // 10 already chosen, 12 too young
   EXPECT_EQ(d.actions[0].rule, "emergency 90%");
   EXPECT_TRUE(st.emergency_active.at(0));
@@ -315,4 +320,68 @@ TEST(DecideEmergencies, SkipsSessionsAlreadyChosenAndLeavesRoleStatesAlone) {
   d = DecideEmergencies(cfg, Snap("api", 5, {}, 86), st, {});
   EXPECT_TRUE(d.events.empty());
   EXPECT_TRUE(st.emergency_active.at(0));
+}
+
+TEST(DecideEmergencies, TerminateIdleStopsOnceUsageIsBackUnderTheThreshold) {
+  Config cfg =
+      Cfg("[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"1s\"\n");
+  ServerState st;
+  std::vector<Backend> idle;
+  for (int i = 0; i < 10; ++i) idle.push_back(B(100 + i, "api", "idle", 100 + i));
+  // 20 connections at 96.5%: 4.825% each; 2 bring it to 86.85% (< 90).
+  Snapshot snap = Snap("api", 10, idle, 96.5);
+  ASSERT_EQ(snap.connections, 20);
+  auto d = DecideEmergencies(cfg, snap, st, {});
+  EXPECT_EQ(Pids(d), (std::vector<int>{109, 108}));  // the oldest idle
+  // This poll's other terminations count: one already chosen, one more needed.
+  ServerState st2;
+  d = DecideEmergencies(cfg, snap, st2, {100});
+  EXPECT_EQ(Pids(d), (std::vector<int>{109}));
+}
+
+TEST(DecideEmergencies, TerminateIdleKeepsKeepMinPerGroup) {
+  Config cfg =
+      Cfg("[[emergency]]\nat_percent = 50\naction = \"terminate_idle\"\nolder_than = \"1s\"\n"
+          "keep_min = 2\n");
+  ServerState st;
+  std::vector<Backend> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(B(10 + i, "api", "idle", 10 + i));
+  Backend other = B(20, "api", "idle", 500);
+  other.application_name = "worker";  // another group, alone: kept
+  idle.push_back(other);
+  Snapshot snap = Snap("api", 0, idle, 99);
+  auto d = DecideEmergencies(cfg, snap, st, {});
+  // Usage would allow all of them; each group keeps its 2 most recently used.
+  EXPECT_EQ(Pids(d), (std::vector<int>{13, 12}));
+}
+
+TEST(Decide, MaxIdleSparesSessionsYoungerThanMinIdleAge) {
+  Config cfg = Cfg("[[role]]\nname = \"api\"\nmax_idle = 1\nmin_idle_age = \"10s\"\n");
+  ServerState st;
+  auto d =
+      Decide(cfg,
+             Snap("api", 0,
+                  {B(10, "api", "idle", 0.8), B(11, "api", "idle", 0.5), B(12, "api", "idle", 40)}),
+             st, 0);
+  // Excess: 12 and 10 (oldest first); 10 has been idle 0.8 s only: spared.
+  EXPECT_EQ(Pids(d), (std::vector<int>{12}));
+  EXPECT_DOUBLE_EQ(d.actions[0].min_idle_seconds, 10.0);  // re-checked by the executor
+  // The default minimum age is 30 s.
+  Config dflt = ParseConfig(
+      "[[server]]\nname = \"p\"\ndsn = \"host=/tmp\"\n[[role]]\nname = \"api\"\nmax_idle = 0\n",
+      "t.toml");
+  ServerState st2;
+  d = Decide(dflt, Snap("api", 0, {B(10, "api", "idle", 29), B(11, "api", "idle", 31)}), st2, 0);
+  EXPECT_EQ(Pids(d), (std::vector<int>{11}));
+}
+
+TEST(Decide, EmergencyCloseAdmissionNeverCapsARoleAtZero) {
+  Config cfg =
+      Cfg("[[role]]\nname = \"batch\"\npriority = \"low\"\n"
+          "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
+  ServerState st;
+  auto d = Decide(cfg, Snap("api", 50, {}, 96), st, 0);  // batch holds nothing
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0].role, "batch");
+  EXPECT_EQ(d.actions[0].limit, 1);
 }

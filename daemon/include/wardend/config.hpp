@@ -40,6 +40,8 @@ struct DaemonConfig {
   Millis connect_timeout{5000};
   Millis statement_timeout{5000};
   int metrics_max_applications = 200;  // per server; the rest fold into application "<other>"
+  Millis probe_interval{60'000};       // capabilities are detected again this often
+  Millis min_idle_age{30'000};         // max_idle spares sessions idle for less (per role too)
 };
 
 struct ServerConfig {
@@ -74,6 +76,8 @@ struct RoleLimitConfig {
   std::optional<Millis> idle_in_transaction_timeout;
   Priority priority = Priority::kNormal;
   std::optional<Millis> cooldown;  // overrides [daemon] cooldown
+
+  std::optional<Millis> min_idle_age;  // overrides [daemon] min_idle_age
 };
 
 struct EmergencyConfig {
@@ -82,6 +86,8 @@ struct EmergencyConfig {
   Millis older_than{30 * 60'000};                            // terminate_idle
   std::vector<Priority> skip_priority{Priority::kCritical};  // terminate_idle
   std::vector<Priority> priorities{Priority::kLow};          // close_admission: whose roles
+
+  int keep_min = 0;  // terminate_idle: per (database, role, application), kept idle sessions
 };
 
 struct Config {

@@ -59,6 +59,7 @@ class Daemon {
     double backoff_ms = 0;
     double next_attempt = 0;       // monotonic seconds
     std::set<std::string> warned;  // one-time warnings
+    bool roles_checked = false;    // the [[role]] names were looked up on this server
     std::thread thread;
   };
 
@@ -91,6 +92,7 @@ class Daemon {
   void Step(Slot& s, const Config& cfg);
   bool EnsureConnected(Slot& s, const Config& cfg);
   bool Redetect(Slot& s, const Config& cfg);
+  void CheckRoles(Slot& s, const Config& cfg);
   void UndoAll(Slot& s, const Config& cfg, const std::string& why);
   void PollError(Slot& s, const Config& cfg, const std::string& error);
   void Reload();

@@ -88,6 +88,8 @@ class Connection {
 
   // The role's rolconnlimit (-1: none); nullopt: no such role.
   std::optional<int> RoleConnectionLimit(const std::string& role);
+  // The names in `roles` that are no role on this server.
+  std::vector<std::string> MissingRoles(const std::vector<std::string>& roles);
   void SetRoleConnectionLimit(const std::string& role, int limit);  // ALTER ROLE
   // warden.close_admission / warden.open_admission for the role, any application.
   void CloseAdmission(const std::string& role, int limit, const std::string& reason);

@@ -72,6 +72,7 @@ struct ServerStatus {
   std::map<std::string, uint64_t> actions_total;  // kind -> count
   std::map<std::string, AlertState> alerts;       // key -> state
   std::string journal_error;  // the state file could not be written: changes withheld
+  std::vector<std::string> config_problems;  // e.g. a [[role]] naming no role here
   bool pgbouncer_configured = false, pgbouncer_ok = false;
   std::string pgbouncer_error;
   std::vector<PoolStat> pools;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "wardend/config.hpp"
 #include "wardend/decide.hpp"
@@ -44,6 +45,8 @@ class StatusBoard {
   void Member(const std::string& server, const std::string& cluster, const std::string& role,
               const std::string& state, std::optional<int64_t> lag_bytes);
   void JournalError(const std::string& server, const std::string& error);  // "": cleared
+  // Configuration problems found against the server (unknown [[role]] names).
+  void ConfigProblems(const std::string& server, std::vector<std::string> problems);
 
  private:
   ServerStatus& StatusOf(const std::string& name);          // mu_ held

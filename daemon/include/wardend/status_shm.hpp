@@ -18,10 +18,23 @@
 namespace wardend {
 
 constexpr uint32_t kShmMagic = 0x57415244;  // "WARD"
-constexpr uint32_t kShmVersion = 2;
+constexpr uint32_t kShmVersion = 3;
 constexpr int kShmServers = 16;
 constexpr int kShmApps = 64;
 constexpr int kShmActions = 32;
+constexpr int kShmClosed = 32;  // roles with admission closed, per server
+constexpr int kShmAlerts = 16;  // alerts, per server
+
+struct ShmClosed {
+  char role[64];
+  int32_t limit;
+};
+
+struct ShmAlert {
+  char key[48];
+  char severity[16];
+  char message[256];
+};
 
 struct ShmApp {
   char database[64];
@@ -47,12 +60,16 @@ struct ShmServer {
   int32_t napps;
   uint64_t actions_total;
   ShmApp apps[kShmApps];  // most connections first
+  int32_t nclosed;        // entries of closed[] (admission_closed counts them all)
+  ShmClosed closed[kShmClosed];
+  int32_t nalerts;  // entries of alert_list[] (alerts counts them all)
+  ShmAlert alert_list[kShmAlerts];
 };
 
 struct ShmAction {
   double at;
   char server[64];
-  char text[224];
+  char text[1024];  // the whole description (reason included)
 };
 
 struct ShmStatus {
