@@ -171,7 +171,21 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
     return;
   }
   if (events_.journal_error) events_.journal_error("");
-  mech.Close(a.role, a.limit, a.reason);
+  try {
+    mech.Close(a.role, a.limit, a.reason);
+  } catch (...) {
+    // Never applied: the journal goes back to what is in force, so that no
+    // later start calls this change "left in force".
+    try {
+      if (existing)
+        journal_.Upsert(*existing);
+      else
+        journal_.Remove(server_, a.role, identity_);
+    } catch (const std::exception& ex) {
+      spdlog::error("[{}] state file {}: {}", server_, journal_.path(), ex.what());
+    }
+    throw;
+  }
   state.applied[a.role] = a.limit;
   renewed_[a.role] = Mono();
   reason_[a.role] = a.reason;

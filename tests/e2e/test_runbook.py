@@ -119,11 +119,9 @@ def test_runbook_top_to_bottom(make_cluster):
     assert conn is None and "53300" in (err.pgcode or "53300") and "too many" in str(err), err
     ops = psycopg2.connect(c.dsn(user="ops"))
     close_all(more)
-    # "idle_in_transaction with a large longest_idle_seconds": the forgotten one shows.
-    known = []
-    if apps["api-2"]["longest_idle_seconds"] < 1:
-        known.append("warden.app_usage.longest_idle_seconds counts only 'idle' sessions, not "
-                     "'idle in transaction' (issue 20, extension side)")
+    # "idle_in_transaction with a large longest_idle_in_transaction_seconds": the forgotten
+    # one shows.
+    assert apps["api-2"]["longest_idle_in_transaction_seconds"] >= 1, apps
 
     # At 90 %: reclaim idle sessions.
     out = block("At 90 % (unhealthy): reclaim idle sessions")
@@ -163,5 +161,3 @@ def test_runbook_top_to_bottom(make_cluster):
     assert len([r for r in out[1][1] if not r["dry_run"]]) == 23, out[1][1]
     assert "reports-cap" not in {r["name"] for r in out[2][1]}
     close_all(pool + reports + [forgot, ops, dba])
-    if known:
-        pytest.xfail("; ".join(known))
