@@ -391,7 +391,7 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     for (const auto& s : st.servers)
       for (const auto& c : s.bouncer_clients)
         sample("pg_warden_pgbouncer_clients",
-               fmt::format("{},database=\"{}\",user=\"{}\",application_name=\"{}\"", L(s.name),
+               fmt::format("{},datname=\"{}\",usename=\"{}\",application_name=\"{}\"", L(s.name),
                            EscapeLabel(c.database), EscapeLabel(c.user),
                            EscapeLabel(c.application_name)),
                c.clients);

@@ -170,13 +170,13 @@ def test_clients_per_application_in_metrics(srv, wardend):
             if not fam:
                 return {}
             return {s.labels["application_name"]: s.value for s in fam.samples
-                    if s.labels["database"] == "postgres" and s.labels["server"] == "primary"}
+                    if s.labels["datname"] == "postgres" and s.labels["server"] == "primary"}
 
         pgcluster.wait_until(lambda: series() == want, timeout=10, what="clients per application")
         assert sum(series().values()) == sum(want.values())
         # Users are labelled too: the clients logged in to pgbouncer as postgres.
         text = w.get("/metrics")[1]
-        assert ('pg_warden_pgbouncer_clients{server="primary",database="postgres",user="postgres",'
+        assert ('pg_warden_pgbouncer_clients{server="primary",datname="postgres",usename="postgres",'
                 'application_name="orders"} 12') in text
         for c in conns[:5]:  # 5 orders clients leave
             c.close()
