@@ -80,29 +80,29 @@ nlohmann::json StatusJson(const StatusCopy& s) {
       alerts.push_back({{"alert", x.alert_list[i].key},
                         {"severity", x.alert_list[i].severity},
                         {"message", x.alert_list[i].message}});
-    servers.push_back({{"name", x.name},
-                       {"reachable", x.last_poll_ok != 0},
-                       {"mode", x.mode},
-                       {"role", x.in_recovery ? "standby" : "primary"},
-                       {"patroni_role", x.patroni_role[0] ? nlohmann::json(x.patroni_role)
-                                                          : nlohmann::json(nullptr)},
-                       {"lag_bytes", x.lag_bytes >= 0 ? nlohmann::json(x.lag_bytes)
-                                                      : nlohmann::json(nullptr)},
-                       {"connections", x.connections},
-                       {"max_connections", x.max_connections},
-                       {"usage_percent", x.usage_percent},
-                       {"active", x.active},
-                       {"idle", x.idle},
-                       {"idle_in_transaction", x.idle_in_transaction},
-                       {"last_poll", x.last_ok_unix},
-                       {"error", x.error},
-                       {"admission_closed", x.admission_closed},
-                       {"emergencies_active", x.emergencies_active},
-                       {"alerts", x.alerts},
-                       {"closed_roles", closed},
-                       {"alert_list", alerts},
-                       {"actions_total", x.actions_total},
-                       {"applications", apps}});
+    servers.push_back(
+        {{"name", x.name},
+         {"reachable", x.last_poll_ok != 0},
+         {"mode", x.mode},
+         {"role", x.in_recovery ? "standby" : "primary"},
+         {"patroni_role",
+          x.patroni_role[0] ? nlohmann::json(x.patroni_role) : nlohmann::json(nullptr)},
+         {"lag_bytes", x.lag_bytes >= 0 ? nlohmann::json(x.lag_bytes) : nlohmann::json(nullptr)},
+         {"connections", x.connections},
+         {"max_connections", x.max_connections},
+         {"usage_percent", x.usage_percent},
+         {"active", x.active},
+         {"idle", x.idle},
+         {"idle_in_transaction", x.idle_in_transaction},
+         {"last_poll", x.last_ok_unix},
+         {"error", x.error},
+         {"admission_closed", x.admission_closed},
+         {"emergencies_active", x.emergencies_active},
+         {"alerts", x.alerts},
+         {"closed_roles", closed},
+         {"alert_list", alerts},
+         {"actions_total", x.actions_total},
+         {"applications", apps}});
   }
   nlohmann::json actions = nlohmann::json::array();
   for (const auto& a : s.actions)

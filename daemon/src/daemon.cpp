@@ -22,6 +22,7 @@
 
 #include "wardend/admission.hpp"
 #include "wardend/backoff.hpp"
+#include "wardend/clock.hpp"
 #include "wardend/http.hpp"
 #include "wardend/log.hpp"
 #include "wardend/status_shm.hpp"
@@ -35,19 +36,6 @@ volatile sig_atomic_t g_reload = 0;  // SIGHUP
 
 extern "C" void OnTerm(int) { g_term = g_term + 1; }
 extern "C" void OnHup(int) { g_reload = 1; }
-
-double Mono() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double Wall() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// How long an override wardend sets lasts unless renewed: a few intervals,
-// never under 10 s (a slow poll or a short network blip must not lift it).
-double LeaseSeconds(const Config& cfg) {
-  return std::max(10.0, 4.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0);
-}
 
 }  // namespace
 
@@ -173,6 +161,7 @@ int Daemon::Run() {
       auto cur = config();
       auto key = [](const std::vector<ServerConfig>& v) {
         std::vector<std::tuple<std::string, std::string, bool>> k;
+        k.reserve(v.size());
         for (const auto& sc : v) k.emplace_back(sc.name, sc.dsn, sc.acts_local);
         return k;
       };
@@ -276,123 +265,6 @@ void Daemon::PollError(Slot& s, const Config& cfg, const std::string& error) {
   board_.PollError(cfg, s.server.name, s.conn && s.conn->ok(), error);
 }
 
-bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
-  if (s.conn && s.conn->ok()) return true;
-  if (s.conn) {
-    spdlog::warn("[{}] connection lost", s.server.name);
-    s.conn.reset();
-  }
-  double now = Mono();
-  if (now < s.next_attempt) return false;
-  try {
-    s.conn = Connection::Open(s.server.dsn,
-                              static_cast<int>((cfg.daemon.connect_timeout.count() + 999) / 1000),
-                              static_cast<int>(cfg.daemon.statement_timeout.count()));
-  } catch (const PgError& e) {
-    static thread_local std::mt19937 rng{std::random_device{}()};
-    s.backoff_ms =
-        NextBackoffMs(s.backoff_ms, static_cast<double>(cfg.daemon.reconnect_min.count()),
-                      static_cast<double>(cfg.daemon.reconnect_max.count()),
-                      std::uniform_real_distribution<double>(0, 1)(rng));
-    s.next_attempt = now + s.backoff_ms / 1000.0;
-    std::string msg = MaskDsn(e.what());
-    spdlog::warn("[{}] cannot connect: {} (next attempt in {:.0f} ms)", s.server.name, msg,
-                 s.backoff_ms);
-    PollError(s, cfg, msg);
-    return false;
-  }
-  s.backoff_ms = 0;
-  s.next_attempt = 0;
-  s.conn->set_lease_seconds(LeaseSeconds(cfg));
-  s.executor->set_lease(LeaseSeconds(cfg));
-  s.in_recovery = s.conn->caps().in_recovery;
-  s.detected_at = Mono();
-  s.redetect = false;
-  s.roles_checked = false;
-  const auto& caps = s.conn->caps();
-  if (caps.extension)
-    spdlog::info(
-        "[{}] connected (pid {}, {}, mode extension, admission via {})", s.server.name,
-        s.conn->backend_pid(), s.in_recovery ? "standby" : "primary",
-        caps.close_admission ? "warden.close_admission" : "ALTER ROLE (no warden.close_admission)");
-  else
-    spdlog::warn(
-        "[{}] connected (pid {}, {}); the pg_warden extension is absent: DEGRADED MODE "
-        "(pg_stat_activity, pg_terminate_backend, ALTER ROLE)",
-        s.server.name, s.conn->backend_pid(), s.in_recovery ? "standby" : "primary");
-  if (!caps.superuser)
-    WarnOnce(s, "nosuper",
-             "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
-             "of superusers will fail");
-  board_.Connected(s.server.name, caps.extension, ChooseMechanism(caps));
-  ConnectionTarget target(*s.conn);
-  try {
-    // The journal knows this server by its identity from now on (a renamed
-    // [[server]] finds the entries written under its old name).
-    s.executor->SetIdentity(caps.identity);
-  } catch (const std::exception& e) {
-    spdlog::error("[{}] state file {}: {}", s.server.name, journal_->path(), e.what());
-  }
-  if (caps.identity.empty())
-    WarnOnce(s, "noidentity",
-             "cannot read the server's system identifier (pg_control_system): the state file "
-             "knows this server by its [[server]] name only");
-  if (!s.recovered) {
-    // First connection since start: undo what a previous run left in force.
-    s.executor->UndoAll(target, s.in_recovery, "left by a previous run");
-    s.recovered = true;
-  } else if (!s.server.cluster.empty()) {
-    // A cluster member reconnected to: Patroni may have restarted it (a
-    // switchover demotes by restarting), so what wardend placed there may be
-    // gone or have lost its reason. Reopen (a no-op where the override died
-    // with the server) and let this poll's decisions place again what still
-    // has a reason: nothing stays behind, in the server or the state file.
-    s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member");
-    // Its sessions may be gone with it: the reasons are weighed afresh.
-    s.state.roles.clear();
-    s.state.emergency_active.clear();
-    s.state.emergency_caps.clear();
-    std::set<std::string> kept;
-    for (const auto& e : journal_->EntriesFor(s.server.name)) kept.insert(e.role);
-    for (auto it = s.state.applied.begin(); it != s.state.applied.end();)
-      it = kept.count(it->first) ? std::next(it) : s.state.applied.erase(it);
-  } else {
-    try {
-      s.executor->Reconcile(target, s.state);
-    } catch (const PgError& e) {
-      // Could not tell: what is journaled stays, and so does what the decisions know.
-      spdlog::warn("[{}] cannot read warden.admission_overrides: {}", s.server.name, e.what());
-    }
-  }
-  if (!s.conn->ok()) s.conn.reset();
-  return s.conn != nullptr;
-}
-
-// The extension may be created or dropped while wardend runs: look again
-// every minute and after SIGHUP, on the open connection.
-bool Daemon::Redetect(Slot& s, const Config& cfg) {
-  bool had = s.conn->caps().extension;
-  try {
-    s.conn->Detect();
-  } catch (const PgError& e) {
-    spdlog::warn("[{}] capability detection failed: {}", s.server.name, e.what());
-    if (e.connection_lost() || !s.conn->ok()) s.conn.reset();
-    PollError(s, cfg, MaskDsn(e.what()));
-    return false;
-  }
-  s.detected_at = Mono();
-  s.redetect = false;
-  const auto& caps = s.conn->caps();
-  if (caps.extension != had) {
-    if (caps.extension)
-      spdlog::info("[{}] the pg_warden extension is now present: mode extension", s.server.name);
-    else
-      spdlog::warn("[{}] the pg_warden extension is gone: DEGRADED MODE", s.server.name);
-  }
-  board_.Connected(s.server.name, caps.extension, ChooseMechanism(caps));
-  return true;
-}
-
 void Daemon::Step(Slot& s, const Config& cfg) {
   if (!EnsureConnected(s, cfg)) return;
   if (!DryRun(cfg) && !s.enforce_off) {
@@ -460,45 +332,6 @@ void Daemon::Step(Slot& s, const Config& cfg) {
       WarnOnce(s, "pgbouncer", fmt::format("pgbouncer admin console: {}", report.error));
     board_.Bouncer(cfg, s.server.name, std::move(report));
   }
-}
-
-// A [[role]] naming no role on the server is a typo until proven otherwise:
-// check-config has no server, so it is checked here, at the first poll after
-// each connection and reload (an error in the log and in /health).
-void Daemon::CheckRoles(Slot& s, const Config& cfg) {
-  std::vector<std::string> names;
-  for (const auto& r : cfg.role_limits) names.push_back(r.role);
-  std::vector<std::string> problems;
-  if (!names.empty()) {
-    try {
-      for (const auto& role : s.conn->MissingRoles(names)) {
-        int i = 0;
-        for (; i < static_cast<int>(cfg.role_limits.size()); ++i)
-          if (cfg.role_limits[static_cast<size_t>(i)].role == role) break;
-        problems.push_back(fmt::format(
-            "{}: role[{}].name: role \"{}\" does not exist on this server (a typo?): its "
-            "limits never apply",
-            cfg.path, i, role));
-      }
-    } catch (const PgError& e) {
-      spdlog::warn("[{}] cannot check the [[role]] names: {}", s.server.name, e.what());
-      return;
-    }
-  }
-  for (const auto& p : problems) spdlog::error("[{}] configuration: {}", s.server.name, p);
-  board_.ConfigProblems(s.server.name, problems);
-  s.roles_checked = true;
-}
-
-void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
-  if (journal_->EntriesFor(s.server.name, s.conn ? s.conn->caps().identity : "").empty()) return;
-  if (!s.conn || !s.conn->ok()) {
-    s.next_attempt = 0;
-    s.recovered = true;  // undo below is the recovery
-    if (!EnsureConnected(s, cfg)) return;
-  }
-  ConnectionTarget target(*s.conn);
-  s.executor->UndoAll(target, s.in_recovery, why);
 }
 
 void Daemon::Reload() {
@@ -583,148 +416,6 @@ void Daemon::Resync(Config fresh, bool reload) {
     for (const auto& m : pc.members)
       board_.Member(name + "/" + m.name, name, m.role, m.state, m.lag_bytes);
   StartWorkers();
-}
-
-}  // namespace wardend
-
-namespace wardend {
-
-Config Daemon::Effective(const Config& file) const {
-  Config c = file;
-  for (const auto& cl : file.clusters) {
-    auto it = fleet_.find(cl.name);
-    if (it == fleet_.end()) continue;
-    for (const auto& m : it->second.members) {
-      ServerConfig sc;
-      sc.name = cl.name + "/" + m.name;
-      sc.dsn = MemberDsn(cl.dsn, m);
-      sc.cluster = cl.name;
-      sc.member = m.name;
-      sc.acts_local = cl.member.empty() || cl.member == m.name;
-      c.servers.push_back(std::move(sc));
-    }
-  }
-  return c;
-}
-
-void Daemon::RefreshFleet(const Config& file) {
-  int timeout_ms = static_cast<int>(
-      std::clamp<long long>(static_cast<long long>(file.daemon.interval.count()), 200, 2000));
-  for (const auto& cl : file.clusters) {
-    PatroniCluster pc;
-    try {
-      pc = FetchCluster(cl.patroni, timeout_ms);
-    } catch (const PatroniError& e) {
-      // Keep the last members known: Patroni's API down is not the members gone.
-      if (fleet_error_[cl.name] != e.what()) spdlog::warn("[{}] {}", cl.name, e.what());
-      fleet_error_[cl.name] = e.what();
-      continue;
-    }
-    if (fleet_error_.erase(cl.name)) spdlog::info("[{}] Patroni answers again", cl.name);
-    auto it = fleet_.find(cl.name);
-    const PatroniCluster* before = it == fleet_.end() ? nullptr : &it->second;
-    for (const auto& m : pc.members) {
-      const PatroniMember* was = before ? before->Find(m.name) : nullptr;
-      if (!was)
-        spdlog::info("[{}/{}] member found: {} {} at {}:{}", cl.name, m.name, m.role, m.state,
-                     m.host, m.port);
-      else if (was->role != m.role || was->state != m.state)
-        spdlog::info("[{}/{}] now {} {} (was {} {})", cl.name, m.name, m.role, m.state, was->role,
-                     was->state);
-      board_.Member(cl.name + "/" + m.name, cl.name, m.role, m.state, m.lag_bytes);
-    }
-    if (before)
-      for (const auto& m : before->members)
-        if (!pc.Find(m.name)) spdlog::info("[{}/{}] member gone from Patroni", cl.name, m.name);
-    if (!cl.member.empty() && !pc.Find(cl.member))
-      WarnOnceFleet(cl.name, "member \"" + cl.member + "\" is not in Patroni's member list");
-    const PatroniMember* leader = pc.RunningLeader();
-    // The cluster's actor for cluster-scoped limits: the wardend beside the
-    // member holding Patroni's leader key (or the one wardend watching the
-    // whole cluster). While no leader runs (the seconds of a switchover) or
-    // Patroni is paused, the actor does not change.
-    {
-      std::lock_guard<std::mutex> g(fleet_mu_);
-      FleetShared& f = shared_[cl.name];
-      bool actor = leader && !pc.paused ? cl.member.empty() || leader->name == cl.member : f.actor;
-      if (f.actor != actor)
-        spdlog::info("[{}] {} cluster-scoped limits (leader: {})", cl.name,
-                     actor ? "acting on" : "not acting on", leader ? leader->name : "none");
-      if (actor && !f.actor) f.actor_since = Mono();
-      f.actor = actor;
-    }
-    fleet_[cl.name] = std::move(pc);
-  }
-}
-
-void Daemon::ClusterCaps(Slot& s, const Config& cfg, const Snapshot& snap) {
-  const double now = Mono();
-  const double fresh_for = 3.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0 + 1.0;
-  const auto roles = snap.Roles();
-  std::map<std::string, int> mine;
-  for (const auto& lim : cfg.role_limits) {
-    if (lim.scope != RoleScope::kCluster || !lim.max_connections) continue;
-    auto rc = roles.find(lim.role);
-    mine[lim.role] = rc == roles.end() ? 0 : rc->second.connections;
-  }
-  s.state.cluster_caps.clear();
-  if (mine.empty()) return;
-  std::lock_guard<std::mutex> g(fleet_mu_);
-  FleetShared& f = shared_[s.server.cluster];
-  f.counts[s.server.name] = {now, mine};
-  for (const auto& lim : cfg.role_limits) {
-    if (lim.scope != RoleScope::kCluster || !lim.max_connections) continue;
-    if (std::find(snap.exempt_roles.begin(), snap.exempt_roles.end(), lim.role) !=
-        snap.exempt_roles.end())
-      continue;
-    std::map<std::string, int> counts;  // members polled lately -> connections
-    int sum = 0;
-    for (const auto& [server, tc] : f.counts) {
-      if (now - tc.first > fresh_for) continue;
-      auto n = tc.second.find(lim.role);
-      counts[server] = n == tc.second.end() ? 0 : n->second;
-      sum += counts[server];
-    }
-    ClusterRoleState& rs = f.roles[lim.role];
-    const int limit = *lim.max_connections;
-    Millis cooldown = lim.cooldown ? *lim.cooldown : cfg.daemon.cooldown;
-    // Caps go on at 80% of the limit, sized to sum to the limit: logins that
-    // race between two polls then meet a member's cap, not an open door.
-    if (sum * 5 >= limit * 4) {
-      if (!rs.over)
-        spdlog::warn(
-            "[{}] role {} near its cluster limit: {} connections over {} member(s), "
-            "max_connections {}: capping each member at its share",
-            s.server.cluster, lim.role, sum, counts.size(), limit);
-      rs.over = true;
-      rs.under_since.reset();
-      bool same_members =
-          rs.caps.size() == counts.size() &&
-          std::equal(rs.caps.begin(), rs.caps.end(), counts.begin(),
-                     [](const auto& a, const auto& b) { return a.first == b.first; });
-      if (!same_members) rs.caps = SplitLimit(limit, counts);
-    } else if (rs.over) {
-      if (!rs.under_since) rs.under_since = now;
-      if (now - *rs.under_since >= static_cast<double>(cooldown.count()) / 1000.0) {
-        spdlog::info("[{}] role {} below 80% of its cluster limit for {}: caps lifted",
-                     s.server.cluster, lim.role, FormatDuration(cooldown));
-        rs.over = false;
-        rs.caps.clear();
-      }
-    }
-    // A new actor waits two intervals: the previous one (beside the old
-    // leader) lifts its caps at its next interval, and reopening the same
-    // role on the same member must not undo the new actor's caps.
-    const double grace = 2.0 * static_cast<double>(cfg.daemon.interval.count()) / 1000.0;
-    if (f.actor && now - f.actor_since >= grace && rs.over) {
-      auto c = rs.caps.find(s.server.name);
-      if (c != rs.caps.end()) s.state.cluster_caps[lim.role] = c->second;
-    }
-  }
-}
-
-void Daemon::WarnOnceFleet(const std::string& cluster, const std::string& msg) {
-  if (fleet_warned_.insert(cluster + "\n" + msg).second) spdlog::warn("[{}] {}", cluster, msg);
 }
 
 }  // namespace wardend

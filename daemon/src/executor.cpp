@@ -6,20 +6,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <chrono>
+#include "wardend/clock.hpp"
 
 namespace wardend {
-
-namespace {
-
-double Wall() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-double Mono() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 bool ConnectionTarget::TerminateIfStill(const Action& a) {
   return c_.TerminateIfStill(a.pid, a.backend_start, a.state, a.sampled_at, a.min_idle_seconds,

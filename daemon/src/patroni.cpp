@@ -124,7 +124,7 @@ PatroniCluster FetchCluster(const std::vector<std::string>& urls, int timeout_ms
       }
     }
     if (!errors.empty()) errors += "; ";
-    errors += url + ": " + why;
+    errors.append(url).append(": ").append(why);
   }
   throw PatroniError("no Patroni REST API answered GET /cluster (" + errors + ")");
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "wardend/clock.hpp"
 #include "wardend/fold.hpp"
 #include "wardend/health.hpp"
 #include "wardend/status_shm.hpp"
@@ -13,10 +14,6 @@
 namespace wardend {
 
 namespace {
-
-double Wall() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 constexpr size_t kRecentActions = 64;
 

@@ -16,7 +16,7 @@ Config Cfg(const std::string& extra) {
 }
 
 Backend B(int pid, const std::string& role, const std::string& state, double secs) {
-  return Backend{pid, role, "db", "app", state, secs, "2026-01-01 00:00:00+00"};
+  return Backend{pid, role, "db", "app", state, secs, "2026-01-01 00:00:00+00", ""};
 }
 
 // A snapshot with `active` active sessions of `role` plus the given idle ones.
