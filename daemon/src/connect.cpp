@@ -61,6 +61,7 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
   s.backoff_ms = 0;
   s.next_attempt = 0;
   s.conn->set_lease_seconds(LeaseSeconds(cfg));
+  s.conn->set_member(s.server.member);
   s.executor->set_lease(LeaseSeconds(cfg));
   s.in_recovery = s.conn->caps().in_recovery;
   s.detected_at = Mono();

@@ -181,6 +181,7 @@ SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) || '
             THEN pg_catalog.current_setting('data_directory') ELSE '' END || ':' ||
        pg_catalog.current_setting('port'))SQL");
     if (!PQgetisnull(id.get(), 0, 0)) caps_.identity = PQgetvalue(id.get(), 0, 0);
+    if (!member_.empty() && !caps_.identity.empty()) caps_.identity += "@" + member_;
   } catch (const PgError& e) {
     if (e.connection_lost() || e.sqlstate() != "42501") throw;  // only "not allowed" is an answer
   }

@@ -49,9 +49,10 @@ struct Capabilities {
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
   bool superuser = false;
   bool in_recovery = false;
-  // The server's identity for the journal: "<system identifier>/<member>",
-  // where the member is cluster_name, the data directory (when readable) and
-  // the port; "" when it could not be read (then the config name keys it).
+  // The server's identity for the journal: "<system identifier>/<where>",
+  // where is cluster_name, the data directory (when readable) and the port,
+  // then "@<member>" for a [[cluster]]'s member; "" when it could not be read
+  // (then the config name keys it).
   std::string identity;
 };
 
@@ -75,6 +76,13 @@ class Connection {
   void Detect();
   // How long an override wardend sets lasts unless renewed (0: no expiry).
   void set_lease_seconds(double s) { lease_seconds_ = s; }
+  // A [[cluster]]'s member: its Patroni name joins the identity (members of one
+  // cluster share the system identifier, and on their own hosts often the
+  // cluster_name, data directory and port too).
+  void set_member(const std::string& member) {
+    member_ = member;
+    if (!member_.empty() && !caps_.identity.empty()) caps_.identity += "@" + member_;
+  }
 
   // One round trip: the usage views (extension) or pg_stat_activity (degraded).
   Snapshot Poll();
@@ -109,6 +117,7 @@ class Connection {
   ConnPtr conn_;
   Capabilities caps_;
   double lease_seconds_ = 0;
+  std::string member_;
 };
 
 // PgBouncer's admin console: the simple query protocol only, constant
