@@ -121,12 +121,13 @@ def test_emergency_close_admission_never_caps_at_zero(make_cluster, wardend):
 def test_wardenctl_status_names_roles_alerts_and_full_reasons(make_cluster, wardend):
     c = make_cluster(conf={"max_connections": "20"})
     c.psql("CREATE ROLE app_st LOGIN")
+    # The sessions first: wardend closes the role's admission at its first poll.
+    conns = connect(c, "app_st", "an-application-name-that-is-rather-long", 5)
     w = wardend([("primary", c)],
                 '[[role]]\nname = "app_st"\nmax_connections = 2\ncooldown = "1h"\n'
                 'max_idle = 8\n',
                 daemon_extra="degraded_percent = 20\nunhealthy_percent = 95").start()
     w.wait_log(r"\[primary\] polled")
-    conns = connect(c, "app_st", "an-application-name-that-is-rather-long", 5)
     wait_until(lambda: admission_cap(c, "app_st") == 2, timeout=10, what="admission closed")
     r = wait_until(lambda: (lambda r: r if "admission closed: role app_st" in r.stdout else None)(
         ctl("status", "--config", w.config)), timeout=10, what="wardenctl status with the role")
