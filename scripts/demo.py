@@ -75,7 +75,10 @@ def main():
         title("A throwaway PostgreSQL 15 server with pg_warden preloaded")
         cluster.start()
         cluster.psql("CREATE EXTENSION pg_warden; CREATE ROLE app_api LOGIN; CREATE ROLE app_worker LOGIN;"
-                     "CREATE ROLE reporting LOGIN; CREATE ROLE warden LOGIN IN ROLE pg_monitor, pg_signal_backend;")
+                     "CREATE ROLE reporting LOGIN; CREATE ROLE warden LOGIN IN ROLE pg_monitor, pg_signal_backend;"
+                     # wardend records its actions in warden.terminations (granted explicitly)
+                     "GRANT EXECUTE ON FUNCTION warden.record_action(int, name, name, text, text, "
+                     "float8, text, bool, inet) TO warden;")
         print(f"server: {cluster.dsn()}  (max_connections = 60)")
 
         title("Simulated application pools")
@@ -142,6 +145,8 @@ dsn = "host={cluster.sockdir} port={cluster.port} dbname=postgres user=warden ap
 name = "app_api"
 max_connections = 40
 max_idle = 4
+# idle at least 2 s before max_idle applies (the default, 30 s, is longer than this demo)
+min_idle_age = "2s"
 priority = "normal"
 """)
             http = open(conf).read().split('http = "')[1].split('"')[0]
