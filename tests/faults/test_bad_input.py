@@ -137,6 +137,7 @@ CASES = [
     ("open-long-role", f"SELECT warden.open_admission('{LONG}')", "22023"),
     # functions without arguments, called with some; trigger functions called directly
     ("reset-stats-arg", "SELECT warden.reset_stats(1)", "42883"),
+    ("reset-history-arg", "SELECT warden.reset_history(1)", "42883"),
     ("assert-preloaded-arg", "SELECT warden.assert_preloaded('x')", "42883"),
     ("app-usage-arg", "SELECT * FROM warden.app_usage('x')", "42883"),
     ("server-usage-arg", "SELECT * FROM warden.server_usage(1)", "42883"),
@@ -168,7 +169,8 @@ FUNCTION_OF_CASE = {
     "validate_idle_policy": "validate-", "validate_budget": "validate-budget-",
     "drop_idle_policy": "drop-policy-",
     "terminate_idle": "terminate-", "record_action": "record-", "close_admission": "close-",
-    "open_admission": "open-", "reset_stats": "reset-stats-", "assert_preloaded": "assert-preloaded-",
+    "open_admission": "open-", "reset_stats": "reset-stats-",
+    "reset_history": "reset-history-", "assert_preloaded": "assert-preloaded-",
     "app_usage": "app-usage-", "server_usage": "server-usage-", "backends": "backends-",
     "worker_stats": "worker-stats-", "terminations": "terminations-", "budget_usage": "budget-usage-",
     "admission_overrides": "overrides-", "usage_history": "history-", "pool_advice": "pool-advice-",

@@ -22,6 +22,7 @@ EVERYONE = set(ROLES)
 # (id, SQL run as the role, roles allowed). {r} is the role's name (unique objects per role).
 FUNCTIONS = [
     ("reset_stats", "SELECT warden.reset_stats()", OWNER),
+    ("reset_history", "SELECT warden.reset_history()", OWNER),
     ("assert_preloaded", "SELECT warden.assert_preloaded()", OWNER),
     ("worker_stats", "SELECT * FROM warden.worker_stats()", MONITOR),
     ("history_stats", "SELECT * FROM warden.history_stats()", MONITOR),
