@@ -49,6 +49,9 @@ def test_2000_connections_with_50_budgets_and_10_policies(make_cluster, churn_bi
     cluster = make_cluster(conf={"max_connections": "2100", "warden.max_tracked": "1024"})
     roles = [f"svc{r}" for r in range(5)]
     sql = "".join(f"CREATE ROLE {r} LOGIN;" for r in roles) + "CREATE ROLE ops LOGIN;"
+    # policies must name roles and databases that exist: these hold no sessions
+    sql += "CREATE ROLE nobody NOLOGIN;"
+    q(cluster, "CREATE DATABASE elsewhere")
     # 50 budgets: 20 hold exactly their limit (100 per application), 29 cover
     # other applications and roles, 1 keeps 5 slots for ops.
     sql += "".join(f"SELECT warden.set_budget('app-{i}', 100, application => 'app-{i}');" for i in range(20))
@@ -60,8 +63,9 @@ def test_2000_connections_with_50_budgets_and_10_policies(make_cluster, churn_bi
     # long timeout, or match nothing.
     sql += ("SELECT warden.add_idle_policy('victims', '1 s', application => 'victim-%');"
             "SELECT warden.add_idle_policy('keep-all', '1 s', application => 'app-%', keep_min => 100);"
+            # a schedule that can never match is refused: this one matches once a year
             "SELECT warden.add_idle_policy('never-scheduled', '1 s', application => 'app-1%', "
-            "schedule => '0 0 31 2 *');"
+            "schedule => '0 0 1 1 *');"
             "SELECT warden.add_idle_policy('dry', '1 s', role => 'svc1', dry_run => true);"
             "SELECT warden.add_idle_policy('hour', '1 hour');"
             "SELECT warden.add_idle_policy('in-tx', '1 s', state => 'idle in transaction');"
