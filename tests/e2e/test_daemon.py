@@ -220,7 +220,10 @@ def test_degraded_mode_without_the_extension(make_cluster, wardend):
     c = make_cluster(preload=False)
     c.psql("CREATE ROLE app_d LOGIN CONNECTION LIMIT 30")
     w = wardend([("plain", c)],
-                '[[role]]\nname = "app_d"\nmax_idle = 1\nmax_connections = 2\ncooldown = "500ms"\n').start()
+                # min_idle_age: the busy sessions below are idle for a moment between
+                # their login and their first statement, and must not be trimmed then.
+                '[[role]]\nname = "app_d"\nmax_idle = 1\nmax_connections = 2\ncooldown = "500ms"\n'
+                'min_idle_age = "2s"\n').start()
     w.wait_log("DEGRADED MODE")
     w.wait_http()
     code, h = wait_until(lambda: (lambda r: r if r[1] and r[1]["checks"][0]["data"]["mode"] != "unknown"
@@ -231,6 +234,8 @@ def test_degraded_mode_without_the_extension(make_cluster, wardend):
     assert "degraded mode" in h["checks"][0]["description"]
     idle = connect(c, "app_d", "svc", 3)
     wait_until(lambda: count(c, "app_d") == 1, timeout=10, what="idle trimmed via pg_terminate_backend")
+    # Three sessions were over max_connections too: the limit placed meanwhile is lifted first.
+    wait_until(lambda: connlimit(c, "app_d") == 30, timeout=10, what="CONNECTION LIMIT restored")
     # Over max_connections with sessions in a transaction (not idle: kept):
     # ALTER ROLE ... CONNECTION LIMIT, the original restored exactly afterwards.
     busy = connect(c, "app_d", "busy", 3)
@@ -507,11 +512,18 @@ def test_pgbouncer_pools_in_metrics_and_health(make_cluster, wardend):
         from prometheus_client.parser import text_string_to_metric_families
 
         def waiting():
+            # Both at once, from one poll: a client also waits for a moment while
+            # pgbouncer logs a server connection in, before the holders are served.
             fams = {f.name: f for f in text_string_to_metric_families(w.get("/metrics")[1])}
-            fam = fams.get("pg_warden_pgbouncer_clients_waiting")
-            return fam and any(s.labels["datname"] == "postgres" and s.value >= 1 for s in fam.samples)
 
-        wait_until(waiting, timeout=10, what="a waiting client in /metrics")
+            def value(name):
+                fam = fams.get(name)
+                return max((s.value for s in fam.samples if s.labels["datname"] == "postgres"),
+                           default=0) if fam else 0
+            return (value("pg_warden_pgbouncer_clients_waiting") >= 1
+                    and value("pg_warden_pgbouncer_servers_active") == 2)
+
+        wait_until(waiting, timeout=10, what="two active servers and a waiting client in /metrics")
         text = w.get("/metrics")[1]
         assert 'pg_warden_pgbouncer_up{server="primary"} 1' in text
         assert re.search(r'pg_warden_pgbouncer_servers_active\{server="primary",datname="postgres",'
