@@ -20,6 +20,10 @@ struct LoaderShared {
   int32 loader_pid; /* 0 when no loader runs */
   bool ready;
   pg_atomic_uint64 generation;
+  /* the latest load: when its snapshot was taken (under lock), and the
+     generation the sampler applied last (its first sample after the load) */
+  TimestampTz loaded_at;
+  pg_atomic_uint64 applied_generation;
 };
 
 LoaderShared *loader_shared = nullptr;
@@ -49,6 +53,7 @@ void ClearLoaderPid(int, Datum) {
 
 /* Inside a transaction; takes the snapshot it reads the tables with. */
 void LoadAll() {
+  TimestampTz snapshot_at = GetCurrentTimestamp();
   const Oid ext = get_extension_oid("pg_warden", true);
   const Oid nsp = OidIsValid(ext) ? get_namespace_oid("warden", true) : InvalidOid;
   if (!OidIsValid(ext) || !OidIsValid(nsp)) {
@@ -83,6 +88,8 @@ void LoadAll() {
        setting is local to this transaction). */
     (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
                             GUC_ACTION_LOCAL, true, 0, false);
+    /* taken before the snapshot: a commit before this time is in what is loaded */
+    snapshot_at = GetCurrentTimestamp();
     PushActiveSnapshot(GetTransactionSnapshot());
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_warden loader: SPI_connect failed");
     for (int i = 0; i < kNumConfigLoaders; i++) {
@@ -96,8 +103,9 @@ void LoadAll() {
   }
   LWLockAcquire(loader_shared->lock, LW_EXCLUSIVE);
   loader_shared->ready = true;
-  LWLockRelease(loader_shared->lock);
+  loader_shared->loaded_at = snapshot_at;
   pg_atomic_fetch_add_u64(&loader_shared->generation, 1);
+  LWLockRelease(loader_shared->lock);
 
   /* Wake the sampler: it applies the new configuration now, not at its next tick. */
   LWLockAcquire(usage->sample_lock, LW_SHARED);
@@ -184,6 +192,7 @@ void LoaderShmemInit() {
   memset(loader_shared, 0, sizeof(LoaderShared));
   loader_shared->lock = &GetNamedLWLockTranche("pg_warden")[kConfigLock].lock;
   pg_atomic_init_u64(&loader_shared->generation, 0);
+  pg_atomic_init_u64(&loader_shared->applied_generation, 0);
 }
 
 bool ConfigReady() {
@@ -205,6 +214,11 @@ uint64 ConfigGeneration() {
   return loader_shared == nullptr ? 0 : pg_atomic_read_u64(&loader_shared->generation);
 }
 
+void ConfigApplied(uint64 generation) {
+  if (loader_shared != nullptr)
+    pg_atomic_write_u64(&loader_shared->applied_generation, generation);
+}
+
 }  // namespace warden
 
 using namespace warden;
@@ -221,4 +235,35 @@ WARDEN_FUNCTION(config_changed) {
 
 extern "C" void warden_loader_main(Datum) {
   warden::Guard("warden_loader_main", [] { warden::LoaderMain(); });
+}
+
+/*
+ * warden.config_status(): whether a configuration change reached shared
+ * memory and the sampler. A change committed before loaded_at is loaded;
+ * applied_generation = generation once the sampler has sampled with it.
+ */
+WARDEN_FUNCTION(config_status) {
+  RequirePreloaded();
+  TupleDesc tupdesc;
+  if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("return type must be a row type")));
+  LWLockAcquire(loader_shared->lock, LW_SHARED);
+  const bool ready = loader_shared->ready;
+  const int32 pid = loader_shared->loader_pid;
+  const TimestampTz loaded_at = loader_shared->loaded_at;
+  const uint64 generation = pg_atomic_read_u64(&loader_shared->generation);
+  LWLockRelease(loader_shared->lock);
+  const uint64 applied = pg_atomic_read_u64(&loader_shared->applied_generation);
+  Datum values[5];
+  bool nulls[5] = {false};
+  values[0] = BoolGetDatum(ready);
+  values[1] = Int32GetDatum(pid);
+  nulls[1] = pid == 0;
+  values[2] = TimestampTzGetDatum(loaded_at);
+  nulls[2] = !ready;
+  values[3] = Int64GetDatum(static_cast<int64>(generation));
+  values[4] = Int64GetDatum(static_cast<int64>(applied));
+  HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
+  return HeapTupleGetDatum(tuple);
 }

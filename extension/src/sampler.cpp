@@ -256,6 +256,7 @@ void SamplerMain() {
     if (tick || (next_deadline != 0 && now >= next_deadline) || generation != seen_generation) {
       seen_generation = generation;
       next_deadline = SampleOnce();
+      ConfigApplied(generation);
       if (tick) {
         ManageLoader(now);
         next_sample = now + static_cast<TimestampTz>(guc_sample_interval) * 1000;

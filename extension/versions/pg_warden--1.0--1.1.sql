@@ -210,3 +210,14 @@ REVOKE ALL ON FUNCTION warden.reset_history() FROM PUBLIC;
 -- app_usage: the age of the longest idle-in-transaction session per key.
 ALTER TYPE warden.app_usage_row ADD ATTRIBUTE longest_idle_in_transaction_seconds float8;
 ALTER FOREIGN TABLE warden.app_usage ADD COLUMN longest_idle_in_transaction_seconds float8;
+
+-- warden.config_status(): whether a configuration change reached shared memory.
+CREATE FUNCTION warden.config_status(
+    OUT ready bool, OUT loader_pid int, OUT loaded_at timestamptz,
+    OUT generation bigint, OUT applied_generation bigint)
+  RETURNS record
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'config_status';
+COMMENT ON FUNCTION warden.config_status() IS
+  'Whether configuration changes reached shared memory: a change committed before loaded_at is loaded, and the worker applies it once applied_generation = generation.';
+REVOKE ALL ON FUNCTION warden.config_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION warden.config_status() TO pg_monitor;

@@ -19,6 +19,7 @@ import psycopg2.pool
 import pytest
 
 import pgcluster
+from clients import config_applied
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = os.path.join(HERE, "..", "clients")
@@ -33,8 +34,7 @@ def srv():
     c.psql("CREATE EXTENSION pg_warden")
     c.psql("SELECT warden.add_idle_policy('clients', '2 s', application => 'cl-%', "
            f"keep_min => {KEEP_MIN})")
-    pgcluster.wait_until(lambda: c.psql("SELECT count(*) FROM warden.idle_policies") == "1")
-    time.sleep(0.3)  # the worker loads policies within one sample interval
+    config_applied(c)
     yield c
     c.destroy()
 

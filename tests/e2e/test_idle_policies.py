@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 
 import pgcluster
+from clients import config_applied
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def srv():
 def db(srv):
     yield srv
     srv.psql("DELETE FROM warden.idle_policies")
-    time.sleep(0.3)  # the loader picks the deletion up within one sample interval
+    config_applied(srv)
 
 
 class Session:
@@ -85,8 +86,8 @@ def watch(sessions, seconds):
 
 
 def wait_policy_loaded(cluster, name):
-    """A policy applies within one sample interval of commit; give it two."""
-    time.sleep(0.25)
+    """The policy committed is in shared memory and the worker has sampled with it."""
+    config_applied(cluster)
 
 
 def terminations(cluster, where="true"):
@@ -225,7 +226,7 @@ def test_dry_run_records_without_killing(db):
     db.reload()
     try:
         db.psql("UPDATE warden.idle_policies SET dry_run = false WHERE name = 'dry'")
-        time.sleep(0.3)
+        config_applied(db)
         s.use()
         assert watch([s], 1.2) == []
         assert terminations(db, "policy = 'dry'")[-1][2] is True

@@ -8,6 +8,7 @@ import psycopg2
 import pytest
 
 import pgcluster
+from clients import config_applied, config_generation, worker_passed
 from faultlib import is_broken, wait_until
 
 ROLES = ("su", "mon", "sig", "plain")
@@ -25,6 +26,7 @@ FUNCTIONS = [
     ("reset_history", "SELECT warden.reset_history()", OWNER),
     ("assert_preloaded", "SELECT warden.assert_preloaded()", OWNER),
     ("worker_stats", "SELECT * FROM warden.worker_stats()", MONITOR),
+    ("config_status", "SELECT * FROM warden.config_status()", MONITOR),
     ("history_stats", "SELECT * FROM warden.history_stats()", MONITOR),
     ("app_usage()", "SELECT count(*) FROM warden.app_usage()", MONITOR),
     ("server_usage()", "SELECT count(*) FROM warden.server_usage()", MONITOR),
@@ -177,27 +179,33 @@ def test_policy_of_a_non_superuser_spares_superuser_sessions(make_cluster):
     pl = idle_session(cluster, "plain", "idle-plain")
     wait_until(lambda: pl.get_backend_pid() in terminated_pids(cluster), timeout=15,
                what="the policy to terminate the plain role's session")
-    time.sleep(1.0)  # twice the timeout again: the superusers' sessions stay
+    worker_passed(cluster, 1.0)  # twice the timeout again: the superusers' sessions stay
     assert not any(is_broken(c) for c in su)
     assert terminated_pids(cluster) == {pl.get_backend_pid()}
     assert "by-sig" in cluster.log_text()
 
-    # a policy of a superuser that stops being one stops touching superusers
+    # A policy of a superuser terminates superusers' sessions; once its owner
+    # stops being one, it stops touching them. Only the role changes: no
+    # configuration table is written, the loader reloads on the role change.
     cluster.psql("SELECT warden.drop_idle_policy('by-sig')")
     admin = psycopg2.connect(cluster.dsn(user="admin2", application_name="setup"))
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("SELECT warden.add_idle_policy('by-admin2', '500 ms', application => 'late-%', "
-                    "dry_run => true)")
+        cur.execute("SELECT warden.add_idle_policy('by-admin2', '500 ms', application => 'late-%')")
     admin.close()
-    cluster.psql("GRANT pg_signal_backend TO admin2; ALTER ROLE admin2 NOSUPERUSER")
-    time.sleep(0.5)  # the loader re-reads owners on role changes
-    cluster.psql("UPDATE warden.idle_policies SET dry_run = false WHERE name = 'by-admin2'")
+    config_applied(cluster)
+    early_su = idle_session(cluster, "su2", "late-early")
+    wait_until(lambda: early_su.get_backend_pid() in terminated_pids(cluster), timeout=15,
+               what="the superuser's policy to terminate a superuser's session")
+    before = config_generation(cluster)
+    cluster.psql("BEGIN; GRANT pg_signal_backend TO admin2; ALTER ROLE admin2 NOSUPERUSER; COMMIT")
+    config_applied(cluster, after_generation=before)  # reloads only if the role change did it
     late_su = idle_session(cluster, "su2", "late-su")
     late_pl = idle_session(cluster, "plain", "late-plain")
     wait_until(lambda: late_pl.get_backend_pid() in terminated_pids(cluster), timeout=15,
                what="the demoted owner's policy to terminate the plain session")
-    time.sleep(1.0)
+    worker_passed(cluster, 1.0)
     assert not is_broken(late_su)
-    for c in su + [pl, late_su, late_pl]:
+    assert late_su.get_backend_pid() not in terminated_pids(cluster)
+    for c in su + [pl, early_su, late_su, late_pl]:
         c.close()

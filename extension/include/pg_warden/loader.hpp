@@ -59,6 +59,8 @@ bool ConfigReady();
 int32 LoaderPid();
 /* Grows by one after every reload. */
 uint64 ConfigGeneration();
+/* The sampler: it has sampled with this generation (warden.config_status()). */
+void ConfigApplied(uint64 generation);
 
 /* Called by the sampler every sample: starts the loader when needed. */
 void ManageLoader(TimestampTz now);
