@@ -12,11 +12,11 @@ REVOKE ALL ON FUNCTION warden.config_changed() FROM PUBLIC;
 
 CREATE FUNCTION warden.config_status(
     OUT ready bool, OUT loader_pid int, OUT loaded_at timestamptz,
-    OUT generation bigint, OUT applied_generation bigint)
+    OUT generation bigint, OUT applied_generation bigint, OUT rewind_roles text[])
   RETURNS record
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'config_status';
 COMMENT ON FUNCTION warden.config_status() IS
-  'Whether configuration changes reached shared memory: a change committed before loaded_at is loaded, and the worker applies it once applied_generation = generation.';
+  'Whether configuration changes reached shared memory: a change committed before loaded_at is loaded, and the worker applies it once applied_generation = generation; rewind_roles: the roles exempt as pg_rewind''s (warden.exempt_rewind_roles).';
 
 REVOKE ALL ON FUNCTION warden.config_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION warden.config_status() TO pg_monitor;

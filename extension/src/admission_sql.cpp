@@ -12,6 +12,7 @@
 
 #include "pg_warden/boundary.hpp"
 #include "pg_warden/guc.hpp"
+#include "pg_warden/loader.hpp"
 #include "pg_warden/usage.hpp"
 #include "pg_warden/validate.hpp"
 
@@ -239,11 +240,17 @@ WARDEN_FUNCTION(close_admission) {
       InvalidArgument("role", psprintf("\"%s\" is a superuser", role),
                       "pg_warden never refuses a superuser's login: the override would do nothing.",
                       "Superusers are kept out with ALTER ROLE ... NOLOGIN or pg_hba.conf.");
-    if (IsExemptRole(role))
-      InvalidArgument("role", psprintf("\"%s\" is in warden.exempt_roles", role),
+    if (IsExemptRole(role)) {
+      const bool rewind = guc_exempt_rewind_roles && IsRewindRole(role);
+      InvalidArgument("role",
+                      rewind
+                          ? psprintf("\"%s\" may run pg_rewind (warden.exempt_rewind_roles)", role)
+                          : psprintf("\"%s\" is in warden.exempt_roles", role),
                       "pg_warden never refuses an exempt role's login: the override would do "
                       "nothing.",
-                      "Remove the role from warden.exempt_roles first.");
+                      rewind ? "Set warden.exempt_rewind_roles = off to cap it too."
+                             : "Remove the role from warden.exempt_roles first.");
+    }
   }
   if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) < 0)
     InvalidArgument("max_connections", "must not be negative");

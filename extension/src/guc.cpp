@@ -4,6 +4,8 @@
  */
 #include "pg_warden/guc.hpp"
 
+#include "pg_warden/loader.hpp"
+
 namespace warden {
 
 char *guc_database = nullptr;
@@ -13,6 +15,7 @@ int guc_degraded_percent = 80;
 int guc_unhealthy_percent = 90;
 bool guc_enforce = true;
 char *guc_exempt_roles = nullptr;
+bool guc_exempt_rewind_roles = true;
 int guc_history_keys = 256;
 int guc_history_save_interval = 300;
 
@@ -40,6 +43,11 @@ void DefineSettings() {
   DefineCustomStringVariable(
       "warden.exempt_roles", "Comma-separated roles pg_warden never terminates or refuses.",
       nullptr, &guc_exempt_roles, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "warden.exempt_rewind_roles", "Never terminate or refuse the roles that may run pg_rewind.",
+      "Non-superuser roles granted EXECUTE on pg_read_binary_file(text, bigint, bigint, "
+      "boolean) in warden.database, as Patroni's rewind role is.",
+      &guc_exempt_rewind_roles, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "warden.history_keys", "Keys whose usage history is kept in shared memory.",
       "A key gets a history slot at its first sampled connection; keys past it have no "
@@ -58,6 +66,7 @@ bool IsPatroniApplication(const char *application) {
 }
 
 bool IsExemptRole(const char *role_name) {
+  if (guc_exempt_rewind_roles && IsRewindRole(role_name)) return true;
   if (guc_exempt_roles == nullptr || guc_exempt_roles[0] == '\0') return false;
   /* A plain scan of the comma list: no allocation on the login path. */
   const char *p = guc_exempt_roles;

@@ -24,6 +24,9 @@ struct LoaderShared {
      generation the sampler applied last (its first sample after the load) */
   TimestampTz loaded_at;
   pg_atomic_uint64 applied_generation;
+  /* roles that may run pg_rewind (see IsRewindRole), under lock */
+  int32 nrewind;
+  NameData rewind_roles[kMaxRewindRoles];
 };
 
 LoaderShared *loader_shared = nullptr;
@@ -51,6 +54,33 @@ void ClearLoaderPid(int, Datum) {
   LWLockRelease(loader_shared->lock);
 }
 
+/*
+ * The roles pg_rewind can run as without being superusers: those granted
+ * EXECUTE on pg_read_binary_file(text, bigint, bigint, boolean), which
+ * PostgreSQL revokes from PUBLIC and pg_rewind calls (Patroni grants it to its
+ * rewind role at bootstrap). Only a superuser can grant it, so no client can
+ * make itself exempt. SPI connected, inside the load's snapshot.
+ */
+void LoadRewindRoles() {
+  int32 n = 0;
+  NameData found[kMaxRewindRoles];
+  if (SPI_execute("SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.rolcanlogin AND "
+                  "NOT r.rolsuper AND pg_catalog.has_function_privilege(r.oid, "
+                  "'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)', 'EXECUTE') "
+                  "ORDER BY 1",
+                  true, kMaxRewindRoles) != SPI_OK_SELECT)
+    elog(ERROR, "pg_warden loader: reading the rewind roles failed");
+  for (uint64 i = 0; i < SPI_processed && n < kMaxRewindRoles; i++) {
+    bool isnull = false;
+    const Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+    if (!isnull) namestrcpy(&found[n++], NameStr(*DatumGetName(d)));
+  }
+  LWLockAcquire(loader_shared->lock, LW_EXCLUSIVE);
+  memcpy(loader_shared->rewind_roles, found, sizeof(NameData) * static_cast<size_t>(n));
+  loader_shared->nrewind = n;
+  LWLockRelease(loader_shared->lock);
+}
+
 /* Inside a transaction; takes the snapshot it reads the tables with. */
 void LoadAll() {
   TimestampTz snapshot_at = GetCurrentTimestamp();
@@ -71,6 +101,9 @@ void LoadAll() {
     }
     /* Nothing the extension enforced outlives it: no SQL is left to lift them. */
     ClearAdmissionOverrides();
+    LWLockAcquire(loader_shared->lock, LW_EXCLUSIVE);
+    loader_shared->nrewind = 0;
+    LWLockRelease(loader_shared->lock);
   } else {
     if (logged_missing_extension)
       ereport(LOG,
@@ -98,6 +131,7 @@ void LoadAll() {
       else
         kConfigLoaders[i].clear();
     }
+    LoadRewindRoles();
     SPI_finish();
     PopActiveSnapshot();
   }
@@ -154,6 +188,8 @@ void LoaderMain() {
   CacheRegisterRelcacheCallback(OnRelcacheInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHOID, OnRoleInvalidation, 0);
   CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, OnRoleInvalidation, 0);
+  /* GRANT EXECUTE on a function: the rewind roles may change */
+  CacheRegisterSyscacheCallback(PROCOID, OnRoleInvalidation, 0);
   ereport(LOG, (errmsg("pg_warden loader started in database \"%s\"", guc_database)));
   CheckHealthThresholds();
 
@@ -214,9 +250,18 @@ uint64 ConfigGeneration() {
   return loader_shared == nullptr ? 0 : pg_atomic_read_u64(&loader_shared->generation);
 }
 
+bool IsRewindRole(const char *role_name) {
+  if (loader_shared == nullptr || role_name == nullptr) return false;
+  bool found = false;
+  LWLockAcquire(loader_shared->lock, LW_SHARED);
+  for (int32 i = 0; i < loader_shared->nrewind && !found; i++)
+    found = strcmp(NameStr(loader_shared->rewind_roles[i]), role_name) == 0;
+  LWLockRelease(loader_shared->lock);
+  return found;
+}
+
 void ConfigApplied(uint64 generation) {
-  if (loader_shared != nullptr)
-    pg_atomic_write_u64(&loader_shared->applied_generation, generation);
+  if (loader_shared != nullptr) pg_atomic_write_u64(&loader_shared->applied_generation, generation);
 }
 
 }  // namespace warden
@@ -253,10 +298,15 @@ WARDEN_FUNCTION(config_status) {
   const int32 pid = loader_shared->loader_pid;
   const TimestampTz loaded_at = loader_shared->loaded_at;
   const uint64 generation = pg_atomic_read_u64(&loader_shared->generation);
+  const int32 nrewind = loader_shared->nrewind;
+  NameData rewind[kMaxRewindRoles];
+  memcpy(rewind, loader_shared->rewind_roles, sizeof(NameData) * static_cast<size_t>(nrewind));
   LWLockRelease(loader_shared->lock);
   const uint64 applied = pg_atomic_read_u64(&loader_shared->applied_generation);
-  Datum values[5];
-  bool nulls[5] = {false};
+  Datum names[kMaxRewindRoles];
+  for (int32 i = 0; i < nrewind; i++) names[i] = CStringGetTextDatum(NameStr(rewind[i]));
+  Datum values[6];
+  bool nulls[6] = {false};
   values[0] = BoolGetDatum(ready);
   values[1] = Int32GetDatum(pid);
   nulls[1] = pid == 0;
@@ -264,6 +314,7 @@ WARDEN_FUNCTION(config_status) {
   nulls[2] = !ready;
   values[3] = Int64GetDatum(static_cast<int64>(generation));
   values[4] = Int64GetDatum(static_cast<int64>(applied));
+  values[5] = PointerGetDatum(construct_array(names, nrewind, TEXTOID, -1, false, TYPALIGN_INT));
   HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
   return HeapTupleGetDatum(tuple);
 }

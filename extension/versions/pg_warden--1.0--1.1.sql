@@ -214,10 +214,10 @@ ALTER FOREIGN TABLE warden.app_usage ADD COLUMN longest_idle_in_transaction_seco
 -- warden.config_status(): whether a configuration change reached shared memory.
 CREATE FUNCTION warden.config_status(
     OUT ready bool, OUT loader_pid int, OUT loaded_at timestamptz,
-    OUT generation bigint, OUT applied_generation bigint)
+    OUT generation bigint, OUT applied_generation bigint, OUT rewind_roles text[])
   RETURNS record
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'config_status';
 COMMENT ON FUNCTION warden.config_status() IS
-  'Whether configuration changes reached shared memory: a change committed before loaded_at is loaded, and the worker applies it once applied_generation = generation.';
+  'Whether configuration changes reached shared memory: a change committed before loaded_at is loaded, and the worker applies it once applied_generation = generation; rewind_roles: the roles exempt as pg_rewind''s (warden.exempt_rewind_roles).';
 REVOKE ALL ON FUNCTION warden.config_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION warden.config_status() TO pg_monitor;

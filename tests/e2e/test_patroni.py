@@ -26,10 +26,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def fleet():
-    # The documented setup (docs/fleet.md): Patroni's replication and rewind
-    # roles are exempt; its own sessions run as a superuser.
-    pc = PatroniCluster(members=3, parameters={
-        "warden.exempt_roles": f"{REPLICATION_USER},{REWIND_USER}"})
+    # The documented setup (docs/fleet.md): nothing to exempt by hand. Patroni's
+    # own sessions run as a superuser, replication is walsenders (never counted),
+    # and the rewind role is exempt by its grants (warden.exempt_rewind_roles).
+    pc = PatroniCluster(members=3)
     try:
         pc.start()
     except BaseException:
@@ -214,6 +214,9 @@ def test_catch_all_idle_policy_spares_patroni_replication_and_rewind(fleet):
                        " application => NULL, role => NULL, keep_min => 0)", user="warden_admin")
     fleet.wait_replayed()
     time.sleep(0.3)  # loaded within one sample interval of the replay
+    # the rewind role, found by the grants Patroni gave it at bootstrap, on every member
+    for name in fleet.members_by_name:
+        assert fleet.psql(name, "SELECT rewind_roles FROM warden.config_status()") == f"{{{REWIND_USER}}}"
     before = patroni_footprint(fleet)
     # the policy acts: a bystander's idle session goes on every member
     bystanders = {n: psycopg2.connect(fleet.dsn(n, user="app", application_name="bystander"))

@@ -179,3 +179,52 @@ def test_policy_of_an_owner_without_inherited_privileges_is_not_loaded(cluster):
     assert ('idle policy "by-noinh" is ignored: its owner "noinh" is not a superuser and lacks '
             'the privileges of pg_signal_backend') in cluster.log_text()
     assert 'idle policy "by-inh" is ignored' not in cluster.log_text()
+
+
+def test_rewind_role_exempt_by_default(make_cluster):
+    """A role that may run pg_rewind (granted EXECUTE on pg_read_binary_file, as
+    Patroni's rewind role is) is never terminated or refused, unless
+    warden.exempt_rewind_roles is off; nobody can grant that to themselves."""
+    from clients import config_applied, worker_passed
+    c = make_cluster()
+    c.psql("CREATE ROLE rw LOGIN; CREATE ROLE plain LOGIN;"
+           "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"
+           " TO rw")
+    config_applied(c)  # the GRANT reloads too; this makes sure it is in
+    assert c.psql("SELECT rewind_roles FROM warden.config_status()") == "{rw}"
+    c.psql("SELECT warden.add_idle_policy('catch-all', '300 ms', application => NULL, role => NULL);"
+           "SELECT warden.set_budget('one-each', 1, application => 'b-%')")
+    config_applied(c)
+    rw = psycopg2.connect(c.dsn(user="rw", application_name="rewind"))
+    rw.autocommit = True
+    pl = psycopg2.connect(c.dsn(user="plain", application_name="other"))
+    wait_until(lambda: pl.closed or c.psql(
+        f"SELECT count(*) FROM warden.terminations WHERE pid = {pl.get_backend_pid()}") == "1",
+        timeout=10, what="the plain role's idle session terminated")
+    worker_passed(c, 0.6)
+    assert c.psql(f"SELECT count(*) FROM warden.terminations WHERE pid = {rw.get_backend_pid()}") == "0"
+    rw.cursor().execute("SELECT 1")  # still alive
+    # budgets: the rewind role gets past a budget that refuses the plain role
+    held = [psycopg2.connect(c.dsn(user=u, application_name="b-1")) for u in ("plain",)]
+    assert not admitted(c, "plain", "b-1")
+    assert admitted(c, "rw", "b-1")
+    err = pgcluster.run([f"{pgcluster.PG_BIN}/psql", "-X", "-h", c.sockdir, "-p", str(c.port),
+                         "-U", "postgres", "-d", "postgres", "-c",
+                         "SELECT warden.close_admission(role => 'rw')"], check=False)
+    assert err.returncode != 0 and "may run pg_rewind" in err.stderr, err.stderr
+    # switched off: the policy takes the rewind role's idle session too
+    c.psql("ALTER SYSTEM SET warden.exempt_rewind_roles = off")
+    c.reload()
+    wait_until(lambda: c.psql("SHOW warden.exempt_rewind_roles") == "off", what="reload")
+    wait_until(lambda: c.psql(
+        f"SELECT count(*) FROM warden.terminations WHERE pid = {rw.get_backend_pid()}") == "1",
+        timeout=10, what="the rewind role's idle session terminated once not exempt")
+    c.psql("ALTER SYSTEM RESET warden.exempt_rewind_roles")
+    c.reload()
+    # the list follows REVOKE without any configuration change
+    before = int(c.psql("SELECT generation FROM warden.config_status()"))
+    c.psql("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"
+           " FROM rw")
+    config_applied(c, after_generation=before)
+    assert c.psql("SELECT rewind_roles FROM warden.config_status()") == "{}"
+    close_all(held + [rw, pl])

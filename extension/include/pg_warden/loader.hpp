@@ -62,6 +62,12 @@ uint64 ConfigGeneration();
 /* The sampler: it has sampled with this generation (warden.config_status()). */
 void ConfigApplied(uint64 generation);
 
+/* Roles that may run pg_rewind without being superusers, as of the latest load
+   (EXECUTE on pg_read_binary_file in warden.database); exempt while
+   warden.exempt_rewind_roles is on. Takes config_lock shared. */
+constexpr int kMaxRewindRoles = 32;
+bool IsRewindRole(const char *role_name);
+
 /* Called by the sampler every sample: starts the loader when needed. */
 void ManageLoader(TimestampTz now);
 
