@@ -113,7 +113,7 @@ cooldown = "30s"
         log = open(os.path.join(work, "wardend.log"), "w")
         daemon = subprocess.Popen([wardend, "--config", conf], stdout=log, stderr=subprocess.STDOUT)
         pgcluster.wait_until(lambda: _health_ok(http), timeout=20, what="wardend answering /health")
-        pgcluster.wait_until(lambda: _members_known(http) == 3, timeout=20, what="3 members in /health")
+        pgcluster.wait_until(lambda: _members_known(http) == 3, timeout=20, what="3 members polled, in /health")
         print_members(http)
 
         title(f"Four sessions of app on the leader {leader}: wardend caps the role there")
@@ -177,7 +177,9 @@ def _members_known(http):
         health = get_health(http)
     except OSError:
         return 0
-    return sum(1 for c in health["checks"] if c["data"].get("patroni_role"))
+    return sum(1 for c in health["checks"]
+               if c["data"].get("patroni_role") and c["data"].get("reachable") and
+               c["data"].get("max_connections"))  # polled
 
 
 if __name__ == "__main__":
