@@ -237,12 +237,20 @@ void RecountActive() {
   pg_atomic_write_u32(&admission->sessions, 0);
   for (int32 i = 0; i < usage->max_backends; i++) {
     BackendSlot *slot = &usage->slots[i];
+    /* the key is copied under the slot's spinlock and matched outside it: the
+       match walks every rule; admitted cannot change meanwhile (see above) */
+    UsageKey key;
     SpinLockAcquire(&slot->mutex);
-    if (slot->admitted) {
-      ComputeMask(slot->rules, slot->key);
-      AddCounts(slot->rules, 1);
-    }
+    const bool admitted = slot->admitted;
+    if (admitted) key = slot->key;
     SpinLockRelease(&slot->mutex);
+    if (!admitted) continue;
+    uint64 mask[kRuleMaskWords];
+    ComputeMask(mask, key);
+    SpinLockAcquire(&slot->mutex);
+    memcpy(slot->rules, mask, sizeof(mask));
+    SpinLockRelease(&slot->mutex);
+    AddCounts(mask, 1);
   }
 }
 
