@@ -284,6 +284,9 @@ WARDEN_FUNCTION(terminate_idle) {
   const uint8 states = ValidateState(fcinfo, 4);
   const int32 keep_min = NonNegativeArgument(fcinfo, 5, "keep_min");
   const bool dry_run = BoolArgument(fcinfo, 6, "dry_run") || !guc_enforce;
+  /* one rule for every function: an unknown role or database is an error, not "nobody" */
+  if (has_role) CheckRoleExists(role);
+  if (has_db) CheckDatabaseExists(database);
 
   if (!guc_enforce && !PG_GETARG_BOOL(6))
     ereport(NOTICE, (errmsg("warden.enforce is off: no session is terminated"),

@@ -108,6 +108,8 @@ CASES = [
     ("terminate-long-app", "SELECT * FROM warden.terminate_idle('1 s', application => repeat('é', 128))", "22023"),
     ("terminate-unicode-app", "SELECT * FROM warden.terminate_idle('1 s', application => 'ü%')", "22023"),
     ("terminate-wrong-type", "SELECT * FROM warden.terminate_idle(30)", "42883"),
+    ("terminate-missing-role", "SELECT * FROM warden.terminate_idle('1 s', role => 'no_such_role')", "42704"),
+    ("terminate-missing-db", "SELECT * FROM warden.terminate_idle('1 s', database => 'no_such_db')", "3D000"),
     # record_action(pid, database, role, application, state, idle_seconds, action, dry_run, client_addr)
     ("record-null-pid", "SELECT warden.record_action(NULL, 'd', 'r', 'a', 'idle', 1, 'act')", "22023"),
     ("record-negative-pid", "SELECT warden.record_action(-5, 'd', 'r', 'a', 'idle', 1, 'act')", "22023"),

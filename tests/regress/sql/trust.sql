@@ -24,6 +24,8 @@ SELECT name, max_connections FROM warden.set_budget('server-cap', 40);
 SELECT warden.set_budget('typo', 5, role => 'regress_no_such_role');
 SELECT warden.set_budget('typo', 5, database => 'regress_no_such_db');
 INSERT INTO warden.budgets (name, max_connections, role) VALUES ('typo', 5, 'regress_no_such_role');
+SELECT * FROM warden.terminate_idle('1 hour', role => 'regress_no_such_role');
+SELECT * FROM warden.terminate_idle('1 hour', database => 'regress_no_such_db');
 -- NULL arguments: one wording
 SELECT warden.set_budget('nulls', 5, reserved => NULL);
 -- reservations that together exceed the usable connections (47 here)
