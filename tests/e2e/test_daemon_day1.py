@@ -217,6 +217,16 @@ def test_bad_configuration_is_refused_with_file_line_key(tmp_path):
           "emergency[1].at_percent", 8, "duplicate emergency step")
     check('[daemon]\nstate_file = "wardend.state"\n' + server, "daemon.state_file", 2,
           "must be an absolute path")
+    # Settings that contradict each other.
+    check('[daemon]\ndegraded_percent = 90\nunhealthy_percent = 90\n' + server,
+          "daemon.unhealthy_percent", 3, "must be above degraded_percent (90)")
+    check('[daemon]\ndegraded_percent = 95\n' + server, "daemon.degraded_percent", 2,
+          "must be below unhealthy_percent (90, the default)")
+    check(server + '[[role]]\nname = "api"\nmax_connections = 10\nmax_idle = 20\n',
+          "role[0].max_idle", 7, "must not be above max_connections (10)")
+    check(server + '[[emergency]]\nat_percent = 90\naction = "terminate_idle"\nolder_than = "5m"\n'
+                   '[[emergency]]\nat_percent = 95\naction = "terminate_idle"\nolder_than = "1h"\n',
+          "emergency[1].at_percent", 9, "can take no session that emergency[0] at 90% does not")
     # A file that cannot be read says why.
     r = ctl("check-config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "No such file or directory" in r.stderr, r.stderr
