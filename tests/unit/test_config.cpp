@@ -425,7 +425,7 @@ TEST(Config, ContradictionsAreRefusedWithTheirReason) {
   std::string two_steps = kServer +
                           "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
                           "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n";
-  EXPECT_NE(error_of(two_steps).find("/etc/w.toml:7: key 'emergency[1].at_percent': this "
+  EXPECT_NE(error_of(two_steps).find("/etc/w.toml:8: key 'emergency[1].at_percent': this "
                                      "terminate_idle step at 95% can take no session that "
                                      "emergency[0] at 90% does not take already"),
             std::string::npos)
