@@ -188,7 +188,7 @@ std::string TopScreen(const StatusCopy& s, int width, int height) {
                                       x.connections, x.max_connections, x.usage_percent, x.active,
                                       x.idle, x.idle_in_transaction);
     if (x.last_poll_ok && x.idle_in_transaction > 0)
-      head += fmt::format(" (longest {:.0f}s)", x.longest_idle_in_transaction_seconds);
+      head += fmt::format(" ({:.0f}s)", x.longest_idle_in_transaction_seconds);
     o << "\n" << Clip(head, static_cast<size_t>(width)) << "\n";
     // "idle s": the longest idle; "iit s": the longest idle in a transaction
     // (the one that holds locks and a snapshot).
