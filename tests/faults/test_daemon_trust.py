@@ -309,7 +309,7 @@ def test_superuser_sessions_only_where_a_role_names_them(make_cluster, wardend):
                  'skip_priority = []\n'
                  '[[emergency]]\nat_percent = 2\naction = "close_admission"\n'
                  'priorities = ["low", "normal", "critical"]\n')
-    w = wardend([("primary", c)], catch_all, daemon_extra='min_idle_age = "0s"').start()
+    w = wardend([("primary", c)], catch_all).start()
     try:
         w.wait_http()
         wait_until(lambda: count(c, "plain") == 0, timeout=15,
@@ -326,7 +326,7 @@ def test_superuser_sessions_only_where_a_role_names_them(make_cluster, wardend):
 
     # A [[role]] naming the superuser: its limits apply to it.
     w = wardend([("primary", c)], '[[role]]\nname = "su_app"\nmax_idle = 0\n',
-                daemon_extra='min_idle_age = "0s"', name="named").start()
+                name="named").start()
     try:
         wait_until(lambda: count(c, "su_app") == 0, timeout=15,
                    what="the superuser's idle sessions ended by its [[role]]")
