@@ -63,7 +63,7 @@ nlohmann::json StatusJson(const StatusCopy& s) {
   nlohmann::json servers = nlohmann::json::array();
   for (const auto& x : s.servers) {
     nlohmann::json apps = nlohmann::json::array();
-    for (int i = 0; i < x.napps && i < kShmApps; ++i)
+    for (int i = 0; i < x.napps && i < kShmApps; ++i) {
       apps.push_back({{"database", x.apps[i].database},
                       {"role", x.apps[i].role},
                       {"application_name", x.apps[i].application},
@@ -71,9 +71,10 @@ nlohmann::json StatusJson(const StatusCopy& s) {
                       {"active", x.apps[i].active},
                       {"idle", x.apps[i].idle},
                       {"idle_in_transaction", x.apps[i].idle_in_transaction},
-                      {"longest_idle_seconds", x.apps[i].longest_idle_seconds},
-                      {"longest_idle_in_transaction_seconds",
-                       x.apps[i].longest_idle_in_transaction_seconds}});
+                      {"longest_idle_seconds", x.apps[i].longest_idle_seconds}});
+      apps.back()["longest_idle_in_transaction_seconds"] =
+          x.apps[i].longest_idle_in_transaction_seconds;
+    }
     nlohmann::json closed = nlohmann::json::array();
     for (int i = 0; i < x.nclosed && i < kShmClosed; ++i)
       closed.push_back({{"role", x.closed[i].role}, {"limit", x.closed[i].limit}});

@@ -355,8 +355,7 @@ class Parser {
           continue;
         if (hi.older_than >= lo.older_than && hi.keep_min >= lo.keep_min &&
             spares_all(hi.skip_priority, lo.skip_priority))
-          Fail(tables[h]->get("at_percent"),
-               "emergency[" + std::to_string(h) + "].at_percent",
+          Fail(tables[h]->get("at_percent"), "emergency[" + std::to_string(h) + "].at_percent",
                fmt::format("this terminate_idle step at {}% can take no session that "
                            "emergency[{}] at {}% does not take already: give it a shorter "
                            "older_than, a smaller keep_min or fewer skip_priority",

@@ -91,9 +91,9 @@ SELECT pg_catalog.json_build_object(
 // (1.1) or has not (1.0) longest_idle_in_transaction_seconds.
 std::string PollExtensionSql(bool idle_in_transaction_column) {
   std::string sql = kPollExtension;
-  sql.replace(sql.find("@IIT@"), 5,
-              idle_in_transaction_column ? "coalesce(longest_idle_in_transaction_seconds, 0)"
-                                         : "0");
+  sql.replace(
+      sql.find("@IIT@"), 5,
+      idle_in_transaction_column ? "coalesce(longest_idle_in_transaction_seconds, 0)" : "0");
   return sql;
 }
 

@@ -187,16 +187,16 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
        "[daemon]\nunhealthy_percent = 85\ndegraded_percent = 85\n" + kServer,
        "daemon.unhealthy_percent", 2},
       {"degraded alone above the default unhealthy",
-       "[daemon]\ninterval = \"1s\"\ndegraded_percent = 92\n" + kServer,
-       "daemon.degraded_percent", 3},
-      {"unhealthy alone below the default degraded",
-       "[daemon]\nunhealthy_percent = 70\n" + kServer, "daemon.unhealthy_percent", 2},
+       "[daemon]\ninterval = \"1s\"\ndegraded_percent = 92\n" + kServer, "daemon.degraded_percent",
+       3},
+      {"unhealthy alone below the default degraded", "[daemon]\nunhealthy_percent = 70\n" + kServer,
+       "daemon.unhealthy_percent", 2},
       {"role max_idle above max_connections",
-       kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 10\n",
-       "role[0].max_idle", 7},
+       kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 10\n", "role[0].max_idle",
+       7},
       {"role max_idle above max_connections, written first",
-       kServer + "[[role]]\nname = \"a\"\nmax_idle = 10\nmax_connections = 5\n",
-       "role[0].max_idle", 6},
+       kServer + "[[role]]\nname = \"a\"\nmax_idle = 10\nmax_connections = 5\n", "role[0].max_idle",
+       6},
       {"terminate_idle step that cannot escalate",
        kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
                  "older_than = \"10m\"\n"
@@ -434,9 +434,8 @@ TEST(Config, ContradictionsAreRefusedWithTheirReason) {
 
 TEST(Config, NeighboursOfTheContradictionsAreAccepted) {
   // A band between the thresholds, however narrow.
-  EXPECT_NO_THROW(ParseConfig("[daemon]\ndegraded_percent = 89.5\nunhealthy_percent = 90\n" +
-                                  kServer,
-                              "w.toml"));
+  EXPECT_NO_THROW(ParseConfig(
+      "[daemon]\ndegraded_percent = 89.5\nunhealthy_percent = 90\n" + kServer, "w.toml"));
   // max_idle equal to max_connections; either one alone.
   EXPECT_NO_THROW(ParseConfig(
       kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 5\n" +
@@ -446,9 +445,10 @@ TEST(Config, NeighboursOfTheContradictionsAreAccepted) {
   const std::string lo =
       "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"10m\"\n"
       "keep_min = 1\n";
-  for (const char* hi : {"older_than = \"5m\"\nkeep_min = 1\n",      // sooner
-                         "older_than = \"10m\"\nkeep_min = 0\n",     // keeps fewer
-                         "older_than = \"10m\"\nkeep_min = 1\nskip_priority = []\n"})  // spares none
+  for (const char* hi :
+       {"older_than = \"5m\"\nkeep_min = 1\n",                        // sooner
+        "older_than = \"10m\"\nkeep_min = 0\n",                       // keeps fewer
+        "older_than = \"10m\"\nkeep_min = 1\nskip_priority = []\n"})  // spares none
     EXPECT_NO_THROW(ParseConfig(
         kServer + lo + "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n" + hi,
         "w.toml"))

@@ -45,9 +45,9 @@ TEST(Health, ShapeAndStatusTransitions) {
   ASSERT_EQ(j["checks"].size(), 1u);
   EXPECT_EQ(j["checks"][0]["name"], "primary");
   EXPECT_EQ(j["checks"][0]["description"], "primary: 25/150 connections in use");
-  for (const char* k : {"connections", "max_connections", "usage_percent", "active", "idle",
-                        "idle_in_transaction", "longest_idle_seconds",
-                        "longest_idle_in_transaction_seconds", "role", "mode"})
+  for (const char* k :
+       {"connections", "max_connections", "usage_percent", "active", "idle", "idle_in_transaction",
+        "longest_idle_seconds", "longest_idle_in_transaction_seconds", "role", "mode"})
     EXPECT_TRUE(j["checks"][0]["data"].contains(k)) << k;
   EXPECT_EQ(j["checks"][0]["data"]["role"], "primary");
 
@@ -137,9 +137,10 @@ TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
   EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"),
             std::string::npos);
   // The longest idle in transaction: per server, and per application (0 where none is).
-  EXPECT_NE(text.find("pg_warden_server_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\"} "
-                      "312.5\n"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find("pg_warden_server_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\"} "
+                "312.5\n"),
+      std::string::npos);
   EXPECT_NE(text.find("pg_warden_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\","
                       "datname=\"db\",usename=\"api\",application_name=\"tx\"} 312.5\n"),
             std::string::npos);
