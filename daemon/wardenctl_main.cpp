@@ -63,7 +63,7 @@ nlohmann::json StatusJson(const StatusCopy& s) {
   nlohmann::json servers = nlohmann::json::array();
   for (const auto& x : s.servers) {
     nlohmann::json apps = nlohmann::json::array();
-    for (int i = 0; i < x.napps && i < kShmApps; ++i)
+    for (int i = 0; i < x.napps && i < kShmApps; ++i) {
       apps.push_back({{"database", x.apps[i].database},
                       {"role", x.apps[i].role},
                       {"application_name", x.apps[i].application},
@@ -72,6 +72,9 @@ nlohmann::json StatusJson(const StatusCopy& s) {
                       {"idle", x.apps[i].idle},
                       {"idle_in_transaction", x.apps[i].idle_in_transaction},
                       {"longest_idle_seconds", x.apps[i].longest_idle_seconds}});
+      apps.back()["longest_idle_in_transaction_seconds"] =
+          x.apps[i].longest_idle_in_transaction_seconds;
+    }
     nlohmann::json closed = nlohmann::json::array();
     for (int i = 0; i < x.nclosed && i < kShmClosed; ++i)
       closed.push_back({{"role", x.closed[i].role}, {"limit", x.closed[i].limit}});
@@ -94,6 +97,7 @@ nlohmann::json StatusJson(const StatusCopy& s) {
          {"active", x.active},
          {"idle", x.idle},
          {"idle_in_transaction", x.idle_in_transaction},
+         {"longest_idle_in_transaction_seconds", x.longest_idle_in_transaction_seconds},
          {"last_poll", x.last_ok_unix},
          {"error", x.error},
          {"admission_closed", x.admission_closed},
@@ -131,6 +135,9 @@ void PrintStatus(const StatusCopy& s) {
         x.mode, fmt::format("{}/{}", x.connections, x.max_connections), x.usage_percent, x.active,
         x.idle, x.idle_in_transaction, Ago(x.last_ok_unix));
     if (!x.last_poll_ok && x.error[0]) std::cout << "  error: " << x.error << "\n";
+    if (x.last_poll_ok && x.idle_in_transaction > 0)
+      std::cout << fmt::format("  longest idle in transaction: {:.1f}s\n",
+                               x.longest_idle_in_transaction_seconds);
     if (x.patroni_role[0])
       std::cout << fmt::format("  patroni: {}{}\n", x.patroni_role,
                                x.lag_bytes >= 0 ? fmt::format(", lag {} bytes", x.lag_bytes) : "");
@@ -181,16 +188,20 @@ std::string TopScreen(const StatusCopy& s, int width, int height) {
                                       x.name, x.in_recovery ? "standby" : "primary", x.mode,
                                       x.connections, x.max_connections, x.usage_percent, x.active,
                                       x.idle, x.idle_in_transaction);
+    if (x.last_poll_ok && x.idle_in_transaction > 0)
+      head += fmt::format(" ({:.0f}s)", x.longest_idle_in_transaction_seconds);
     o << "\n" << Clip(head, static_cast<size_t>(width)) << "\n";
-    o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7}\n", "database", "role",
-                     "application", "conns", "active", "idle", "iit", "idle s");
+    // "idle s": the longest idle; "iit s": the longest idle in a transaction
+    // (the one that holds locks and a snapshot).
+    o << fmt::format("{:<12} {:<10} {:<16} {:>5} {:>6} {:>5} {:>4} {:>7} {:>7}\n", "database",
+                     "role", "application", "conns", "active", "idle", "iit", "idle s", "iit s");
     lines += 3;
     for (int i = 0; i < x.napps && lines < height - 1; ++i, ++lines) {
       const ShmApp& a = x.apps[i];
-      o << fmt::format("{:<14} {:<12} {:<20} {:>5} {:>6} {:>5} {:>4} {:>7.0f}\n",
-                       Clip(a.database, 14), Clip(a.role, 12), Clip(a.application, 20),
+      o << fmt::format("{:<12} {:<10} {:<16} {:>5} {:>6} {:>5} {:>4} {:>7.0f} {:>7.0f}\n",
+                       Clip(a.database, 12), Clip(a.role, 10), Clip(a.application, 16),
                        a.connections, a.active, a.idle, a.idle_in_transaction,
-                       a.longest_idle_seconds);
+                       a.longest_idle_seconds, a.longest_idle_in_transaction_seconds);
     }
   }
   return o.str();

@@ -4,9 +4,11 @@
 // reading the file named), no locks.
 #include "wardend/config.hpp"
 
+#include <fmt/format.h>
 #include <libpq-fe.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -328,7 +330,38 @@ class Parser {
                    "] already has this at_percent and action \"" + *action + "\"");
       cfg.emergencies.push_back(std::move(e));
     }
+    CheckTerminateIdleSteps(cfg, emergencies);
     return cfg;
+  }
+
+  // A terminate_idle step at a higher at_percent is active only while every
+  // lower one is (it fires later and is undone sooner). If it also spares at
+  // least what a lower one spares (older_than not shorter, keep_min not
+  // smaller, skip_priority a superset), it can never take a session the lower
+  // one does not: a contradiction (an escalation that does not escalate).
+  void CheckTerminateIdleSteps(const Config& cfg,
+                               const std::vector<const toml::table*>& tables) const {
+    auto spares_all = [](const std::vector<Priority>& hi, const std::vector<Priority>& lo) {
+      for (Priority p : lo)
+        if (std::find(hi.begin(), hi.end(), p) == hi.end()) return false;
+      return true;
+    };
+    for (size_t h = 0; h < cfg.emergencies.size(); ++h) {
+      const EmergencyConfig& hi = cfg.emergencies[h];
+      if (hi.action != EmergencyAction::kTerminateIdle) continue;
+      for (size_t l = 0; l < cfg.emergencies.size(); ++l) {
+        const EmergencyConfig& lo = cfg.emergencies[l];
+        if (lo.action != EmergencyAction::kTerminateIdle || lo.at_percent >= hi.at_percent)
+          continue;
+        if (hi.older_than >= lo.older_than && hi.keep_min >= lo.keep_min &&
+            spares_all(hi.skip_priority, lo.skip_priority))
+          Fail(tables[h]->get("at_percent"), "emergency[" + std::to_string(h) + "].at_percent",
+               fmt::format("this terminate_idle step at {}% can take no session that "
+                           "emergency[{}] at {}% does not take already: give it a shorter "
+                           "older_than, a smaller keep_min or fewer skip_priority",
+                           hi.at_percent, l, lo.at_percent));
+      }
+    }
   }
 
   // One [[cluster]]; `names` holds the server names (a cluster's members are
@@ -424,6 +457,12 @@ class Parser {
     }
     if (auto v = Int(t, p, "max_connections", 0, 262143)) b.max_connections = static_cast<int>(*v);
     if (auto v = Int(t, p, "max_idle", 0, 262143)) b.max_idle = static_cast<int>(*v);
+    // Idle sessions are connections: above max_connections, max_idle could
+    // only act once the role is already over its limit (two values swapped?).
+    if (b.max_idle && b.max_connections && *b.max_idle > *b.max_connections)
+      Fail(t.get("max_idle"), p + "max_idle",
+           fmt::format("must not be above max_connections ({}): idle sessions are connections",
+                       *b.max_connections));
     b.idle_in_transaction_timeout = Duration(t, p, "idle_in_transaction_timeout", Millis(1));
     if (const toml::node* n = t.get("priority")) b.priority = ParsePriority(n, p + "priority");
     b.cooldown = Duration(t, p, "cooldown", Millis(0));
@@ -496,9 +535,17 @@ class Parser {
     if (auto v = Number(d, p, "degraded_percent", 1, 100)) c.degraded_percent = *v;
     if (auto v = Number(d, p, "unhealthy_percent", 1, 100)) c.unhealthy_percent = *v;
     c.thresholds_set = d.get("degraded_percent") || d.get("unhealthy_percent");
-    if (c.unhealthy_percent < c.degraded_percent)
-      Fail(d.get("unhealthy_percent") ? d.get("unhealthy_percent") : d.get("degraded_percent"),
-           p + "unhealthy_percent", "must not be below degraded_percent");
+    // Equal or crossed, no server could ever be Degraded: /health would go
+    // from Healthy to Unhealthy. The key named is the one in the file (the
+    // other is then its default).
+    if (c.unhealthy_percent <= c.degraded_percent) {
+      if (d.get("unhealthy_percent"))
+        Fail(d.get("unhealthy_percent"), p + "unhealthy_percent",
+             fmt::format("must be above degraded_percent ({}{})", c.degraded_percent,
+                         d.get("degraded_percent") ? "" : ", the default"));
+      Fail(d.get("degraded_percent"), p + "degraded_percent",
+           fmt::format("must be below unhealthy_percent ({}, the default)", c.unhealthy_percent));
+    }
     if (auto v = Duration(d, p, "reconnect_min", Millis(10))) c.reconnect_min = *v;
     if (auto v = Duration(d, p, "reconnect_max", Millis(10))) c.reconnect_max = *v;
     if (c.reconnect_max < c.reconnect_min)

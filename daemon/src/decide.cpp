@@ -41,6 +41,11 @@ double Snapshot::LongestIdleSeconds() const {
   for (const auto& a : apps) m = std::max(m, a.longest_idle_seconds);
   return m;
 }
+double Snapshot::LongestIdleInTransactionSeconds() const {
+  double m = 0;
+  for (const auto& a : apps) m = std::max(m, a.longest_idle_in_transaction_seconds);
+  return m;
+}
 
 const char* ToString(Action::Kind k) {
   switch (k) {

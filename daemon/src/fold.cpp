@@ -2,6 +2,7 @@
 #include "wardend/fold.hpp"
 
 #include <algorithm>
+#include <map>
 #include <tuple>
 
 namespace wardend {
@@ -14,17 +15,32 @@ std::vector<AppUsage> FoldApplications(std::vector<AppUsage> apps, size_t cap) {
            std::tie(y.database, y.role, y.application_name);
   });
   if (apps.size() <= cap) return apps;
-  AppUsage other{"<other>", "<other>", "<other>", 0, 0, 0, 0, 0};
+  AppUsage other{"<other>", "<other>", "<other>", 0, 0, 0, 0, 0, 0};
   for (size_t i = cap - 1; i < apps.size(); ++i) {
     other.connections += apps[i].connections;
     other.active += apps[i].active;
     other.idle += apps[i].idle;
     other.idle_in_transaction += apps[i].idle_in_transaction;
     other.longest_idle_seconds = std::max(other.longest_idle_seconds, apps[i].longest_idle_seconds);
+    other.longest_idle_in_transaction_seconds = std::max(
+        other.longest_idle_in_transaction_seconds, apps[i].longest_idle_in_transaction_seconds);
   }
   apps.resize(cap - 1);
   apps.push_back(other);
   return apps;
+}
+
+void LongestIdleInTransactionFromBackends(Snapshot& s) {
+  std::map<std::tuple<std::string, std::string, std::string>, double> longest;
+  for (const auto& b : s.backends) {
+    if (b.state.rfind("idle in transaction", 0) != 0) continue;
+    double& m = longest[{b.database, b.role, b.application_name}];
+    m = std::max(m, b.state_seconds);
+  }
+  for (auto& a : s.apps) {
+    auto it = longest.find({a.database, a.role, a.application_name});
+    a.longest_idle_in_transaction_seconds = it == longest.end() ? 0 : it->second;
+  }
 }
 
 std::map<std::string, RoleCount> FoldRoles(const std::map<std::string, RoleCount>& roles,

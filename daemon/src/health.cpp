@@ -63,6 +63,8 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
         {"idle", s.idle},
         {"idle_in_transaction", s.idle_in_transaction},
         {"longest_idle_seconds", std::round(s.longest_idle_seconds * 1000) / 1000},
+        {"longest_idle_in_transaction_seconds",
+         std::round(s.longest_idle_in_transaction_seconds * 1000) / 1000},
         {"role", !s.polled       ? "unknown"
                  : s.in_recovery ? "standby"
                                  : "primary"},
@@ -229,6 +231,8 @@ nlohmann::json StatusJson(const Config& cfg, const DaemonStatus& st, double now_
                       {"active", a.active},
                       {"idle", a.idle},
                       {"idle_in_transaction", a.idle_in_transaction},
+                      {"longest_idle_in_transaction_seconds",
+                       std::round(a.longest_idle_in_transaction_seconds * 1000) / 1000},
                       {"refused", refused},
                       {"terminated", terminated}});
     }

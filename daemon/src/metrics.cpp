@@ -118,6 +118,21 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
              a.idle_in_transaction);
       sample("pg_warden_connections", base + ",state=\"other\"", other > 0 ? other : 0);
     }
+  family("pg_warden_server_longest_idle_in_transaction_seconds", "gauge",
+         "Longest time one client session of the server has been idle in a transaction (aborted "
+         "or not; 0 when none is). It holds its locks and its snapshot all that time.");
+  for (const auto& s : st.servers)
+    if (s.polled)
+      sample("pg_warden_server_longest_idle_in_transaction_seconds", L(s.name),
+             s.longest_idle_in_transaction_seconds);
+  family("pg_warden_longest_idle_in_transaction_seconds", "gauge",
+         "Longest time one session of the database, role and application has been idle in a "
+         "transaction (0 when none is).");
+  for (const auto& s : st.servers)
+    for (const auto& a : s.apps)
+      sample("pg_warden_longest_idle_in_transaction_seconds",
+             AppLabels(s.name, a.database, a.role, a.application_name),
+             a.longest_idle_in_transaction_seconds);
   family("pg_warden_refused_logins_total", "counter",
          "Logins refused by a pg_warden budget (warden.app_usage.refused).");
   for (const auto& s : st.servers)

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "wardend/fold.hpp"
+
 namespace wardend {
 
 namespace {
@@ -20,7 +22,8 @@ SELECT pg_catalog.json_build_object(
                FROM warden.server_usage),
   'apps', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
                                     application_name, connections, active, idle,
-                                    idle_in_transaction, coalesce(longest_idle_seconds, 0))),
+                                    idle_in_transaction, coalesce(longest_idle_seconds, 0),
+                                    @IIT@)),
                            '[]')
              FROM warden.app_usage WHERE connections > 0),
   'counters', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
@@ -61,14 +64,17 @@ SELECT pg_catalog.json_build_object(
                 100.0 * connections / greatest(1, max_connections - reserved),
                 pg_catalog.pg_is_in_recovery()) FROM s),
   'apps', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(database, role,
-                                    application_name, n, act, idl, iit, lis)), '[]')
+                                    application_name, n, act, idl, iit, lis, liit)),
+                           '[]')
              FROM (SELECT database, role, application_name, pg_catalog.count(*) AS n,
                           pg_catalog.count(*) FILTER (WHERE state = 'active') AS act,
                           pg_catalog.count(*) FILTER (WHERE state = 'idle') AS idl,
                           pg_catalog.count(*) FILTER (WHERE state LIKE 'idle in transaction%')
                             AS iit,
-                          coalesce(pg_catalog.max(state_seconds) FILTER (WHERE state LIKE 'idle%'),
-                                   0) AS lis
+                          coalesce(pg_catalog.max(state_seconds) FILTER (WHERE state = 'idle'),
+                                   0) AS lis,
+                          coalesce(pg_catalog.max(state_seconds)
+                                     FILTER (WHERE state LIKE 'idle in transaction%'), 0) AS liit
                      FROM a GROUP BY 1, 2, 3) g),
   'backends', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(pid, role,
                                         database, application_name, state, state_seconds,
@@ -80,6 +86,16 @@ SELECT pg_catalog.json_build_object(
                      THEN extract(epoch FROM pg_catalog.now()
                                              - pg_catalog.pg_last_xact_replay_timestamp()) END
 )::text)SQL";
+
+// The poll with the extension, for an extension whose warden.app_usage has
+// (1.1) or has not (1.0) longest_idle_in_transaction_seconds.
+std::string PollExtensionSql(bool idle_in_transaction_column) {
+  std::string sql = kPollExtension;
+  sql.replace(
+      sql.find("@IIT@"), 5,
+      idle_in_transaction_column ? "coalesce(longest_idle_in_transaction_seconds, 0)" : "0");
+  return sql;
+}
 
 std::string Str(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : ""; }
 double Num(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : 0.0; }
@@ -154,11 +170,15 @@ SELECT pg_catalog.to_regclass('warden.server_usage') IS NOT NULL,
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
          WHERE n.nspname = 'warden' AND p.proname = 'record_action' ORDER BY p.oid LIMIT 1),
        (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user),
-       pg_catalog.pg_is_in_recovery())SQL");
+       pg_catalog.pg_is_in_recovery(),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = pg_catalog.to_regclass('warden.app_usage')
+                  AND attname = 'longest_idle_in_transaction_seconds' AND NOT attisdropped))SQL");
   bool views = std::string(PQgetvalue(r.get(), 0, 0)) == "t";
   caps_.close_admission = std::string(PQgetvalue(r.get(), 0, 1)) == "t";
   caps_.superuser = std::string(PQgetvalue(r.get(), 0, 3)) == "t";
   caps_.in_recovery = std::string(PQgetvalue(r.get(), 0, 4)) == "t";
+  caps_.idle_in_transaction_column = std::string(PQgetvalue(r.get(), 0, 5)) == "t";
   caps_.record_action = !PQgetisnull(r.get(), 0, 2);
   caps_.record_action_args.clear();  // Detect runs again at every capability probe
   if (caps_.record_action) {
@@ -204,7 +224,8 @@ SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) || '
 }
 
 Snapshot Connection::Poll() {
-  auto r = Exec(caps_.extension ? kPollExtension : kPollDegraded);
+  auto r = Exec(caps_.extension ? PollExtensionSql(caps_.idle_in_transaction_column)
+                                : std::string(kPollDegraded));
   Snapshot s;
   auto j = nlohmann::json::parse(PQgetvalue(r.get(), 0, 0));
   r.reset();
@@ -241,7 +262,7 @@ Snapshot Connection::Poll() {
   s.apps.reserve(j.at("apps").size());
   for (const auto& a : j.at("apps"))
     s.apps.push_back(AppUsage{Str(a.at(0)), Str(a.at(1)), Str(a.at(2)), Int(a.at(3)), Int(a.at(4)),
-                              Int(a.at(5)), Int(a.at(6)), Num(a.at(7))});
+                              Int(a.at(5)), Int(a.at(6)), Num(a.at(7)), Num(a.at(8))});
   if (j.contains("counters"))
     for (const auto& a : j.at("counters"))
       s.counters.push_back(
@@ -255,6 +276,7 @@ Snapshot Connection::Poll() {
     s.backends.push_back(Backend{Int(b.at(0)), Str(b.at(1)), Str(b.at(2)), Str(b.at(3)),
                                  Str(b.at(4)), Num(b.at(5)), Str(b.at(6)),
                                  b.size() > 7 ? Str(b.at(7)) : std::string()});
+  if (caps_.extension && !caps_.idle_in_transaction_column) LongestIdleInTransactionFromBackends(s);
   return s;
 }
 

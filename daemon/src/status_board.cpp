@@ -104,6 +104,7 @@ void StatusBoard::PollOk(const Config& cfg, const std::string& server, const Sna
   st.idle = snap.Idle();
   st.idle_in_transaction = snap.IdleInTransaction();
   st.longest_idle_seconds = snap.LongestIdleSeconds();
+  st.longest_idle_in_transaction_seconds = snap.LongestIdleInTransactionSeconds();
   // Bounded: the largest applications and roles, the rest folded into "<other>".
   size_t cap = static_cast<size_t>(cfg.daemon.metrics_max_applications);
   st.apps = FoldApplications(snap.apps, cap);

@@ -100,6 +100,7 @@ void StatusSegment::Publish(const DaemonStatus& d) {
     o.idle_in_transaction = s.idle_in_transaction;
     o.usage_percent = s.usage_percent;
     o.longest_idle_seconds = s.longest_idle_seconds;
+    o.longest_idle_in_transaction_seconds = s.longest_idle_in_transaction_seconds;
     o.last_ok_unix = s.last_ok_unix;
     o.poll_seconds = s.poll_seconds;
     o.replay_lag_seconds = s.replay_lag_seconds.value_or(-1);
@@ -140,6 +141,7 @@ void StatusSegment::Publish(const DaemonStatus& d) {
       x.idle = a.idle;
       x.idle_in_transaction = a.idle_in_transaction;
       x.longest_idle_seconds = a.longest_idle_seconds;
+      x.longest_idle_in_transaction_seconds = a.longest_idle_in_transaction_seconds;
     }
   }
   size_t n = std::min<size_t>(d.recent.size(), kShmActions);

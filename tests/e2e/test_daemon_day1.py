@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import psycopg2
+import pytest
 
 from clients import close_all, connect, count
 from pgcluster import wait_until
@@ -124,8 +125,7 @@ def test_wardenctl_status_names_roles_alerts_and_full_reasons(make_cluster, ward
     # The sessions first: wardend closes the role's admission at its first poll.
     conns = connect(c, "app_st", "an-application-name-that-is-rather-long", 5)
     w = wardend([("primary", c)],
-                '[[role]]\nname = "app_st"\nmax_connections = 2\ncooldown = "1h"\n'
-                'max_idle = 8\n',
+                '[[role]]\nname = "app_st"\nmax_connections = 2\ncooldown = "1h"\n',
                 daemon_extra="degraded_percent = 20\nunhealthy_percent = 95").start()
     w.wait_log(r"\[primary\] polled")
     wait_until(lambda: admission_cap(c, "app_st") == 2, timeout=10, what="admission closed")
@@ -216,6 +216,16 @@ def test_bad_configuration_is_refused_with_file_line_key(tmp_path):
           "emergency[1].at_percent", 8, "duplicate emergency step")
     check('[daemon]\nstate_file = "wardend.state"\n' + server, "daemon.state_file", 2,
           "must be an absolute path")
+    # Settings that contradict each other.
+    check('[daemon]\ndegraded_percent = 90\nunhealthy_percent = 90\n' + server,
+          "daemon.unhealthy_percent", 3, "must be above degraded_percent (90)")
+    check('[daemon]\ndegraded_percent = 95\n' + server, "daemon.degraded_percent", 2,
+          "must be below unhealthy_percent (90, the default)")
+    check(server + '[[role]]\nname = "api"\nmax_connections = 10\nmax_idle = 20\n',
+          "role[0].max_idle", 7, "must not be above max_connections (10)")
+    check(server + '[[emergency]]\nat_percent = 90\naction = "terminate_idle"\nolder_than = "5m"\n'
+                   '[[emergency]]\nat_percent = 95\naction = "terminate_idle"\nolder_than = "1h"\n',
+          "emergency[1].at_percent", 9, "can take no session that emergency[0] at 90% does not")
     # A file that cannot be read says why.
     r = ctl("check-config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "No such file or directory" in r.stderr, r.stderr
@@ -244,3 +254,56 @@ def test_top_interval_units(tmp_path):
     # A bare number is seconds: accepted (no daemon here: exit 1, not 2).
     r = ctl("top", "--state-file", str(state), "--interval", "5", "--count", "1")
     assert r.returncode == 1 and "no status segment" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("variant", ["extension", "extension-1.0", "degraded"])
+def test_longest_idle_in_transaction_in_health_metrics_and_top(make_cluster, wardend, variant):
+    """A session left idle in a transaction (the one that holds locks and a
+    snapshot) shows its age in /health, /metrics and `wardenctl top`: with the
+    extension (its app_usage column), with 1.0's SQL (no such column: from
+    warden.backends) and in degraded mode (from pg_stat_activity)."""
+    c = make_cluster(preload=variant != "degraded")
+    if variant == "extension-1.0":
+        c.psql("DROP EXTENSION pg_warden; CREATE EXTENSION pg_warden VERSION '1.0'")
+    c.psql("CREATE ROLE app_iit LOGIN")
+    w = wardend([("primary", c)]).start()
+    w.wait_http()
+    plain = connect(c, "app_iit", "plain-idle", 1)  # idle, not in a transaction
+    forgotten = psycopg2.connect(c.dsn(user="app_iit", application_name="forgotten-tx"))
+    forgotten.cursor().execute("SELECT 1")  # autocommit off: the transaction stays open
+    try:
+        _, h = wait_until(lambda: (lambda r: r if r[1] and r[1]["checks"][0]["data"].get(
+            "longest_idle_in_transaction_seconds", 0) >= 2 else None)(w.health()),
+            timeout=20, what="/health showing the idle transaction's age")
+        data = h["checks"][0]["data"]
+        assert data["idle_in_transaction"] >= 1, data
+        assert data["mode"] == ("degraded" if variant == "degraded" else "extension"), data
+
+        _, text = w.get("/metrics")
+        server = re.search(r'^pg_warden_server_longest_idle_in_transaction_seconds'
+                           r'\{server="primary"\} (\S+)$', text, re.M)
+        assert server and float(server.group(1)) >= 2, text
+
+        def per_app(app):
+            m = re.search(r'^pg_warden_longest_idle_in_transaction_seconds\{server="primary",'
+                          r'datname="postgres",usename="app_iit",application_name="' + app +
+                          r'"\} (\S+)$', text, re.M)
+            assert m, (app, text)
+            return float(m.group(1))
+        assert per_app("forgotten-tx") >= 2
+        assert per_app("plain-idle") == 0  # idle, but not in a transaction
+
+        r = ctl("top", "--config", w.config, "--count", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        header = next(line for line in lines if line.startswith("database"))
+        assert re.search(r"idle s +iit s$", header), header
+        row = next(line for line in lines if "forgotten-tx" in line)
+        assert float(row.split()[-1]) >= 2, r.stdout
+        row = next(line for line in lines if "plain-idle" in line)
+        assert float(row.split()[-1]) == 0, r.stdout
+        assert re.search(r"iit \d+ \(\d+s\)", r.stdout), r.stdout
+    finally:
+        forgotten.close()
+        close_all(plain)
+        assert w.stop() == 0

@@ -8,7 +8,9 @@ replication never touched.
 
 One cluster for the whole module (tests run in file order and build on each
 other's state); figures go to the output (`-s`) and docs/fleet.md."""
+import datetime
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -125,19 +127,48 @@ def rss_kib(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def log_times(w, pattern):
+    """{first group of pattern: unix time} of wardend's log lines matching it
+    (its own millisecond timestamps: no scheduling noise of the test's)."""
+    out = {}
+    for line in w.log().splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ", line)
+        g = re.search(pattern, line)
+        if m and g and g.group(1) not in out:
+            out[g.group(1)] = datetime.datetime.strptime(
+                m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    return out
+
+
 def journal_servers(w):
     return sorted({e["server"] for e in w.journal()})
 
 
+DISCOVERY_INTERVAL = 1.0  # seconds: the bar below is counted in intervals
+
+
 def test_discovery_three_members_with_their_roles(fleet, tmp_path):
     t0 = time.monotonic()
-    w = start_wardend(tmp_path, fleet)
+    w = start_wardend(tmp_path, fleet, interval=DISCOVERY_INTERVAL)
     try:
         want = expected(fleet)
-        wait_until(lambda: members_seen(w) == want, timeout=10, interval=0.05,
+        wait_until(lambda: members_seen(w) == want, timeout=15, interval=0.05,
                    what=f"wardend sees {want} (it sees {members_seen(w)})")
         took = time.monotonic() - t0
-        print(f"\n[fleet] wardend started and polling 3 members with their roles in {took:.2f} s")
+        # The bar: from wardend's first answer from Patroni (the members found)
+        # to every member polled (in /health with its role) within two
+        # intervals and one poll, by wardend's own log timestamps.
+        found = log_times(w, r"\[(" + SCOPE + r"/[^\]]+)\] member found: ")
+        polled = log_times(w, r"\[(" + SCOPE + r"/[^\]]+)\] polled: ")
+        assert set(found) == set(polled) == set(want), (found, polled, w.log())
+        _, metrics = w.get("/metrics")
+        poll = max(float(v) for v in re.findall(
+            r"^pg_warden_poll_duration_seconds\{[^}]*\} (\S+)$", metrics, re.M))
+        discovery = max(polled.values()) - min(found.values())
+        print(f"\n[fleet] wardend started and polling 3 members with their roles in {took:.2f} s; "
+              f"from Patroni's answer to the last member polled {discovery:.3f} s "
+              f"(interval {DISCOVERY_INTERVAL} s, poll {poll * 1000:.1f} ms)")
+        assert discovery <= 2 * DISCOVERY_INTERVAL + poll, (discovery, poll)
         _, h = w.health()
         leader = fleet.leader()
         for c in h["checks"]:
@@ -159,7 +190,7 @@ def test_discovery_three_members_with_their_roles(fleet, tmp_path):
         cpu0, t0 = cpu_seconds(w.proc.pid), time.monotonic()
         time.sleep(5)
         cpu = (cpu_seconds(w.proc.pid) - cpu0) / (time.monotonic() - t0)
-        print(f"[fleet] wardend watching 3 members at {INTERVAL} s: CPU {cpu * 100:.2f}% of a core, "
+        print(f"[fleet] wardend watching 3 members at {DISCOVERY_INTERVAL} s: CPU {cpu * 100:.2f}% of a core, "
               f"RSS {rss_kib(w.proc.pid) / 1024:.1f} MiB")
     finally:
         assert w.stop() == 0

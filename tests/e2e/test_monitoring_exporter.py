@@ -30,6 +30,7 @@ APP_COLUMNS = {  # series suffix -> warden.app_usage expression
     "idle_connections": "idle",
     "idle_in_transaction_connections": "idle_in_transaction",
     "longest_idle_seconds": "coalesce(longest_idle_seconds, 0)",
+    "longest_idle_in_transaction_seconds": "coalesce(longest_idle_in_transaction_seconds, 0)",
     "peak_connections": "peak_connections",
     "opened_connections_total": "opened",
     "refused_logins_total": "refused",

@@ -16,7 +16,7 @@ import time
 import psycopg2
 import pytest
 
-from clients import close_all
+from clients import close_all, count
 from pgcluster import wait_until
 from wardend import BIN_DIR, admission_cap, restored
 
@@ -281,3 +281,58 @@ def test_a_session_used_since_the_sample_is_spared(make_cluster, wardend):
     a.cursor().execute("SELECT 1")  # still alive
     assert c.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'idler'") == "2"
     close_all([a, b])
+
+
+def polls_later(w, n):
+    """Waits until wardend's first server has been polled n more times
+    (/health's last_poll moved n times): an observable condition, not a sleep."""
+    seen = [w.health()[1]["checks"][0]["data"]["last_poll"]]
+
+    def moved():
+        t = w.health()[1]["checks"][0]["data"]["last_poll"]
+        if t != seen[-1]:
+            seen.append(t)
+        return len(seen) > n
+    wait_until(moved, timeout=15, interval=0.05, what=f"{n} more polls")
+
+
+def test_superuser_sessions_only_where_a_role_names_them(make_cluster, wardend):
+    """Catch-all emergency steps (terminate every idle session, cap every
+    priority, from 1 % usage) end a plain role's idle session but never a
+    superuser's, and never cap it; a [[role]] that names the superuser
+    (max_idle = 0) ends its idle sessions."""
+    c = make_cluster()
+    c.psql("CREATE ROLE su_app LOGIN SUPERUSER; CREATE ROLE plain LOGIN")
+    su = hold(c, "su_app", 2, app="su")
+    plain = hold(c, "plain", 1, app="plain")
+    catch_all = ('[[emergency]]\nat_percent = 1\naction = "terminate_idle"\nolder_than = "0s"\n'
+                 'skip_priority = []\n'
+                 '[[emergency]]\nat_percent = 2\naction = "close_admission"\n'
+                 'priorities = ["low", "normal", "critical"]\n')
+    w = wardend([("primary", c)], catch_all).start()
+    try:
+        w.wait_http()
+        wait_until(lambda: count(c, "plain") == 0, timeout=15,
+                   what="the plain role's idle session terminated")
+        polls_later(w, 5)  # the steps stay in force: five more polls
+        assert count(c, "su_app") == 2
+        assert admission_cap(c, "su_app") is None
+        for conn in su:
+            conn.cursor().execute("SELECT 1")  # alive
+        _, text = w.get("/metrics")
+        assert 'pg_warden_actions_total{server="primary",kind="terminate"} 1\n' in text, text
+    finally:
+        assert w.stop() == 0
+
+    # A [[role]] naming the superuser: its limits apply to it.
+    w = wardend([("primary", c)], '[[role]]\nname = "su_app"\nmax_idle = 0\n',
+                name="named").start()
+    try:
+        wait_until(lambda: count(c, "su_app") == 0, timeout=15,
+                   what="the superuser's idle sessions ended by its [[role]]")
+        terminated = c.psql("SELECT count(*) FROM warden.terminations "
+                            "WHERE role = 'su_app' AND NOT dry_run")
+        assert terminated == "2", terminated
+    finally:
+        assert w.stop() == 0
+        close_all(su + plain)

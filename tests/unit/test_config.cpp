@@ -183,6 +183,32 @@ TEST(Config, EveryBadValueNamesFileLineAndKey) {
       {"degraded > unhealthy",
        "[daemon]\ndegraded_percent = 95\nunhealthy_percent = 90\n" + kServer,
        "daemon.unhealthy_percent", 3},
+      {"degraded = unhealthy",
+       "[daemon]\nunhealthy_percent = 85\ndegraded_percent = 85\n" + kServer,
+       "daemon.unhealthy_percent", 2},
+      {"degraded alone above the default unhealthy",
+       "[daemon]\ninterval = \"1s\"\ndegraded_percent = 92\n" + kServer, "daemon.degraded_percent",
+       3},
+      {"unhealthy alone below the default degraded", "[daemon]\nunhealthy_percent = 70\n" + kServer,
+       "daemon.unhealthy_percent", 2},
+      {"role max_idle above max_connections",
+       kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 10\n", "role[0].max_idle",
+       7},
+      {"role max_idle above max_connections, written first",
+       kServer + "[[role]]\nname = \"a\"\nmax_idle = 10\nmax_connections = 5\n", "role[0].max_idle",
+       6},
+      {"terminate_idle step that cannot escalate",
+       kServer + "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+                 "older_than = \"10m\"\n"
+                 "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n"
+                 "older_than = \"1h\"\n",
+       "emergency[1].at_percent", 9},
+      {"terminate_idle step that cannot escalate, listed first",
+       kServer + "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n"
+                 "keep_min = 3\n"
+                 "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+                 "keep_min = 2\n",
+       "emergency[0].at_percent", 5},
       {"token twice", "[daemon]\nhttp_token = \"a\"\nhttp_token_file = \"/x\"\n" + kServer,
        "daemon.http_token_file", 3},
       {"token file missing", "[daemon]\nhttp_token_file = \"/nonexistent/t\"\n" + kServer,
@@ -374,4 +400,62 @@ TEST(Config, MaskDsnHidesPasswords) {
   EXPECT_EQ(MaskDsn("host=x password = 'a b\\'c' user=u"), "host=x password = ******** user=u");
   EXPECT_EQ(MaskDsn("postgresql://u:s3cret@h/db"), "postgresql://u:********@h/db");
   EXPECT_EQ(MaskDsn("host=x user=u"), "host=x user=u");
+}
+
+TEST(Config, ContradictionsAreRefusedWithTheirReason) {
+  auto error_of = [](const std::string& text) -> std::string {
+    try {
+      ParseConfig(text, "/etc/w.toml");
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("[daemon]\ndegraded_percent = 90\nunhealthy_percent = 90\n" + kServer),
+            "/etc/w.toml:3: key 'daemon.unhealthy_percent': must be above degraded_percent (90)");
+  EXPECT_EQ(error_of("[daemon]\nunhealthy_percent = 75\n" + kServer),
+            "/etc/w.toml:2: key 'daemon.unhealthy_percent': must be above degraded_percent (80, "
+            "the default)");
+  EXPECT_EQ(error_of("[daemon]\ndegraded_percent = 90\n" + kServer),
+            "/etc/w.toml:2: key 'daemon.degraded_percent': must be below unhealthy_percent (90, "
+            "the default)");
+  EXPECT_EQ(error_of(kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 6\n"),
+            "/etc/w.toml:7: key 'role[0].max_idle': must not be above max_connections (5): idle "
+            "sessions are connections");
+  std::string two_steps = kServer +
+                          "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+                          "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n";
+  EXPECT_NE(error_of(two_steps).find("/etc/w.toml:8: key 'emergency[1].at_percent': this "
+                                     "terminate_idle step at 95% can take no session that "
+                                     "emergency[0] at 90% does not take already"),
+            std::string::npos)
+      << error_of(two_steps);
+}
+
+TEST(Config, NeighboursOfTheContradictionsAreAccepted) {
+  // A band between the thresholds, however narrow.
+  EXPECT_NO_THROW(ParseConfig(
+      "[daemon]\ndegraded_percent = 89.5\nunhealthy_percent = 90\n" + kServer, "w.toml"));
+  // max_idle equal to max_connections; either one alone.
+  EXPECT_NO_THROW(ParseConfig(
+      kServer + "[[role]]\nname = \"a\"\nmax_connections = 5\nmax_idle = 5\n" +
+          "[[role]]\nname = \"b\"\nmax_idle = 50\n[[role]]\nname = \"c\"\nmax_connections = 0\n",
+      "w.toml"));
+  // A higher terminate_idle step that reaches further in any one way escalates.
+  const std::string lo =
+      "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\nolder_than = \"10m\"\n"
+      "keep_min = 1\n";
+  for (const char* hi :
+       {"older_than = \"5m\"\nkeep_min = 1\n",                        // sooner
+        "older_than = \"10m\"\nkeep_min = 0\n",                       // keeps fewer
+        "older_than = \"10m\"\nkeep_min = 1\nskip_priority = []\n"})  // spares none
+    EXPECT_NO_THROW(ParseConfig(
+        kServer + lo + "[[emergency]]\nat_percent = 95\naction = \"terminate_idle\"\n" + hi,
+        "w.toml"))
+        << hi;
+  // terminate_idle and close_admission steps are not compared.
+  EXPECT_NO_THROW(ParseConfig(kServer +
+                                  "[[emergency]]\nat_percent = 90\naction = \"terminate_idle\"\n"
+                                  "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n",
+                              "w.toml"));
 }

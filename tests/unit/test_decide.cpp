@@ -177,7 +177,7 @@ TEST(Decide, EmergencyCloseAdmissionCapsLowPriorityRolesAtWhatTheyHold) {
           "[[emergency]]\nat_percent = 95\naction = \"close_admission\"\n");
   ServerState st;
   Snapshot s = Snap("batch", 7, {}, 96);
-  s.apps.push_back(AppUsage{"db", "api", "app", 20, 20, 0, 0, 0});
+  s.apps.push_back(AppUsage{"db", "api", "app", 20, 20, 0, 0, 0, 0});
   auto d = Decide(cfg, s, st, 0);
   ASSERT_EQ(d.actions.size(), 1u);
   EXPECT_EQ(d.actions[0].kind, Action::Kind::kCloseAdmission);
@@ -292,7 +292,7 @@ TEST(DecideRoleLimits, ExemptRolesAndOwnSessionAreNeverCandidates) {
       Cfg("[[role]]\nname = \"api\"\nmax_idle = 0\nmax_connections = 0\n"
           "[[role]]\nname = \"ops\"\nmax_idle = 0\nmax_connections = 0\n");
   Snapshot s = Snap("api", 0, {B(1, "api", "idle", 99), B(2, "api", "idle", 9)});
-  s.apps.push_back(AppUsage{"db", "ops", "app", 1, 0, 1, 0, 0});
+  s.apps.push_back(AppUsage{"db", "ops", "app", 1, 0, 1, 0, 0, 0});
   s.backends.push_back(B(3, "ops", "idle", 99));
   s.exempt_roles = {"ops"};
   std::map<std::string, RoleState> roles;

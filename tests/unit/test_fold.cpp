@@ -8,7 +8,7 @@ using namespace wardend;
 namespace {
 
 AppUsage App(const std::string& app, int n, double longest = 0) {
-  return AppUsage{"db", "r", app, n, 1, n - 1, 0, longest};
+  return AppUsage{"db", "r", app, n, 1, n - 1, 0, longest, 0};
 }
 
 }  // namespace
@@ -56,4 +56,38 @@ TEST(FoldRoles, RolesWithALimitKeepTheirRowPastTheCap) {
   EXPECT_EQ(out.at("<other>").active, 4);
   EXPECT_EQ(out.at("<other>").idle, 2);
   EXPECT_EQ(FoldRoles(roles, 100, keep).size(), roles.size());
+}
+
+TEST(FoldApplications, TheOtherRowKeepsTheLongestIdleInTransaction) {
+  std::vector<AppUsage> apps = {App("a", 10), App("b", 2), App("c", 3)};
+  apps[1].longest_idle_in_transaction_seconds = 42.5;
+  apps[2].longest_idle_in_transaction_seconds = 3;
+  auto out = FoldApplications(apps, 2);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_DOUBLE_EQ(out[0].longest_idle_in_transaction_seconds, 0);
+  EXPECT_DOUBLE_EQ(out[1].longest_idle_in_transaction_seconds, 42.5);
+}
+
+TEST(LongestIdleInTransaction, FromTheBackendsOfTheSameApplicationOnly) {
+  Snapshot s;
+  s.apps = {App("a", 3), App("b", 1), App("c", 1)};
+  s.apps[2].longest_idle_in_transaction_seconds = 9;  // stale: recomputed
+  auto backend = [](const std::string& app, const std::string& state, double seconds) {
+    Backend b;
+    b.database = "db";
+    b.role = "r";
+    b.application_name = app;
+    b.state = state;
+    b.state_seconds = seconds;
+    return b;
+  };
+  s.backends = {backend("a", "idle", 100),  // idle, not in a transaction: not counted
+                backend("a", "idle in transaction", 2.5),
+                backend("a", "idle in transaction (aborted)", 7.25),
+                backend("b", "idle in transaction", 1), backend("zz", "idle in transaction", 50)};
+  LongestIdleInTransactionFromBackends(s);
+  EXPECT_DOUBLE_EQ(s.apps[0].longest_idle_in_transaction_seconds, 7.25);
+  EXPECT_DOUBLE_EQ(s.apps[1].longest_idle_in_transaction_seconds, 1);
+  EXPECT_DOUBLE_EQ(s.apps[2].longest_idle_in_transaction_seconds, 0);
+  EXPECT_DOUBLE_EQ(s.LongestIdleInTransactionSeconds(), 7.25);
 }

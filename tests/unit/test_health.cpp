@@ -45,8 +45,9 @@ TEST(Health, ShapeAndStatusTransitions) {
   ASSERT_EQ(j["checks"].size(), 1u);
   EXPECT_EQ(j["checks"][0]["name"], "primary");
   EXPECT_EQ(j["checks"][0]["description"], "primary: 25/150 connections in use");
-  for (const char* k : {"connections", "max_connections", "usage_percent", "active", "idle",
-                        "idle_in_transaction", "longest_idle_seconds", "role", "mode"})
+  for (const char* k :
+       {"connections", "max_connections", "usage_percent", "active", "idle", "idle_in_transaction",
+        "longest_idle_seconds", "longest_idle_in_transaction_seconds", "role", "mode"})
     EXPECT_TRUE(j["checks"][0]["data"].contains(k)) << k;
   EXPECT_EQ(j["checks"][0]["data"]["role"], "primary");
 
@@ -114,7 +115,9 @@ TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
   Config cfg = Cfg();
   DaemonStatus st;
   st.servers.push_back(Up("pri\"mary", 3, 100));
-  st.servers[0].apps.push_back(AppUsage{"db", "api", "we\\ird\n\"app\"", 3, 1, 2, 0, 1.5});
+  st.servers[0].apps.push_back(AppUsage{"db", "api", "we\\ird\n\"app\"", 3, 1, 2, 0, 1.5, 0});
+  st.servers[0].apps.push_back(AppUsage{"db", "api", "tx", 2, 0, 1, 1, 4, 312.5});
+  st.servers[0].longest_idle_in_transaction_seconds = 312.5;
   st.servers[0].actions_total["terminate"] = 4;
   st.servers[0].counters.push_back(AppCounters{"db", "api", "batch", 7, 2});
   st.servers[0].budgets.push_back(BudgetUse{"cap", "batch", "", "", 5, 3});
@@ -132,6 +135,17 @@ TEST(Metrics, StrictExpositionFormatWithEscapedLabels) {
   EXPECT_NE(text.find("# TYPE pg_warden_build_info gauge\npg_warden_build_info{version=\""),
             std::string::npos);
   EXPECT_NE(text.find("pg_warden_actions_total{server=\"pri\\\"mary\",kind=\"terminate\"} 4"),
+            std::string::npos);
+  // The longest idle in transaction: per server, and per application (0 where none is).
+  EXPECT_NE(
+      text.find("pg_warden_server_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\"} "
+                "312.5\n"),
+      std::string::npos);
+  EXPECT_NE(text.find("pg_warden_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\","
+                      "datname=\"db\",usename=\"api\",application_name=\"tx\"} 312.5\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("pg_warden_longest_idle_in_transaction_seconds{server=\"pri\\\"mary\","
+                      "datname=\"db\",usename=\"api\",application_name=\"we"),
             std::string::npos);
   // Every line: a HELP, a TYPE, or a sample of the family announced last.
   std::regex help(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$)");

@@ -129,7 +129,7 @@ Snapshot RoleSnap(const std::string& role, int connections, std::vector<Backend>
   s.max_connections = 100;
   s.usage_percent = connections;
   s.own_pid = 1;
-  s.apps.push_back(AppUsage{"db", role, "svc", connections, connections, 0, 0, 0});
+  s.apps.push_back(AppUsage{"db", role, "svc", connections, connections, 0, 0, 0, 0});
   s.backends = std::move(backends);
   s.connections = connections;
   return s;

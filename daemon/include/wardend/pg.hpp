@@ -46,6 +46,9 @@ struct Capabilities {
   bool extension = false;        // warden.server_usage & co. exist
   bool close_admission = false;  // warden.close_admission / open_admission
   bool record_action = false;
+  // warden.app_usage has longest_idle_in_transaction_seconds (1.1); without
+  // it the poll computes it from warden.backends.
+  bool idle_in_transaction_column = false;
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
   bool superuser = false;
   bool in_recovery = false;

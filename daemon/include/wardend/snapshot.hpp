@@ -31,7 +31,9 @@ struct AppUsage {
   int active = 0;
   int idle = 0;
   int idle_in_transaction = 0;
-  double longest_idle_seconds = 0;
+  double longest_idle_seconds = 0;  // state "idle" only
+  // "idle in transaction" (aborted or not): the one that holds locks and snapshots.
+  double longest_idle_in_transaction_seconds = 0;
 };
 
 // warden.app_usage's counters of one key (rows whose counters are all 0 are not read).
@@ -82,6 +84,7 @@ struct Snapshot {
   int Idle() const;
   int IdleInTransaction() const;
   double LongestIdleSeconds() const;
+  double LongestIdleInTransactionSeconds() const;
 };
 
 }  // namespace wardend

@@ -63,6 +63,7 @@ struct ServerStatus {
   std::optional<double> replay_lag_seconds;
   int active = 0, idle = 0, idle_in_transaction = 0;
   double longest_idle_seconds = 0;
+  double longest_idle_in_transaction_seconds = 0;
   std::vector<AppUsage> apps;                     // bounded (metrics_max_applications)
   std::vector<AppCounters> counters;              // not folded: counters must not move between keys
   std::vector<BudgetUse> budgets;                 // the extension's budgets on this server

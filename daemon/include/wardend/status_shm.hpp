@@ -18,7 +18,7 @@
 namespace wardend {
 
 constexpr uint32_t kShmMagic = 0x57415244;  // "WARD"
-constexpr uint32_t kShmVersion = 3;
+constexpr uint32_t kShmVersion = 4;
 constexpr int kShmServers = 16;
 constexpr int kShmApps = 64;
 constexpr int kShmActions = 32;
@@ -41,7 +41,7 @@ struct ShmApp {
   char role[64];
   char application[64];
   int32_t connections, active, idle, idle_in_transaction;
-  double longest_idle_seconds;
+  double longest_idle_seconds, longest_idle_in_transaction_seconds;
 };
 
 struct ShmServer {
@@ -52,6 +52,7 @@ struct ShmServer {
   int32_t connections, max_connections, reserved;
   int32_t active, idle, idle_in_transaction;
   double usage_percent, longest_idle_seconds, last_ok_unix, poll_seconds, replay_lag_seconds;
+  double longest_idle_in_transaction_seconds;
   char patroni_role[24];     // a [[cluster]]'s member: Patroni's role; "" otherwise
   int64_t lag_bytes;         // Patroni's lag of the member; -1: none or unknown
   int32_t admission_closed;  // roles whose admission wardend has closed
