@@ -45,7 +45,8 @@ SELECT pg_catalog.json_build_object(
                 pg_catalog.current_setting('warden.degraded_percent', true),
                 pg_catalog.current_setting('warden.unhealthy_percent', true),
                 pg_catalog.current_setting('warden.exempt_roles', true),
-                pg_catalog.current_setting('warden.enforce', true))
+                pg_catalog.current_setting('warden.enforce', true),
+                @REWIND@)
 )::text)SQL";
 
 // Degraded mode: the same facts from pg_stat_activity.
@@ -88,12 +89,19 @@ SELECT pg_catalog.json_build_object(
 )::text)SQL";
 
 // The poll with the extension, for an extension whose warden.app_usage has
-// (1.1) or has not (1.0) longest_idle_in_transaction_seconds.
-std::string PollExtensionSql(bool idle_in_transaction_column) {
+// (1.1) or has not (1.0) longest_idle_in_transaction_seconds, and whose
+// warden.config_status() (1.1, readable by pg_monitor) lists the rewind roles
+// the extension exempts (warden.exempt_rewind_roles): wardend exempts them too.
+std::string PollExtensionSql(bool idle_in_transaction_column, bool rewind_roles) {
   std::string sql = kPollExtension;
   sql.replace(
       sql.find("@IIT@"), 5,
       idle_in_transaction_column ? "coalesce(longest_idle_in_transaction_seconds, 0)" : "0");
+  sql.replace(sql.find("@REWIND@"), 8,
+              rewind_roles ? "(SELECT pg_catalog.to_json(rewind_roles) FROM warden.config_status() "
+                             "WHERE pg_catalog.current_setting('warden.exempt_rewind_roles', true) "
+                             "OPERATOR(pg_catalog.=) 'on')"
+                           : "NULL");
   return sql;
 }
 
@@ -173,12 +181,15 @@ SELECT pg_catalog.to_regclass('warden.server_usage') IS NOT NULL,
        pg_catalog.pg_is_in_recovery(),
        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                 WHERE attrelid = pg_catalog.to_regclass('warden.app_usage')
-                  AND attname = 'longest_idle_in_transaction_seconds' AND NOT attisdropped))SQL");
+                  AND attname = 'longest_idle_in_transaction_seconds' AND NOT attisdropped),
+       pg_catalog.to_regprocedure('warden.config_status()') IS NOT NULL
+   AND pg_catalog.has_function_privilege('warden.config_status()', 'EXECUTE'))SQL");
   bool views = std::string(PQgetvalue(r.get(), 0, 0)) == "t";
   caps_.close_admission = std::string(PQgetvalue(r.get(), 0, 1)) == "t";
   caps_.superuser = std::string(PQgetvalue(r.get(), 0, 3)) == "t";
   caps_.in_recovery = std::string(PQgetvalue(r.get(), 0, 4)) == "t";
   caps_.idle_in_transaction_column = std::string(PQgetvalue(r.get(), 0, 5)) == "t";
+  caps_.rewind_roles = std::string(PQgetvalue(r.get(), 0, 6)) == "t";
   caps_.record_action = !PQgetisnull(r.get(), 0, 2);
   caps_.record_action_args.clear();  // Detect runs again at every capability probe
   if (caps_.record_action) {
@@ -224,8 +235,9 @@ SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) || '
 }
 
 Snapshot Connection::Poll() {
-  auto r = Exec(caps_.extension ? PollExtensionSql(caps_.idle_in_transaction_column)
-                                : std::string(kPollDegraded));
+  auto r =
+      Exec(caps_.extension ? PollExtensionSql(caps_.idle_in_transaction_column, caps_.rewind_roles)
+                           : std::string(kPollDegraded));
   Snapshot s;
   auto j = nlohmann::json::parse(PQgetvalue(r.get(), 0, 0));
   r.reset();
@@ -258,6 +270,9 @@ Snapshot Connection::Poll() {
         if (!role.empty()) s.exempt_roles.push_back(role);
       }
     }
+    if (st.size() > 4 && st.at(4).is_array())
+      for (const auto& role : st.at(4))
+        if (role.is_string()) s.exempt_roles.push_back(role.get<std::string>());
   }
   s.apps.reserve(j.at("apps").size());
   for (const auto& a : j.at("apps"))

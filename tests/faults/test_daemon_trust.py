@@ -16,7 +16,7 @@ import time
 import psycopg2
 import pytest
 
-from clients import close_all, count
+from clients import close_all, config_applied, count
 from pgcluster import wait_until
 from wardend import BIN_DIR, admission_cap, restored
 
@@ -336,3 +336,30 @@ def test_superuser_sessions_only_where_a_role_names_them(make_cluster, wardend):
     finally:
         assert w.stop() == 0
         close_all(su + plain)
+
+
+def test_rewind_role_spared_by_catch_all_steps(make_cluster, wardend):
+    """The roles the extension exempts as pg_rewind's (granted EXECUTE on
+    pg_read_binary_file, warden.exempt_rewind_roles) are exempt for wardend too:
+    a catch-all terminate_idle step ends a plain role's idle session, never theirs."""
+    c = make_cluster()
+    c.psql("CREATE ROLE rw LOGIN; CREATE ROLE plain LOGIN;"
+           "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"
+           " TO rw")
+    config_applied(c)
+    assert c.psql("SELECT rewind_roles FROM warden.config_status()") == "{rw}"
+    rw = hold(c, "rw", 2, app="rewind")
+    plain = hold(c, "plain", 1, app="plain")
+    w = wardend([("primary", c)], '[[emergency]]\nat_percent = 1\naction = "terminate_idle"\n'
+                                  'older_than = "0s"\nskip_priority = []\n').start()
+    try:
+        w.wait_http()
+        wait_until(lambda: count(c, "plain") == 0, timeout=15,
+                   what="the plain role's idle session terminated")
+        polls_later(w, 5)
+        assert count(c, "rw") == 2
+        for conn in rw:
+            conn.cursor().execute("SELECT 1")  # alive
+    finally:
+        assert w.stop() == 0
+        close_all(rw + plain)

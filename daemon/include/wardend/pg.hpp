@@ -49,6 +49,7 @@ struct Capabilities {
   // warden.app_usage has longest_idle_in_transaction_seconds (1.1); without
   // it the poll computes it from warden.backends.
   bool idle_in_transaction_column = false;
+  bool rewind_roles = false;  // warden.config_status() (1.1) readable: its rewind roles are exempt
   std::vector<std::string> record_action_args;  // input argument names of warden.record_action
   bool superuser = false;
   bool in_recovery = false;
