@@ -310,8 +310,8 @@ class Parser {
         e.action = EmergencyAction::kPausePool;
       else
         Fail(t.get("action"), p + "action",
-             "must be \"terminate_idle\", \"close_admission\" or \"pause_pool\", not \"" +
-                 *action + "\"");
+             "must be \"terminate_idle\", \"close_admission\" or \"pause_pool\", not \"" + *action +
+                 "\"");
       if (auto d = Duration(t, p, "older_than", Millis(0))) {
         if (e.action != EmergencyAction::kTerminateIdle)
           Fail(t.get("older_than"), p + "older_than", "applies to action \"terminate_idle\" only");
@@ -357,8 +357,8 @@ class Parser {
                "\"pause_pool\" needs a pgbouncer_dsn, which a [[cluster]]'s members have not");
       }
       for (size_t j = 0; j < cfg.emergencies.size(); ++j)
-        if (cfg.emergencies[j].at_percent == e.at_percent && cfg.emergencies[j].action == e.action &&
-            cfg.emergencies[j].pool == e.pool)
+        if (cfg.emergencies[j].at_percent == e.at_percent &&
+            cfg.emergencies[j].action == e.action && cfg.emergencies[j].pool == e.pool)
           Fail(t.get("at_percent"), p + "at_percent",
                "duplicate emergency step: emergency[" + std::to_string(j) +
                    "] already has this at_percent and action \"" + *action + "\"");

@@ -374,8 +374,8 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
     for (const auto& e : cfg.emergencies)
       if (e.action == EmergencyAction::kPausePool && e.pool == pool &&
           snap.usage_percent >= e.at_percent - cfg.daemon.hysteresis_percent) {
-        a.reason = fmt::format("emergency {}%: server usage {:.1f}%", e.at_percent,
-                               snap.usage_percent);
+        a.reason =
+            fmt::format("emergency {}%: server usage {:.1f}%", e.at_percent, snap.usage_percent);
         break;
       }
     d.actions.push_back(std::move(a));

@@ -148,9 +148,9 @@ void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, co
 void Executor::Pause(ActionTarget& t, ServerState& state, const Action& a) {
   const std::string where = t.Bouncer();
   if (where.empty()) {
-    WarnOnce("nobouncer:" + a.pool,
-             fmt::format("cannot pause pgbouncer pool {}: this server has no pgbouncer_dsn",
-                         a.pool));
+    WarnOnce(
+        "nobouncer:" + a.pool,
+        fmt::format("cannot pause pgbouncer pool {}: this server has no pgbouncer_dsn", a.pool));
     return;
   }
   auto existing = journal_.FindPool(server_, a.pool, identity_);
@@ -205,9 +205,10 @@ bool Executor::Resume(ActionTarget& t, const JournalEntry& e, const std::string&
   try {
     t.ResumePool(e.pool);
   } catch (const PgError& ex) {
-    spdlog::error("[{}] cannot resume pgbouncer pool {} on {}: {} (kept in the state file, tried "
-                  "again at the next poll)",
-                  server_, e.pool, e.pgbouncer, ex.what());
+    spdlog::error(
+        "[{}] cannot resume pgbouncer pool {} on {}: {} (kept in the state file, tried "
+        "again at the next poll)",
+        server_, e.pool, e.pgbouncer, ex.what());
     return false;
   }
   try {

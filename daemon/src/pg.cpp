@@ -411,7 +411,6 @@ std::vector<std::map<std::string, std::string>> ConsoleConnection::Show(const ch
   return rows;
 }
 
-
 bool ConsoleConnection::Command(const std::string& statement, int timeout_ms) {
   PGconn* c = conn_.get();
   if (!PQsendQuery(c, statement.c_str()))
@@ -423,7 +422,7 @@ bool ConsoleConnection::Command(const std::string& statement, int timeout_ms) {
     while (!PQisBusy(c)) {
       ResultPtr r(PQgetResult(c));
       if (!r) {
-        if (!error.empty()) throw PgError(statement + ": " + error, "", !ok());
+        if (!error.empty()) throw PgError(fmt::format("{}: {}", statement, error), "", !ok());
         return true;
       }
       const auto st = PQresultStatus(r.get());
@@ -437,7 +436,7 @@ bool ConsoleConnection::Command(const std::string& statement, int timeout_ms) {
     pollfd p{PQsocket(c), POLLIN, 0};
     int n = ::poll(&p, 1, static_cast<int>(left * 1000) + 1);
     if (n < 0 && errno != EINTR)
-      throw PgError(statement + ": poll: " + std::strerror(errno), "", true);
+      throw PgError(fmt::format("{}: poll: {}", statement, std::strerror(errno)), "", true);
   }
 }
 

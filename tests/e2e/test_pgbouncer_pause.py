@@ -200,3 +200,54 @@ def test_pause_pool_is_journaled_undone_on_the_way_down_and_after_kill9(srv, war
     finally:
         release(conns)
         bouncer.stop()
+
+
+def test_pause_pool_in_session_mode_does_not_hold_wardend_up(srv, wardend):
+    """Session mode: PAUSE answers only once the pool's clients disconnect.
+    wardend waits for the answer at most statement_timeout, keeps polling, and
+    treats the pool as paused (pgbouncer holds new queries); RESUME on the way
+    down ends it, and the client connected all along works again."""
+    bouncer = pgcluster.PgBouncer(srv, pool_mode="session", pool_size=2,
+                                  db_options="user=pooled").start()
+    conns = []
+    try:
+        w = wardend([("primary", srv)], daemon_extra='statement_timeout = "1s"', body=(
+            f'[[emergency]]\nat_percent = {AT_PERCENT}\naction = "pause_pool"\n'
+            f'pool = "postgres"\n'))
+        w.write(open(w.config).read().replace(
+            f'dsn = "{srv.dsn()}"\n',
+            f'dsn = "{srv.dsn()}"\npgbouncer_dsn = "{bouncer.dsn(dbname="pgbouncer")}"\n'))
+        admin = console(bouncer)
+        session = psycopg2.connect(bouncer.dsn(application_name="session"))
+        session.autocommit = True
+        session.cursor().execute("SELECT 1")  # holds its server connection
+        w.start()
+        w.wait_http()
+
+        conns = hold(srv, HOLD)
+        wait_paused(admin, w, 1)
+        w.wait_log(r"pausing pgbouncer pool postgres on \S+: .*new clients wait")
+        # The poll loop goes on while the PAUSE is pending in pgbouncer.
+        def last_poll():
+            m = re.search(r'^pg_warden_last_successful_poll_timestamp_seconds\{server="primary"\} '
+                          r'(\S+)$', w.get("/metrics")[1], re.M)
+            return float(m.group(1)) if m else 0.0
+        first = last_poll()
+        pgcluster.wait_until(lambda: last_poll() >= first + 1, timeout=10, what="polls go on")
+        assert paused(admin) == 1
+        assert len(pause_entries(w)) == 1
+
+        release(conns)
+        wait_paused(admin, w, 0)
+        pgcluster.wait_until(lambda: pause_entries(w) == [], timeout=10, what="journal empty")
+        with session.cursor() as cur:
+            cur.execute("SELECT 2")
+            assert cur.fetchone()[0] == 2
+        session.close()
+        t, out = query_through(bouncer, 10)
+        assert out == {"v": 1}
+        assert w.stop() == 0
+        admin.close()
+    finally:
+        release(conns)
+        bouncer.stop()

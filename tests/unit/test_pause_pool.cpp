@@ -34,8 +34,8 @@ std::string ErrorOf(const std::string& text) {
 }
 
 std::string TempPath(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("wardend-unit-pause-" + std::to_string(getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("wardend-unit-pause-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::filesystem::remove(dir / name);
   return (dir / name).string();
@@ -224,7 +224,7 @@ TEST(PausePoolDecide, APoolPausedByAPreviousRunIsResumedOnlyOnceNoStepNeedsIt) {
                              "\"app\"\n",
                          "w.toml");
   ServerState st;
-  st.paused.insert("app");  // AdoptPaused at the first connection
+  st.paused.insert("app");                                   // AdoptPaused at the first connection
   EXPECT_TRUE(Decide(c, Usage(70), st, 0).actions.empty());  // still needed: no RESUME/PAUSE
   Decision d = Decide(c, Usage(20), st, 1);
   ASSERT_EQ(d.actions.size(), 1u);
@@ -256,9 +256,10 @@ TEST(PausePoolJournal, EntriesRoundTripBesideRoleEntries) {
   EXPECT_EQ(back[0], role);
   EXPECT_EQ(back[1], pool);
   EXPECT_EQ(SerializeJournal({role}).find("pgbouncer"), std::string::npos);  // format unchanged
-  EXPECT_THROW(ParseJournal(R"({"version":1,"entries":[{"server":"p","role":"",)"
-                            R"("mechanism":"pause_pool","original_limit":-1,"applied_limit":-1}]})"),
-               std::runtime_error);
+  EXPECT_THROW(
+      ParseJournal(R"({"version":1,"entries":[{"server":"p","role":"",)"
+                   R"("mechanism":"pause_pool","original_limit":-1,"applied_limit":-1}]})"),
+      std::runtime_error);
 
   // A role and a pool of the same name are two entries.
   Journal j(TempPath("both.state"));

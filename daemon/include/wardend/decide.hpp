@@ -33,7 +33,7 @@ struct Action {
   bool superuser_ok = false;    // a [[role]] names the role: its superuser sessions too
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
-  std::string pool;  // kPausePool, kResumePool: the pgbouncer database
+  std::string pool;    // kPausePool, kResumePool: the pgbouncer database
   std::string reason;  // "role app_api: max_idle 10", "emergency 90%: ..."
   std::string rule;    // short: "max_idle", "idle_in_transaction_timeout", "emergency 90%", ...
 };

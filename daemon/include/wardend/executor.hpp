@@ -96,8 +96,7 @@ class Executor {
   bool Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery, const std::string& why);
   // Undoes every change journaled for this server; keep_paused: not its
   // paused pgbouncer pools (see AdoptPaused).
-  void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why,
-               bool keep_paused = false);
+  void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why, bool keep_paused = false);
   // At the first connection: the pools a previous run paused (kill -9) are
   // known as paused (state.paused), so that the decisions resume them once
   // no emergency step needs them, rather than RESUME and PAUSE again.
