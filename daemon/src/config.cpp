@@ -31,7 +31,15 @@ const char* ToString(Priority p) {
 }
 
 const char* ToString(EmergencyAction a) {
-  return a == EmergencyAction::kTerminateIdle ? "terminate_idle" : "close_admission";
+  switch (a) {
+    case EmergencyAction::kTerminateIdle:
+      return "terminate_idle";
+    case EmergencyAction::kCloseAdmission:
+      return "close_admission";
+    case EmergencyAction::kPausePool:
+      return "pause_pool";
+  }
+  return "?";
 }
 
 const char* ToString(RoleScope s) { return s == RoleScope::kCluster ? "cluster" : "server"; }
@@ -285,7 +293,8 @@ class Parser {
       const toml::table& t = *emergencies[i];
       std::string p = "emergency[" + std::to_string(i) + "].";
       CheckKeys(t, p,
-                {"at_percent", "action", "older_than", "skip_priority", "priorities", "keep_min"});
+                {"at_percent", "action", "older_than", "skip_priority", "priorities", "keep_min",
+                 "pool"});
       EmergencyConfig e;
       auto at = Number(t, p, "at_percent", 1, 100);
       if (!at)
@@ -293,15 +302,18 @@ class Parser {
       e.at_percent = *at;
       auto action = String(t, p, "action");
       if (!action)
-        Fail(nullptr, p + "action", "is required: \"terminate_idle\" or \"close_admission\"",
-             LineOf(t));
+        Fail(nullptr, p + "action",
+             "is required: \"terminate_idle\", \"close_admission\" or \"pause_pool\"", LineOf(t));
       if (*action == "terminate_idle")
         e.action = EmergencyAction::kTerminateIdle;
       else if (*action == "close_admission")
         e.action = EmergencyAction::kCloseAdmission;
+      else if (*action == "pause_pool")
+        e.action = EmergencyAction::kPausePool;
       else
         Fail(t.get("action"), p + "action",
-             "must be \"terminate_idle\" or \"close_admission\", not \"" + *action + "\"");
+             "must be \"terminate_idle\", \"close_admission\" or \"pause_pool\", not \"" + *action +
+                 "\"");
       if (auto d = Duration(t, p, "older_than", Millis(0))) {
         if (e.action != EmergencyAction::kTerminateIdle)
           Fail(t.get("older_than"), p + "older_than", "applies to action \"terminate_idle\" only");
@@ -323,8 +335,32 @@ class Parser {
           Fail(t.get("keep_min"), p + "keep_min", "applies to action \"terminate_idle\" only");
         e.keep_min = static_cast<int>(*v);
       }
+      if (auto v = String(t, p, "pool")) {
+        if (e.action != EmergencyAction::kPausePool)
+          Fail(t.get("pool"), p + "pool", "applies to action \"pause_pool\" only");
+        // Sent unquoted in PAUSE/RESUME on the admin console: a plain name only.
+        static const std::regex plain(R"(^[A-Za-z0-9_]{1,63}$)");
+        if (!std::regex_match(*v, plain))
+          Fail(t.get("pool"), p + "pool",
+               "must be a pgbouncer database name of letters, digits and '_' (at most 63)");
+        e.pool = *v;
+      }
+      if (e.action == EmergencyAction::kPausePool) {
+        if (e.pool.empty())
+          Fail(nullptr, p + "pool", "is required for action \"pause_pool\" (a pgbouncer database)",
+               LineOf(t));
+        for (size_t k = 0; k < cfg.servers.size(); ++k)
+          if (cfg.servers[k].pgbouncer_dsn.empty())
+            Fail(t.get("action"), p + "action",
+                 "\"pause_pool\" needs the pgbouncer_dsn of every [[server]]: server[" +
+                     std::to_string(k) + "] (\"" + cfg.servers[k].name + "\") has none");
+        if (!cfg.clusters.empty())
+          Fail(t.get("action"), p + "action",
+               "\"pause_pool\" needs a pgbouncer_dsn, which a [[cluster]]'s members have not");
+      }
       for (size_t j = 0; j < cfg.emergencies.size(); ++j)
-        if (cfg.emergencies[j].at_percent == e.at_percent && cfg.emergencies[j].action == e.action)
+        if (cfg.emergencies[j].at_percent == e.at_percent &&
+            cfg.emergencies[j].action == e.action && cfg.emergencies[j].pool == e.pool)
           Fail(t.get("at_percent"), p + "at_percent",
                "duplicate emergency step: emergency[" + std::to_string(j) +
                    "] already has this at_percent and action \"" + *action + "\"");

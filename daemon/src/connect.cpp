@@ -83,7 +83,8 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
              "connected as a non-superuser: terminating superuser sessions and ALTER ROLE "
              "of superusers will fail");
   board_.Connected(s.server.name, caps.extension, ChooseMechanism(caps));
-  ConnectionTarget target(*s.conn);
+  ConnectionTarget target(*s.conn, s.server.pgbouncer_dsn,
+                          static_cast<int>(cfg.daemon.statement_timeout.count()));
   try {
     // The journal knows this server by its identity from now on (a renamed
     // [[server]] finds the entries written under its old name).
@@ -96,8 +97,10 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
              "cannot read the server's system identifier (pg_control_system): the state file "
              "knows this server by its [[server]] name only");
   if (!s.recovered) {
-    // First connection since start: undo what a previous run left in force.
-    s.executor->UndoAll(target, s.in_recovery, "left by a previous run");
+    // First connection since start: undo what a previous run left in force;
+    // the pools it paused are resumed by the decisions once no step needs them.
+    s.executor->AdoptPaused(s.state);
+    s.executor->UndoAll(target, s.in_recovery, "left by a previous run", true);
     s.recovered = true;
   } else if (!s.server.cluster.empty()) {
     // A cluster member reconnected to: Patroni may have restarted it (a
@@ -105,7 +108,7 @@ bool Daemon::EnsureConnected(Slot& s, const Config& cfg) {
     // gone or have lost its reason. Reopen (a no-op where the override died
     // with the server) and let this poll's decisions place again what still
     // has a reason: nothing stays behind, in the server or the state file.
-    s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member");
+    s.executor->UndoAll(target, s.in_recovery, "reconnected to a cluster member", true);
     // Its sessions may be gone with it: the reasons are weighed afresh.
     s.state.roles.clear();
     s.state.emergency_active.clear();
@@ -186,7 +189,8 @@ void Daemon::UndoAll(Slot& s, const Config& cfg, const std::string& why) {
     s.recovered = true;  // undo below is the recovery
     if (!EnsureConnected(s, cfg)) return;
   }
-  ConnectionTarget target(*s.conn);
+  ConnectionTarget target(*s.conn, s.server.pgbouncer_dsn,
+                          static_cast<int>(cfg.daemon.statement_timeout.count()));
   s.executor->UndoAll(target, s.in_recovery, why);
 }
 

@@ -81,10 +81,16 @@ int Daemon::Run() {
     return 1;
   }
   for (const auto& e : journal_->Entries())
-    spdlog::warn(
-        "state file: change left in force by a previous run: server {}, role {} ({}, "
-        "limit {} -> {}); it will be undone",
-        e.server, e.role, ToString(e.mechanism), e.original_limit, e.applied_limit);
+    if (e.mechanism == AdmissionKind::kPausePool)
+      spdlog::warn(
+          "state file: change left in force by a previous run: server {}, pgbouncer {} pool {} "
+          "paused; it will be resumed once no emergency step needs it",
+          e.server, e.pgbouncer, e.pool);
+    else
+      spdlog::warn(
+          "state file: change left in force by a previous run: server {}, role {} ({}, "
+          "limit {} -> {}); it will be undone",
+          e.server, e.role, ToString(e.mechanism), e.original_limit, e.applied_limit);
 
   file_cfg_ = *cfg;
   if (!file_cfg_.clusters.empty()) {
@@ -320,7 +326,8 @@ void Daemon::Step(Slot& s, const Config& cfg) {
   }
   for (const auto& ev : d.events) spdlog::warn("[{}] {}", s.server.name, ev);
   {
-    ConnectionTarget target(*s.conn);
+    ConnectionTarget target(*s.conn, s.server.pgbouncer_dsn,
+                            static_cast<int>(cfg.daemon.statement_timeout.count()));
     s.executor->Apply(target, s.state, snap.in_recovery, d.actions, DryRun(cfg) || snap.enforce_off,
                       [this] { return stop_workers_ && fast_; });
   }

@@ -55,6 +55,10 @@ const char* ToString(Action::Kind k) {
       return "close_admission";
     case Action::Kind::kOpenAdmission:
       return "open_admission";
+    case Action::Kind::kPausePool:
+      return "pause_pool";
+    case Action::Kind::kResumePool:
+      return "resume_pool";
   }
   return "?";
 }
@@ -70,6 +74,10 @@ std::string Describe(const Action& a) {
                          a.reason);
     case Action::Kind::kOpenAdmission:
       return fmt::format("reopen admission of role {}: {}", a.role, a.reason);
+    case Action::Kind::kPausePool:
+      return fmt::format("pause pgbouncer pool {}: {}", a.pool, a.reason);
+    case Action::Kind::kResumePool:
+      return fmt::format("resume pgbouncer pool {}: {}", a.pool, a.reason);
   }
   return "?";
 }
@@ -152,6 +160,14 @@ std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState
       want[role] = it == want.end() ? cap : std::min(it->second, cap);
     }
   }
+  return want;
+}
+
+std::set<std::string> DesiredPauses(const Config& cfg, const ServerState& state) {
+  std::set<std::string> want;
+  for (size_t i = 0; i < cfg.emergencies.size() && i < state.emergency_active.size(); ++i)
+    if (state.emergency_active[i] && cfg.emergencies[i].action == EmergencyAction::kPausePool)
+      want.insert(cfg.emergencies[i].pool);
   return want;
 }
 
@@ -349,6 +365,31 @@ Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, dou
     a.kind = Action::Kind::kOpenAdmission;
     a.role = role;
     a.limit = limit;
+    a.reason = "reason gone";
+    d.actions.push_back(std::move(a));
+  }
+
+  // PgBouncer pools: PAUSE what a step in force names, RESUME what none does.
+  const auto pauses = DesiredPauses(cfg, state);
+  for (const auto& pool : pauses) {
+    if (state.paused.count(pool)) continue;
+    Action a;
+    a.kind = Action::Kind::kPausePool;
+    a.pool = pool;
+    for (const auto& e : cfg.emergencies)
+      if (e.action == EmergencyAction::kPausePool && e.pool == pool &&
+          snap.usage_percent >= e.at_percent - cfg.daemon.hysteresis_percent) {
+        a.reason =
+            fmt::format("emergency {}%: server usage {:.1f}%", e.at_percent, snap.usage_percent);
+        break;
+      }
+    d.actions.push_back(std::move(a));
+  }
+  for (const auto& pool : state.paused) {
+    if (pauses.count(pool)) continue;
+    Action a;
+    a.kind = Action::Kind::kResumePool;
+    a.pool = pool;
     a.reason = "reason gone";
     d.actions.push_back(std::move(a));
   }

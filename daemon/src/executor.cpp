@@ -25,6 +25,42 @@ void ConnectionTarget::Record(const std::string& what, const Action& a, bool dry
                   a.reason, dry_run);
 }
 
+bool ActionTarget::PausePool(const std::string& pool) {
+  throw PgError("cannot pause pool " + pool + ": this server has no pgbouncer_dsn", "", false);
+}
+
+void ActionTarget::ResumePool(const std::string& pool) {
+  throw PgError("cannot resume pool " + pool + ": this server has no pgbouncer_dsn", "", false);
+}
+
+std::string ConnectionTarget::Bouncer() const {
+  return bouncer_dsn_.empty() ? "" : DsnHostPort(bouncer_dsn_);
+}
+
+bool ConnectionTarget::PausePool(const std::string& pool) {
+  if (bouncer_dsn_.empty()) return ActionTarget::PausePool(pool);
+  auto console = ConsoleConnection::Open(bouncer_dsn_, 2);
+  // Dropped when this returns: a PAUSE still under way stays so in pgbouncer.
+  return console->Command("PAUSE " + pool, bouncer_timeout_ms_);
+}
+
+void ConnectionTarget::ResumePool(const std::string& pool) {
+  if (bouncer_dsn_.empty()) return ActionTarget::ResumePool(pool);
+  auto console = ConsoleConnection::Open(bouncer_dsn_, 2);
+  try {
+    if (!console->Command("RESUME " + pool, bouncer_timeout_ms_))
+      throw PgError("RESUME " + pool + ": no answer from pgbouncer", "", true);
+  } catch (const PgError& e) {
+    // Nothing paused there (pgbouncer restarted, or the PAUSE never took):
+    // nothing left to undo.
+    const std::string msg = e.what();
+    if (msg.find("is not paused") != std::string::npos ||
+        msg.find("no such database") != std::string::npos)
+      return;
+    throw;
+  }
+}
+
 AdmissionMechanism& ConnectionTarget::Mechanism(AdmissionKind kind) {
   auto& m = kind == AdmissionKind::kOverride ? override_ : connection_limit_;
   if (!m) m = MakeMechanism(kind, c_);
@@ -46,9 +82,9 @@ void Executor::Apply(ActionTarget& t, ServerState& state, bool in_recovery,
     if (stop() || !t.ok()) break;
     try {
       if (dry_run) {
-        std::string key = a.kind == Action::Kind::kTerminate
-                              ? fmt::format("t{}", a.pid)
-                              : fmt::format("a{}:{}", a.role, a.limit);
+        std::string key = a.kind == Action::Kind::kTerminate ? fmt::format("t{}", a.pid)
+                          : a.pool.empty() ? fmt::format("a{}:{}", a.role, a.limit)
+                                           : fmt::format("p{}:{}", ToString(a.kind), a.pool);
         dry_now.insert(key);
         if (!dry_logged_.count(key)) {
           spdlog::info("[{}] dry-run: would {}", server_, Describe(a));
@@ -93,7 +129,109 @@ void Executor::Execute(ActionTarget& t, ServerState& state, bool in_recovery, co
       if (Undo(t, *e, in_recovery, a.reason)) state.applied.erase(a.role);
       break;
     }
+    case Action::Kind::kPausePool:
+      Pause(t, state, a);
+      break;
+    case Action::Kind::kResumePool: {
+      auto e = journal_.FindPool(server_, a.pool, identity_);
+      if (!e) {
+        state.paused.erase(a.pool);
+        spdlog::info("[{}] pgbouncer pool {}: nothing to resume ({})", server_, a.pool, a.reason);
+        break;
+      }
+      if (Resume(t, *e, a.reason)) state.paused.erase(a.pool);
+      break;
+    }
   }
+}
+
+void Executor::Pause(ActionTarget& t, ServerState& state, const Action& a) {
+  const std::string where = t.Bouncer();
+  if (where.empty()) {
+    WarnOnce(
+        "nobouncer:" + a.pool,
+        fmt::format("cannot pause pgbouncer pool {}: this server has no pgbouncer_dsn", a.pool));
+    return;
+  }
+  auto existing = journal_.FindPool(server_, a.pool, identity_);
+  JournalEntry e;
+  e.server = server_;
+  e.identity = identity_;
+  e.mechanism = AdmissionKind::kPausePool;
+  e.pool = a.pool;
+  e.pgbouncer = where;
+  e.since = existing ? existing->since : Wall();
+  try {
+    journal_.Upsert(e);  // before the PAUSE: a kill -9 right after still knows what to resume
+  } catch (const std::exception& ex) {
+    std::string msg = fmt::format("state file {}: {}", journal_.path(), ex.what());
+    spdlog::error("[{}] pgbouncer pool {} NOT paused: {}", server_, a.pool, msg);
+    if (events_.journal_error) events_.journal_error(msg);
+    return;
+  }
+  if (events_.journal_error) events_.journal_error("");
+  bool done = false;
+  try {
+    done = t.PausePool(a.pool);
+  } catch (const PgError& ex) {
+    if (ex.connection_lost()) {
+      // The PAUSE may have reached pgbouncer: known as paused, so that it is
+      // resumed (a RESUME of a pool not paused counts as done).
+      state.paused.insert(a.pool);
+    } else if (!existing) {
+      try {
+        journal_.RemovePool(server_, a.pool, identity_);
+      } catch (const std::exception& ex2) {
+        spdlog::error("[{}] state file {}: {}", server_, journal_.path(), ex2.what());
+      }
+    }
+    throw;
+  }
+  state.paused.insert(a.pool);
+  if (events_.action) events_.action("pause_pool", Describe(a));
+  if (done)
+    spdlog::warn("[{}] paused pgbouncer pool {} on {}: {}", server_, a.pool, where, a.reason);
+  else
+    spdlog::warn(
+        "[{}] pausing pgbouncer pool {} on {}: {} (new clients wait; its server connections "
+        "still in use are released as their clients finish)",
+        server_, a.pool, where, a.reason);
+  Action rec = a;
+  rec.database = a.pool;
+  Record(t, rec, false);
+}
+
+bool Executor::Resume(ActionTarget& t, const JournalEntry& e, const std::string& why) {
+  try {
+    t.ResumePool(e.pool);
+  } catch (const PgError& ex) {
+    spdlog::error(
+        "[{}] cannot resume pgbouncer pool {} on {}: {} (kept in the state file, tried "
+        "again at the next poll)",
+        server_, e.pool, e.pgbouncer, ex.what());
+    return false;
+  }
+  try {
+    journal_.RemovePool(server_, e.pool, identity_);
+  } catch (const std::exception& ex) {
+    spdlog::error("[{}] pgbouncer pool {}: state file {}: {} (resumed; entry kept)", server_,
+                  e.pool, journal_.path(), ex.what());
+    return false;
+  }
+  Action rec;
+  rec.kind = Action::Kind::kResumePool;
+  rec.pool = e.pool;
+  rec.database = e.pool;
+  rec.reason = why;
+  if (events_.action) events_.action("resume_pool", Describe(rec));
+  spdlog::warn("[{}] resumed pgbouncer pool {} on {} ({})", server_, e.pool, e.pgbouncer, why);
+  Record(t, rec, false);
+  return true;
+}
+
+void Executor::AdoptPaused(ServerState& state) {
+  for (const auto& e : journal_.EntriesFor(server_, identity_))
+    if (e.mechanism == AdmissionKind::kPausePool) state.paused.insert(e.pool);
 }
 
 void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a) {
@@ -188,6 +326,7 @@ void Executor::Close(ActionTarget& t, ServerState& state, bool in_recovery, cons
 
 bool Executor::Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery,
                     const std::string& why) {
+  if (e.mechanism == AdmissionKind::kPausePool) return Resume(t, e, why);
   if (!t.ok()) return false;
   try {
     AdmissionMechanism& mech = t.Mechanism(e.mechanism);
@@ -222,8 +361,10 @@ bool Executor::Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery,
   }
 }
 
-void Executor::UndoAll(ActionTarget& t, bool in_recovery, const std::string& why) {
-  for (const auto& e : journal_.EntriesFor(server_, identity_)) Undo(t, e, in_recovery, why);
+void Executor::UndoAll(ActionTarget& t, bool in_recovery, const std::string& why,
+                       bool keep_paused) {
+  for (const auto& e : journal_.EntriesFor(server_, identity_))
+    if (!keep_paused || e.mechanism != AdmissionKind::kPausePool) Undo(t, e, in_recovery, why);
 }
 
 void Executor::SetIdentity(const std::string& identity) {
@@ -235,6 +376,8 @@ void Executor::SetIdentity(const std::string& identity) {
 void Executor::Reconcile(ActionTarget& t, ServerState& state) {
   std::optional<std::map<std::string, int>> in_force;
   for (const auto& e : journal_.EntriesFor(server_, identity_)) {
+    // A paused pool lives in pgbouncer, not in the server: state.paused knows it.
+    if (e.mechanism == AdmissionKind::kPausePool) continue;
     if (!t.Mechanism(e.mechanism).LostAtRestart()) continue;
     if (!in_force) in_force = t.RoleOverrides();  // throws when it cannot tell
     auto it = in_force->find(e.role);
@@ -282,9 +425,9 @@ void Executor::Record(ActionTarget& t, const Action& a, bool dry_run) {
   if (!t.ok() || !t.CanRecord()) return;
   try {
     // The extension keeps the action in its 63-byte policy column: keep it short.
-    std::string what = a.kind == Action::Kind::kTerminate
-                           ? "wardend " + a.rule
-                           : fmt::format("wardend {} {}", ToString(a.kind), a.limit);
+    std::string what = a.kind == Action::Kind::kTerminate ? "wardend " + a.rule
+                       : a.pool.empty() ? fmt::format("wardend {} {}", ToString(a.kind), a.limit)
+                                        : fmt::format("wardend {}", ToString(a.kind));
     t.Record(what, a, dry_run);
   } catch (const PgError& e) {
     WarnOnce("record_action",

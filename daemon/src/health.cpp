@@ -77,6 +77,7 @@ nlohmann::json HealthJson(const DaemonConfig& d, const DaemonStatus& st, int* ht
       data["replay_lag_seconds"] =
           s.replay_lag_seconds ? nlohmann::json(*s.replay_lag_seconds) : nlohmann::json(nullptr);
     if (!s.admission_closed.empty()) data["admission_closed"] = s.admission_closed;
+    if (!s.paused_pools.empty()) data["pgbouncer_paused"] = s.paused_pools;
     if (!s.cluster.empty()) {
       data["cluster"] = s.cluster;
       data["patroni_role"] = s.patroni_role;
@@ -139,6 +140,9 @@ std::map<std::string, AlertState> CurrentAlerts(const Config& cfg, const ServerS
   for (const auto& [role, limit] : s.admission_closed)
     out["admission_closed:" + role] = {
         "warning", fmt::format("{}: admission of role {} closed at {}", s.name, role, limit), 0};
+  for (const auto& pool : s.paused_pools)
+    out["pgbouncer_paused:" + pool] = {
+        "critical", fmt::format("{}: pgbouncer pool {} paused (emergency step)", s.name, pool), 0};
   for (double at : s.emergency_active)
     out[fmt::format("emergency:{}", at)] = {
         "critical", fmt::format("{}: emergency step at {}% in force", s.name, at), 0};

@@ -16,19 +16,29 @@
 namespace wardend {
 
 const char* ToString(AdmissionKind k) {
-  return k == AdmissionKind::kConnectionLimit ? "alter_role" : "override";
+  switch (k) {
+    case AdmissionKind::kOverride:
+      return "override";
+    case AdmissionKind::kConnectionLimit:
+      return "alter_role";
+    case AdmissionKind::kPausePool:
+      return "pause_pool";
+  }
+  return "override";
 }
 
 std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name) {
   if (name == "override") return AdmissionKind::kOverride;
   if (name == "alter_role") return AdmissionKind::kConnectionLimit;
+  if (name == "pause_pool") return AdmissionKind::kPausePool;
   return std::nullopt;
 }
 
 bool operator==(const JournalEntry& a, const JournalEntry& b) {
   return a.server == b.server && a.identity == b.identity && a.role == b.role &&
          a.mechanism == b.mechanism && a.original_limit == b.original_limit &&
-         a.applied_limit == b.applied_limit && a.previous_limit == b.previous_limit;
+         a.applied_limit == b.applied_limit && a.previous_limit == b.previous_limit &&
+         a.pool == b.pool && a.pgbouncer == b.pgbouncer;
 }
 
 std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
@@ -36,15 +46,21 @@ std::string SerializeJournal(const std::vector<JournalEntry>& entries) {
   j["version"] = 1;
   j["pid"] = static_cast<long>(getpid());
   j["entries"] = nlohmann::json::array();
-  for (const auto& e : entries)
-    j["entries"].push_back({{"server", e.server},
-                            {"identity", e.identity},
-                            {"role", e.role},
-                            {"mechanism", ToString(e.mechanism)},
-                            {"original_limit", e.original_limit},
-                            {"applied_limit", e.applied_limit},
-                            {"previous_limit", e.previous_limit},
-                            {"since", e.since}});
+  for (const auto& e : entries) {
+    nlohmann::json x = {{"server", e.server},
+                        {"identity", e.identity},
+                        {"role", e.role},
+                        {"mechanism", ToString(e.mechanism)},
+                        {"original_limit", e.original_limit},
+                        {"applied_limit", e.applied_limit},
+                        {"previous_limit", e.previous_limit},
+                        {"since", e.since}};
+    if (e.mechanism == AdmissionKind::kPausePool) {
+      x["pool"] = e.pool;
+      x["pgbouncer"] = e.pgbouncer;
+    }
+    j["entries"].push_back(std::move(x));
+  }
   return j.dump(2) + "\n";
 }
 
@@ -68,6 +84,10 @@ std::vector<JournalEntry> ParseJournal(const std::string& text) {
       x.applied_limit = e.at("applied_limit").get<int>();
       x.previous_limit = e.value("previous_limit", -1);
       x.since = e.value("since", 0.0);
+      x.pool = e.value("pool", std::string());
+      x.pgbouncer = e.value("pgbouncer", std::string());
+      if (x.mechanism == AdmissionKind::kPausePool && x.pool.empty())
+        throw std::runtime_error("a pause_pool entry without its pool");
       out.push_back(std::move(x));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -155,7 +175,16 @@ std::optional<JournalEntry> Journal::Find(const std::string& server, const std::
                                           const std::string& identity) const {
   std::lock_guard<std::mutex> g(mu_);
   for (const auto& e : entries_)
-    if (Belongs(e, server, identity) && e.role == role) return e;
+    if (Belongs(e, server, identity) && e.role == role && e.pool.empty()) return e;
+  return std::nullopt;
+}
+
+std::optional<JournalEntry> Journal::FindPool(const std::string& server, const std::string& pool,
+                                              const std::string& identity) const {
+  std::lock_guard<std::mutex> g(mu_);
+  for (const auto& e : entries_)
+    if (Belongs(e, server, identity) && e.mechanism == AdmissionKind::kPausePool && e.pool == pool)
+      return e;
   return std::nullopt;
 }
 
@@ -200,7 +229,7 @@ void Journal::Upsert(const JournalEntry& e) {
   auto old = entries_;
   bool found = false;
   for (auto& x : entries_)
-    if (Belongs(x, e.server, e.identity) && x.role == e.role) {
+    if (Belongs(x, e.server, e.identity) && x.role == e.role && x.pool == e.pool) {
       x = e;
       found = true;
     }
@@ -216,10 +245,22 @@ void Journal::Upsert(const JournalEntry& e) {
 void Journal::Remove(const std::string& server, const std::string& role,
                      const std::string& identity) {
   std::lock_guard<std::mutex> g(mu_);
+  RemoveLocked(server, role, "", identity);
+}
+
+void Journal::RemovePool(const std::string& server, const std::string& pool,
+                         const std::string& identity) {
+  std::lock_guard<std::mutex> g(mu_);
+  RemoveLocked(server, "", pool, identity);
+}
+
+void Journal::RemoveLocked(const std::string& server, const std::string& role,
+                           const std::string& pool, const std::string& identity) {
   auto old = entries_;
   entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
                                 [&](const JournalEntry& x) {
-                                  return Belongs(x, server, identity) && x.role == role;
+                                  return Belongs(x, server, identity) && x.role == role &&
+                                         x.pool == pool;
                                 }),
                  entries_.end());
   if (entries_.size() == old.size()) return;

@@ -189,7 +189,8 @@ std::string MetricsText(const Config& cfg, const DaemonStatus& st) {
     }
   family("pg_warden_actions_total", "counter", "Actions taken by wardend, by kind.");
   for (const auto& s : st.servers)
-    for (const char* kind : {"terminate", "close_admission", "open_admission"}) {
+    for (const char* kind :
+         {"terminate", "close_admission", "open_admission", "pause_pool", "resume_pool"}) {
       auto it = s.actions_total.find(kind);
       sample("pg_warden_actions_total", fmt::format("{},kind=\"{}\"", L(s.name), kind),
              it == s.actions_total.end() ? 0 : static_cast<double>(it->second));

@@ -3,11 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <poll.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "wardend/clock.hpp"
 #include "wardend/fold.hpp"
 
 namespace wardend {
@@ -440,6 +445,53 @@ std::vector<std::map<std::string, std::string>> ConsoleConnection::Show(const ch
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+bool ConsoleConnection::Command(const std::string& statement, int timeout_ms) {
+  PGconn* c = conn_.get();
+  if (!PQsendQuery(c, statement.c_str()))
+    throw PgError(statement + ": " + Trimmed(PQerrorMessage(c)), "", !ok());
+  const double deadline = Mono() + timeout_ms / 1000.0;
+  std::string error;
+  for (;;) {
+    if (!PQconsumeInput(c)) throw PgError(statement + ": " + Trimmed(PQerrorMessage(c)), "", true);
+    while (!PQisBusy(c)) {
+      ResultPtr r(PQgetResult(c));
+      if (!r) {
+        if (!error.empty()) throw PgError(fmt::format("{}: {}", statement, error), "", !ok());
+        return true;
+      }
+      const auto st = PQresultStatus(r.get());
+      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && error.empty()) {
+        error = Trimmed(PQresultErrorMessage(r.get()));
+        if (error.empty()) error = PQresStatus(st);
+      }
+    }
+    const double left = deadline - Mono();
+    if (left <= 0) return false;
+    pollfd p{PQsocket(c), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(left * 1000) + 1);
+    if (n < 0 && errno != EINTR)
+      throw PgError(fmt::format("{}: poll: {}", statement, std::strerror(errno)), "", true);
+  }
+}
+
+std::string DsnHostPort(const std::string& dsn) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (err) PQfreemem(err);
+  std::string host, port;
+  if (opts) {
+    for (PQconninfoOption* o = opts; o->keyword; ++o) {
+      if (!o->val) continue;
+      if (std::string(o->keyword) == "host")
+        host = o->val;
+      else if (std::string(o->keyword) == "port")
+        port = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  return (host.empty() ? "localhost" : host) + ":" + (port.empty() ? "5432" : port);
 }
 
 }  // namespace wardend

@@ -113,6 +113,7 @@ void StatusBoard::PollOk(const Config& cfg, const std::string& server, const Sna
   st.roles = FoldRoles(snap.Roles(), cap,
                        [&](const std::string& role) { return cfg.RoleLimitFor(role) != nullptr; });
   st.admission_closed = state.applied;
+  st.paused_pools.assign(state.paused.begin(), state.paused.end());
   st.emergency_active.clear();
   for (size_t i = 0; i < state.emergency_active.size() && i < cfg.emergencies.size(); ++i)
     if (state.emergency_active[i]) st.emergency_active.push_back(cfg.emergencies[i].at_percent);

@@ -13,7 +13,9 @@ namespace wardend {
 
 enum class Priority { kLow, kNormal, kCritical };
 enum class LogFormat { kPlain, kJson };
-enum class EmergencyAction { kTerminateIdle, kCloseAdmission };
+// kPausePool: PAUSE of one pgbouncer database (pool) on every server's
+// pgbouncer_dsn admin console, RESUME on the way down (docs/pgbouncer.md).
+enum class EmergencyAction { kTerminateIdle, kCloseAdmission, kPausePool };
 // Where a [[role]] limit counts connections: each server alone, or summed
 // over the members of every [[cluster]] (docs/fleet.md).
 enum class RoleScope { kServer, kCluster };
@@ -88,6 +90,7 @@ struct EmergencyConfig {
   std::vector<Priority> priorities{Priority::kLow};          // close_admission: whose roles
 
   int keep_min = 0;  // terminate_idle: per (database, role, application), kept idle sessions
+  std::string pool;  // pause_pool: the pgbouncer database to PAUSE
 };
 
 struct Config {

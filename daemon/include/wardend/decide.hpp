@@ -18,7 +18,7 @@
 namespace wardend {
 
 struct Action {
-  enum class Kind { kTerminate, kCloseAdmission, kOpenAdmission };
+  enum class Kind { kTerminate, kCloseAdmission, kOpenAdmission, kPausePool, kResumePool };
   Kind kind = Kind::kTerminate;
   std::string role;
   // kTerminate: the session, re-checked by the executor before terminating.
@@ -33,6 +33,7 @@ struct Action {
   bool superuser_ok = false;    // a [[role]] names the role: its superuser sessions too
   // kCloseAdmission: the cap on the role's connections.
   int limit = 0;
+  std::string pool;    // kPausePool, kResumePool: the pgbouncer database
   std::string reason;  // "role app_api: max_idle 10", "emergency 90%: ..."
   std::string rule;    // short: "max_idle", "idle_in_transaction_timeout", "emergency 90%", ...
 };
@@ -56,6 +57,9 @@ struct ServerState {
   // (role -> this member's share of the cluster's limit); set by the daemon
   // before Decide(), empty when this wardend is not the cluster's actor.
   std::map<std::string, int> cluster_caps;
+  // PgBouncer pools paused by wardend on this server's pgbouncer_dsn, as
+  // applied by the executor (and journaled). decide() only reads it.
+  std::set<std::string> paused;
 };
 
 struct Decision {
@@ -65,7 +69,8 @@ struct Decision {
 
 // One poll's decisions: DecideRoleLimits, then DecideEmergencies (skipping the
 // sessions the first chose), then the admission changes that bring
-// state.applied to DesiredAdmission. Updates state's hysteresis fields (not
+// state.applied to DesiredAdmission, and the PAUSE/RESUME that bring
+// state.paused to DesiredPauses. Updates state's hysteresis fields (not
 // `applied`).
 Decision Decide(const Config& cfg, const Snapshot& snap, ServerState& state, double now);
 
@@ -83,5 +88,8 @@ Decision DecideEmergencies(const Config& cfg, const Snapshot& snap, ServerState&
 
 // The admission limits that should be in force (role -> limit).
 std::map<std::string, int> DesiredAdmission(const Config& cfg, const ServerState& state);
+
+// The pgbouncer pools that should be paused: those of the pause_pool steps in force.
+std::set<std::string> DesiredPauses(const Config& cfg, const ServerState& state);
 
 }  // namespace wardend

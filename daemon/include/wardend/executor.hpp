@@ -39,11 +39,24 @@ class ActionTarget {
   // The overrides in force there for roles (role -> cap); empty where the
   // extension is confirmed absent. Throws PgError when it cannot tell.
   virtual std::map<std::string, int> RoleOverrides() { return {}; }
+  // The server's PgBouncer (pgbouncer_dsn): "host:port", "" when it has none.
+  virtual std::string Bouncer() const { return ""; }
+  // PAUSE of a pool on its admin console: true once paused, false when the
+  // PAUSE is still under way (it waits for the pool's server connections to
+  // be released) after the timeout. Throws PgError.
+  virtual bool PausePool(const std::string& pool);
+  // RESUME of a pool; a pool pgbouncer says is not paused (or no longer has)
+  // counts as resumed. Throws PgError.
+  virtual void ResumePool(const std::string& pool);
 };
 
 class ConnectionTarget final : public ActionTarget {
  public:
-  explicit ConnectionTarget(Connection& c) : c_(c) {}
+  // bouncer_dsn: the server's pgbouncer_dsn ("" none); PAUSE and RESUME wait
+  // for pgbouncer's answer at most bouncer_timeout_ms.
+  explicit ConnectionTarget(Connection& c, std::string bouncer_dsn = "",
+                            int bouncer_timeout_ms = 5000)
+      : c_(c), bouncer_dsn_(std::move(bouncer_dsn)), bouncer_timeout_ms_(bouncer_timeout_ms) {}
   bool ok() const override { return c_.ok(); }
   bool TerminateIfStill(const Action& a) override;
   bool CanRecord() const override { return c_.caps().record_action; }
@@ -52,9 +65,14 @@ class ConnectionTarget final : public ActionTarget {
   AdmissionMechanism& Mechanism(AdmissionKind kind) override;
   std::string Identity() const override { return c_.caps().identity; }
   std::map<std::string, int> RoleOverrides() override;
+  std::string Bouncer() const override;
+  bool PausePool(const std::string& pool) override;
+  void ResumePool(const std::string& pool) override;
 
  private:
   Connection& c_;
+  std::string bouncer_dsn_;
+  int bouncer_timeout_ms_;
   std::unique_ptr<AdmissionMechanism> override_, connection_limit_;
 };
 
@@ -76,8 +94,13 @@ class Executor {
   void Execute(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a);
   // Undoes a journaled change; true once it is undone and out of the journal.
   bool Undo(ActionTarget& t, const JournalEntry& e, bool in_recovery, const std::string& why);
-  // Undoes every change journaled for this server.
-  void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why);
+  // Undoes every change journaled for this server; keep_paused: not its
+  // paused pgbouncer pools (see AdoptPaused).
+  void UndoAll(ActionTarget& t, bool in_recovery, const std::string& why, bool keep_paused = false);
+  // At the first connection: the pools a previous run paused (kill -9) are
+  // known as paused (state.paused), so that the decisions resume them once
+  // no emergency step needs them, rather than RESUME and PAUSE again.
+  void AdoptPaused(ServerState& state);
   // Once connected: the server's identity keys this server's journal entries
   // (entries written under another [[server]] name are adopted). Throws if
   // the state file cannot be written.
@@ -95,6 +118,8 @@ class Executor {
 
  private:
   void Close(ActionTarget& t, ServerState& state, bool in_recovery, const Action& a);
+  void Pause(ActionTarget& t, ServerState& state, const Action& a);
+  bool Resume(ActionTarget& t, const JournalEntry& e, const std::string& why);
   void Record(ActionTarget& t, const Action& a, bool dry_run);
   void WarnOnce(const std::string& key, const std::string& message);
 

@@ -11,11 +11,13 @@
 
 namespace wardend {
 
-// How a role's admission was closed. The state file names them "override"
-// and "alter_role"; ToString/AdmissionKindFrom are the one mapping.
+// How a role's admission was closed, or (kPausePool) that a pgbouncer pool
+// was paused. The state file names them "override", "alter_role" and
+// "pause_pool"; ToString/AdmissionKindFrom are the one mapping.
 enum class AdmissionKind {
   kOverride,         // the extension's warden.close_admission (per server, also on a standby)
   kConnectionLimit,  // ALTER ROLE ... CONNECTION LIMIT (degraded mode, primary only)
+  kPausePool,        // PAUSE <pool> on the server's pgbouncer (undone by RESUME <pool>)
 };
 const char* ToString(AdmissionKind k);
 std::optional<AdmissionKind> AdmissionKindFrom(const std::string& name);
@@ -31,6 +33,10 @@ struct JournalEntry {
   // journaling a new limit and applying it leaves this one in force.
   int previous_limit = -1;
   std::string identity;  // the server's identity (Capabilities::identity); "" until known
+  // kPausePool (role is then ""): the pgbouncer database paused, and the
+  // host:port of the pgbouncer_dsn it was paused on (for people).
+  std::string pool;
+  std::string pgbouncer;
 };
 
 bool operator==(const JournalEntry& a, const JournalEntry& b);
@@ -51,11 +57,17 @@ class Journal {
                       const std::string& identity);
   std::vector<JournalEntry> EntriesFor(const std::string& server,
                                        const std::string& identity = "") const;
+  // A role's admission entry (never a pool's).
   std::optional<JournalEntry> Find(const std::string& server, const std::string& role,
                                    const std::string& identity = "") const;
-  // By (server or identity, role); throws if it cannot be written.
+  // A paused pool's entry.
+  std::optional<JournalEntry> FindPool(const std::string& server, const std::string& pool,
+                                       const std::string& identity = "") const;
+  // By (server or identity, role, pool); throws if it cannot be written.
   void Upsert(const JournalEntry& e);
   void Remove(const std::string& server, const std::string& role, const std::string& identity = "");
+  void RemovePool(const std::string& server, const std::string& pool,
+                  const std::string& identity = "");
   // Once a server's identity is known: its entries written under another
   // [[server]] name (renamed while wardend was down) take the current name,
   // and entries known only by this name take the identity. Throws if it
@@ -69,6 +81,8 @@ class Journal {
 
  private:
   void SaveLocked() const;
+  void RemoveLocked(const std::string& server, const std::string& role, const std::string& pool,
+                    const std::string& identity);
   std::string path_;
   mutable std::mutex mu_;
   std::vector<JournalEntry> entries_;

@@ -124,6 +124,10 @@ class Connection {
   std::string member_;
 };
 
+// "host:port" of a libpq connection string, for people (the journal, the
+// log); the defaults where it names none.
+std::string DsnHostPort(const std::string& dsn);
+
 // PgBouncer's admin console: the simple query protocol only, constant
 // statements, no parameters (it refuses PQexecParams).
 class ConsoleConnection {
@@ -133,6 +137,12 @@ class ConsoleConnection {
   // The rows of a constant statement ("SHOW POOLS"), column name -> text;
   // at most max_rows. Throws PgError.
   std::vector<std::map<std::string, std::string>> Show(const char* statement, size_t max_rows);
+  // A command without rows ("PAUSE app", "RESUME app"), waited for at most
+  // timeout_ms without blocking the thread longer: true once pgbouncer
+  // answered it, false when it has not yet (PAUSE waits for the pool's server
+  // connections to be released; it stays under way in pgbouncer, and this
+  // connection must not be used again). Throws PgError on an error answer.
+  bool Command(const std::string& statement, int timeout_ms);
   bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
 
  private:

@@ -69,6 +69,7 @@ struct ServerStatus {
   std::vector<BudgetUse> budgets;                 // the extension's budgets on this server
   std::map<std::string, RoleCount> roles;         // bounded likewise
   std::map<std::string, int> admission_closed;    // role -> limit in force
+  std::vector<std::string> paused_pools;          // pgbouncer pools wardend paused (pause_pool)
   std::vector<double> emergency_active;           // at_percent of each active step
   std::map<std::string, uint64_t> actions_total;  // kind -> count
   std::map<std::string, AlertState> alerts;       // key -> state
